@@ -1,0 +1,47 @@
+"""Exception types raised by cradlekit.
+
+Every error a user can trigger with bad input derives from :class:`CradlekitError`
+and from the builtin exception a Python user would expect (``ValueError``,
+``KeyError``-like lookups are reported as ``ValueError`` so the message prints
+cleanly), so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CradlekitError",
+    "InvalidCountsError",
+    "MissingKeyError",
+    "UnknownControlError",
+    "EmptyPerturbationError",
+    "ChecksumError",
+    "NonFiniteLossError",
+]
+
+
+class CradlekitError(Exception):
+    """Base class of all cradlekit errors."""
+
+
+class InvalidCountsError(CradlekitError, ValueError):
+    """The count matrix is not raw, finite, non-negative integer UMI counts."""
+
+
+class MissingKeyError(CradlekitError, ValueError):
+    """A column of ``obs``/``var``, a layer or an ``uns`` entry that is needed is absent."""
+
+
+class UnknownControlError(CradlekitError, ValueError):
+    """The control label does not occur in the perturbation column."""
+
+
+class EmptyPerturbationError(CradlekitError, ValueError):
+    """A perturbation (or a perturbation within a split) has no cells."""
+
+
+class ChecksumError(CradlekitError, OSError):
+    """A file does not match the checksum recorded for it."""
+
+
+class NonFiniteLossError(CradlekitError, FloatingPointError):
+    """Training produced a NaN or infinite loss."""

@@ -1,0 +1,47 @@
+"""Training callbacks: how widgets, loggers and tests follow a run epoch by epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import Trainer
+
+__all__ = ["Callback", "FunctionCallback", "as_callback"]
+
+
+@runtime_checkable
+class Callback(Protocol):
+    """Receives events from :class:`~cradlekit.train.Trainer`. Implement any subset of the hooks."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+class FunctionCallback:
+    """Wrap a function ``f(record)`` called at the end of every epoch."""
+
+    def __init__(self, fn: Callable[[dict[str, Any]], Any]):
+        self.fn = fn
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        pass
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self.fn(record)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        pass
+
+
+def as_callback(obj: Callback | Callable[[dict[str, Any]], Any]) -> Callback:
+    """Accept a :class:`Callback` or a plain function of the epoch record."""
+    if all(hasattr(obj, h) for h in ("on_train_start", "on_epoch_end", "on_train_end")):
+        return obj  # type: ignore[return-value]
+    if callable(obj):
+        return FunctionCallback(obj)
+    raise TypeError(f"callback must be a Callback or a callable, got {type(obj).__name__}")

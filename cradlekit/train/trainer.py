@@ -1,0 +1,301 @@
+"""The training loop: Adam, gradient clipping, early stopping, checkpoints and resume."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from .._logging import logger
+from ..errors import NonFiniteLossError
+from .callbacks import Callback, as_callback
+from .checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from .device_data import DeviceData
+from .seed import get_rng_state, seed_everything, set_rng_state
+
+__all__ = ["TrainConfig", "Trainer", "LossModule"]
+
+
+class LossModule(Protocol):
+    """What the trainer needs from a model: parameters and a loss on a batch."""
+
+    def parameters(self): ...
+
+    def train(self, mode: bool = True): ...
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]: ...
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (defaults: the paper's published settings).
+
+    Attributes
+    ----------
+    lr, weight_decay
+        Adam learning rate and weight decay.
+    batch_size
+        Cells per step.
+    max_epochs
+        Upper bound on epochs.
+    max_steps
+        Optional budget of optimiser steps (stops at the end of the epoch that reaches it).
+    patience
+        Epochs without a new best validation loss before stopping (``None``: no early stopping).
+    grad_clip
+        Maximum gradient norm.
+    seed
+        Seeds parameters' initialisation-independent randomness: shuffling and Monte-Carlo samples.
+    checkpoint_dir
+        Folder for ``last.pt`` (every ``checkpoint_every`` epochs) and ``best.pt``; ``None``: no files.
+    checkpoint_every
+        Epochs between periodic checkpoints.
+    restore_best
+        Load the best validation state into the module when training ends.
+    progress_bar
+        Show a tqdm bar over epochs.
+    val_seed
+        Seed of the Monte-Carlo samples used for validation, so validation losses are comparable.
+    """
+
+    lr: float = 3e-4
+    weight_decay: float = 1e-6
+    batch_size: int = 512
+    max_epochs: int = 2000
+    max_steps: int | None = None
+    patience: int | None = 50
+    grad_clip: float = 100.0
+    seed: int = 0
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 1
+    restore_best: bool = True
+    progress_bar: bool = True
+    val_seed: int = 12345
+
+
+class Trainer:
+    """Fit a :class:`LossModule` on device-resident data.
+
+    Parameters
+    ----------
+    module
+        A model with ``loss(batch) -> (loss, parts)`` and torch parameters.
+    train_data, val_data
+        :class:`DeviceData` on the training device; without validation data the training
+        loss drives early stopping and the best checkpoint.
+    config
+        :class:`TrainConfig`.
+    callbacks
+        Objects with ``on_train_start/on_epoch_end/on_train_end`` or functions of the epoch record.
+
+    Notes
+    -----
+    ``fit(resume=True)`` continues from ``checkpoint_dir/last.pt`` when it exists: parameters,
+    optimiser, epoch, best state, history and every random-number-generator state are restored,
+    so a resumed run follows the same trajectory as one that was never interrupted.
+    """
+
+    def __init__(
+        self,
+        module: LossModule,
+        train_data: DeviceData,
+        val_data: DeviceData | None = None,
+        *,
+        config: TrainConfig | None = None,
+        callbacks: Sequence[Callback | Callable[[dict[str, Any]], Any]] = (),
+    ):
+        self.module = module
+        self.train_data = train_data
+        self.val_data = val_data
+        self.config = config or TrainConfig()
+        self.callbacks = [as_callback(c) for c in callbacks]
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        self.step = 0
+        self.best_loss = float("inf")
+        self.best_epoch = -1
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._bad_epochs = 0
+        self._stop_requested = False
+        self.stopped_early = False
+        self._optimizer = torch.optim.Adam(
+            [p for p in module.parameters() if p.requires_grad],
+            lr=self.config.lr,
+            weight_decay=self.config.weight_decay,
+        )
+        self._shuffle = torch.Generator()
+
+    # ------------------------------------------------------------------ control
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current epoch (thread-safe; used by widgets)."""
+        self._stop_requested = True
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return Path(self.config.checkpoint_dir) if self.config.checkpoint_dir else None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume."""
+        return {
+            "module": self.module.state_dict(),
+            "optimizer": self._optimizer.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "best_state": self._best_state,
+            "bad_epochs": self._bad_epochs,
+            "history": self.history,
+            "rng": get_rng_state(),
+            "shuffle_rng": self._shuffle.get_state(),
+            "config": asdict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state produced by :meth:`state_dict`."""
+        self.module.load_state_dict(state["module"])
+        self._optimizer.load_state_dict(state["optimizer"])
+        self.epoch = state["epoch"]
+        self.step = state["step"]
+        self.best_loss = state["best_loss"]
+        self.best_epoch = state["best_epoch"]
+        self._best_state = state["best_state"]
+        self._bad_epochs = state["bad_epochs"]
+        self.history = list(state["history"])
+        set_rng_state(state["rng"])
+        self._shuffle.set_state(state["shuffle_rng"])
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, *, resume: bool = True) -> list[dict[str, Any]]:
+        """Train until ``max_epochs``, ``max_steps``, early stopping or :meth:`request_stop`.
+
+        Returns
+        -------
+        The history: one record per epoch with ``epoch``, ``step``, ``train_loss``,
+        ``val_loss`` and the mean of every loss part the module reports.
+        """
+        cfg = self.config
+        last = self.checkpoint_dir / LAST if self.checkpoint_dir else None
+        if resume and last is not None and last.exists():
+            self.load_state_dict(load_checkpoint(last, map_location=self.train_data.device))
+            logger.info("resumed from %s at epoch %d (step %d)", last, self.epoch, self.step)
+        elif self.epoch == 0:
+            seed_everything(cfg.seed)
+            self._shuffle.manual_seed(cfg.seed)
+        self._stop_requested = False
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+
+        bar = tqdm(
+            total=cfg.max_epochs, initial=self.epoch, desc="training", unit="epoch",
+            disable=not cfg.progress_bar, leave=False,
+        )
+        try:
+            while self.epoch < cfg.max_epochs:
+                record = self._run_epoch()
+                self.history.append(record)
+                improved = self._track_best(record)
+                if last is not None and (self.epoch % cfg.checkpoint_every == 0 or improved):
+                    save_checkpoint(self.state_dict(), last)
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['train_loss']:.4g}", val=f"{record.get('val_loss', float('nan')):.4g}")
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, record)
+                if cfg.patience is not None and self._bad_epochs >= cfg.patience:
+                    self.stopped_early = True
+                    logger.info("early stopping at epoch %d (best epoch %d)", self.epoch, self.best_epoch)
+                    break
+                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    break
+                if self._stop_requested:
+                    logger.info("stopped on request after epoch %d", self.epoch)
+                    break
+        finally:
+            bar.close()
+            if last is not None and self.history:
+                save_checkpoint(self.state_dict(), last)
+        if cfg.restore_best and self._best_state is not None:
+            self.module.load_state_dict(self._best_state)
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.history
+
+    def _run_epoch(self) -> dict[str, Any]:
+        cfg = self.config
+        self.module.train()
+        t0 = time.perf_counter()
+        total = torch.zeros((), device=self.train_data.device)
+        parts_sum: dict[str, torch.Tensor] = {}
+        n_batches = 0
+        params = [p for g in self._optimizer.param_groups for p in g["params"]]
+        for batch in self.train_data.batches(cfg.batch_size, shuffle=True, generator=self._shuffle):
+            loss, parts = self.module.loss(batch)
+            if not torch.isfinite(loss):
+                hint = " The last good state is in the checkpoint folder." if self.checkpoint_dir else ""
+                raise NonFiniteLossError(
+                    f"loss is {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1} "
+                    f"(parts: { {k: float(v) for k, v in parts.items()} }); lower the learning rate "
+                    f"or check the input counts.{hint}"
+                )
+            self._optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            self._optimizer.step()
+            self.step += 1
+            n_batches += 1
+            total += loss.detach()
+            for k, v in parts.items():
+                v = v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+                parts_sum[k] = parts_sum.get(k, 0) + v
+        self.epoch += 1
+        record: dict[str, Any] = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "train_loss": float(total / max(n_batches, 1)),
+        }
+        record.update({f"train_{k}": float(v / max(n_batches, 1)) for k, v in parts_sum.items()})
+        if self.val_data is not None:
+            record.update(self.evaluate(self.val_data, prefix="val"))
+        record["seconds"] = time.perf_counter() - t0
+        return record
+
+    @torch.no_grad()
+    def evaluate(self, data: DeviceData, *, prefix: str = "val") -> dict[str, float]:
+        """Mean loss (and parts) over ``data`` with a fixed Monte-Carlo seed; training RNG untouched."""
+        self.module.train(False)
+        devices = [data.device] if data.device.type == "cuda" else []
+        total, parts_sum, n = 0.0, {}, 0
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.config.val_seed)
+            for batch in data.batches(self.config.batch_size):
+                size = next(iter(batch.values())).shape[0]
+                loss, parts = self.module.loss(batch)
+                total += float(loss) * size
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * size
+                n += size
+        self.module.train(True)
+        out = {f"{prefix}_loss": total / max(n, 1)}
+        out.update({f"{prefix}_{k}": v / max(n, 1) for k, v in parts_sum.items()})
+        return out
+
+    def _track_best(self, record: dict[str, Any]) -> bool:
+        value = record.get("val_loss", record["train_loss"])
+        if value < self.best_loss:
+            self.best_loss = value
+            self.best_epoch = record["epoch"]
+            self._bad_epochs = 0
+            self._best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+            if self.checkpoint_dir is not None:
+                save_checkpoint({"module": self._best_state, "epoch": self.epoch, "loss": value},
+                                self.checkpoint_dir / BEST)
+            return True
+        self._bad_epochs += 1
+        return False
+
