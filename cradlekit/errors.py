@@ -16,6 +16,8 @@ __all__ = [
     "EmptyPerturbationError",
     "ChecksumError",
     "NonFiniteLossError",
+    "DatasetNotAvailableError",
+    "ManifestError",
 ]
 
 
@@ -45,3 +47,11 @@ class ChecksumError(CradlekitError, OSError):
 
 class NonFiniteLossError(CradlekitError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
+
+
+class DatasetNotAvailableError(CradlekitError, FileNotFoundError):
+    """No verified local copy of a dataset exists and the file cannot be downloaded."""
+
+
+class ManifestError(CradlekitError, ValueError):
+    """The dataset manifest (or one of its entries) is malformed."""

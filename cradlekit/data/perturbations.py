@@ -93,6 +93,11 @@ def standardize_perturbations(
         ``perturbation_key``, ``control_label`` and ``combo_sep``.
     """
     check_control_label(adata, perturbation_key, control_label)
+    n_missing = int(adata.obs[perturbation_key].isna().sum())
+    if n_missing:  # astype(str) below would silently turn them into a perturbation named "nan"
+        raise MissingKeyError(
+            f"{n_missing} cells have no label in adata.obs[{perturbation_key!r}]; label or drop them first"
+        )
     controls = {control_label, *extra_control_labels}
     raw = adata.obs[perturbation_key].astype(str)
     mapping = {}

@@ -1,0 +1,51 @@
+"""Data: perturbation labels, dataset manifest and checksummed loaders, simulator, splits, counterfactual references.
+
+Typical use::
+
+    import cradlekit as ck
+    adata = ck.data.load_dataset("norman_subset")          # or simulate_perturbseq()
+    ck.qc.label_artifacts(adata)                            # obs artifact_k3/4/5, uns['qc']
+    ck.data.split_combinations(adata, seed=0)               # obs['split'], 25 % combinations held out
+    ck.data.counterfactual_references(adata, artifact_key="artifact_k3")
+"""
+
+from .counterfactual import counterfactual_references
+from .download import fetch
+from .manifest import DatasetEntry, get_entry, load_manifest, manifest_path
+from .perturbations import (
+    canonical_label,
+    dosage_matrix,
+    is_combination,
+    parse_perturbation,
+    perturbation_info,
+    perturbation_targets,
+    require_perturbations,
+    standardize_perturbations,
+)
+from .readers import load_dataset, standardize_dataset
+from .simulate import simulate_perturbseq, true_ate_frame
+from .splits import split_cells, split_combinations, split_summary
+
+__all__ = [
+    "DatasetEntry",
+    "canonical_label",
+    "counterfactual_references",
+    "dosage_matrix",
+    "fetch",
+    "get_entry",
+    "is_combination",
+    "load_dataset",
+    "load_manifest",
+    "manifest_path",
+    "parse_perturbation",
+    "perturbation_info",
+    "perturbation_targets",
+    "require_perturbations",
+    "simulate_perturbseq",
+    "split_cells",
+    "split_combinations",
+    "split_summary",
+    "standardize_dataset",
+    "standardize_perturbations",
+    "true_ate_frame",
+]

@@ -1,0 +1,331 @@
+"""Find a dataset file locally or download it, always checking its checksum.
+
+Where :func:`fetch` looks, in order:
+
+1. an explicit ``path=`` (a mismatching checksum raises :class:`~cradlekit.errors.ChecksumError`);
+2. the ``local_dirs=`` argument, the directories in ``$CRADLEKIT_DATA_DIRS`` (``os.pathsep``
+   separated), ``$CRADLEKIT_SHARED_DATA``, and the entry's ``search_dirs`` (by default
+   ``../shared/data`` next to a source checkout) - a copy whose checksum does not match is
+   skipped with a warning;
+3. the cache, ``cache_dir=`` or ``$CRADLEKIT_CACHE`` or ``~/.cache/cradlekit`` - a corrupt cached
+   file is logged, deleted and downloaded again, never used;
+4. a download with :mod:`pooch` into the cache, checked against the manifest's hash.
+
+**Trust on first use.** When the manifest knows no checksum for a dataset, the sha256 of the first
+download is written next to it in ``<file>.sha256`` (``sha256sum`` format). Later loads, local
+copies and re-downloads are checked against that record; if upstream really changed the file,
+delete the sidecar to trust the new one.
+
+Hashing a large file every time is slow (Replogle is 61 GB), so after a successful check a stamp
+in ``<cache>/.verified/`` records the file's path, size, modification time and digest; an
+unchanged file is not hashed again. Any change of size or modification time forces a full check.
+Nothing is written next to local copies outside the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pooch
+
+from .._logging import logger
+from ..errors import ChecksumError, DatasetNotAvailableError
+from .manifest import DatasetEntry, get_entry
+
+__all__ = [
+    "fetch",
+    "default_cache_dir",
+    "local_search_dirs",
+    "file_digest",
+    "expected_checksum",
+    "DatasetNotAvailableError",
+    "CACHE_ENV",
+    "DATA_DIRS_ENV",
+    "SHARED_DATA_ENV",
+]
+
+CACHE_ENV = "CRADLEKIT_CACHE"
+DATA_DIRS_ENV = "CRADLEKIT_DATA_DIRS"
+SHARED_DATA_ENV = "CRADLEKIT_SHARED_DATA"
+_CHUNK = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    """``$CRADLEKIT_CACHE`` if set, else ``~/.cache/cradlekit``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "cradlekit"
+
+
+def local_search_dirs(entry: DatasetEntry, local_dirs: Sequence[str | Path] | None = None) -> list[Path]:
+    """Directories searched for a local copy of ``entry``, in order, without duplicates."""
+    dirs: list[Path] = [Path(d).expanduser() for d in (local_dirs or ())]
+    for env in dict.fromkeys((entry.local_env, DATA_DIRS_ENV)):
+        dirs += [Path(d).expanduser() for d in os.environ.get(env, "").split(os.pathsep) if d]
+    if os.environ.get(SHARED_DATA_ENV):
+        dirs.append(Path(os.environ[SHARED_DATA_ENV]).expanduser())
+    dirs += entry.resolved_search_dirs()
+    seen: dict[str, Path] = {}
+    for d in dirs:
+        seen.setdefault(str(d.resolve()) if d.exists() else str(d), d)
+    return list(seen.values())
+
+
+def file_digest(path: str | Path, alg: str = "sha256") -> str:
+    """Hex digest of a file (``alg`` is any :mod:`hashlib` name, e.g. ``sha256`` or ``md5``)."""
+    h = hashlib.new(alg)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _stamp(path: Path, cache: Path) -> Path:
+    key = hashlib.sha1(str(path.resolve()).encode("utf-8")).hexdigest()
+    return cache / ".verified" / f"{key}.json"
+
+
+def expected_checksum(entry: DatasetEntry, cache_dir: str | Path | None = None) -> tuple[str, str, str] | None:
+    """``(alg, hex, source)`` the file must match, or ``None`` when nothing is known yet.
+
+    The manifest's sha256 (else md5) wins; otherwise the trust-on-first-use record
+    ``<cache>/<filename>.sha256`` is used if it exists.
+    """
+    if entry.sha256:
+        return "sha256", entry.sha256, "the manifest"
+    if entry.md5:
+        return "md5", entry.md5, "the manifest"
+    side = _sidecar(Path(cache_dir or default_cache_dir()) / entry.filename)
+    if side.is_file():
+        digest = side.read_text(encoding="utf-8").split()[0].strip().lower()
+        return "sha256", digest, f"the first-use record {side}"
+    return None
+
+
+def _matches(path: Path, expected: tuple[str, str, str], size: int | None, cache: Path) -> tuple[bool, str]:
+    """Check ``path``; return ``(ok, what was found)``. Uses and refreshes its stamp in ``cache``."""
+    alg, digest, _ = expected
+    st = path.stat()
+    if size is not None and st.st_size != size:
+        return False, f"a file of {st.st_size} bytes (expected {size} bytes)"
+    stamp = {"path": str(path.resolve()), "alg": alg, "digest": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(_stamp(path, cache).read_text(encoding="utf-8")) == stamp:
+            return True, f"{alg} {digest}"
+    actual = file_digest(path, alg)
+    if actual != digest:
+        return False, f"{alg} {actual}"
+    with contextlib.suppress(OSError):
+        _stamp(path, cache).parent.mkdir(parents=True, exist_ok=True)
+        _stamp(path, cache).write_text(json.dumps(stamp), encoding="utf-8")
+    return True, f"{alg} {actual}"
+
+
+@contextlib.contextmanager
+def _quiet_pooch() -> Iterator[None]:
+    plog = pooch.get_logger()
+    level = plog.level
+    plog.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        plog.setLevel(level)
+
+
+def fetch(
+    name_or_entry: str | DatasetEntry,
+    *,
+    path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    local_dirs: Sequence[str | Path] | None = None,
+    verify: bool = True,
+    download: bool = True,
+    progressbar: bool = False,
+    timeout: float = 60.0,
+    manifest: Mapping[str, DatasetEntry] | str | Path | None = None,
+) -> Path:
+    """Return the path of a verified copy of a dataset file, downloading it if needed.
+
+    Parameters
+    ----------
+    name_or_entry
+        A manifest name (``"norman"``) or a :class:`~cradlekit.data.manifest.DatasetEntry`.
+    path
+        Use exactly this file (checked unless ``verify=False``).
+    cache_dir
+        Download cache; defaults to :func:`default_cache_dir`.
+    local_dirs
+        Extra directories searched before ``$CRADLEKIT_DATA_DIRS`` and the shared data dir.
+    verify
+        Check checksums. ``False`` accepts an explicit ``path`` or local copy as is (the
+        cache is always checked).
+    download
+        Allow a download when no verified local copy exists.
+    progressbar
+        Show pooch's download progress bar (needs ``tqdm``).
+    timeout
+        Seconds before a stalled connection is abandoned.
+    manifest
+        Entries to resolve ``name_or_entry`` in (default: the packaged manifest).
+
+    Returns
+    -------
+    Path
+        A file whose checksum matched (or, with no known checksum, a local copy used as is /
+        a download whose sha256 was recorded for next time).
+
+    Raises
+    ------
+    ChecksumError
+        An explicit ``path`` or a fresh download does not match the expected checksum.
+    FileNotFoundError
+        An explicit ``path`` does not exist.
+    DatasetNotAvailableError
+        No verified copy anywhere and the download is impossible or failed; the message says
+        where to put the file.
+    """
+    entry = get_entry(name_or_entry, manifest)
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    expected = expected_checksum(entry, cache)
+
+    if path is not None:
+        return _use_explicit(entry, Path(path).expanduser(), expected, verify, cache)
+
+    dirs = local_search_dirs(entry, local_dirs)
+    for d in dirs:
+        candidate = d / entry.filename
+        if not candidate.is_file() or candidate.resolve() == (cache / entry.filename).resolve():
+            continue
+        if not verify or expected is None:
+            logger.warning(
+                "%s: using local copy %s without a checksum check (%s)", entry.name, candidate,
+                "verify=False" if not verify else "no checksum known yet",
+            )
+            return candidate
+        ok, found = _matches(candidate, expected, entry.size_bytes, cache)
+        if ok:
+            logger.info("%s: using verified local copy %s", entry.name, candidate)
+            return candidate
+        logger.warning(
+            "%s: ignoring local copy %s: found %s, expected %s %s from %s",
+            entry.name, candidate, found, expected[0], expected[1], expected[2],
+        )
+
+    cached = cache / entry.filename
+    if cached.is_file():
+        if expected is None:
+            _record_first_use(entry, cached, note="found in the cache without a checksum record")
+            return cached
+        ok, found = _matches(cached, expected, entry.size_bytes, cache)
+        if ok:
+            logger.info("%s: using cached %s", entry.name, cached)
+            return cached
+        logger.warning(
+            "%s: cached file %s is corrupt (found %s, expected %s %s from %s); deleting it and "
+            "downloading again", entry.name, cached, found, expected[0], expected[1], expected[2],
+        )
+        cached.unlink()
+        _stamp(cached, cache).unlink(missing_ok=True)
+
+    if entry.url is None or not download:
+        why = "it is local-only (no public URL)" if entry.url is None else "download=False"
+        raise DatasetNotAvailableError(_not_available(entry, dirs, cache, expected, why))
+    return _download(entry, cache, expected, progressbar=progressbar, timeout=timeout, dirs=dirs)
+
+
+def _use_explicit(
+    entry: DatasetEntry, path: Path, expected: tuple[str, str, str] | None, verify: bool, cache: Path
+) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{entry.name}: no file at {path}")
+    if not verify:
+        logger.warning("%s: using %s without a checksum check (verify=False)", entry.name, path)
+        return path
+    if expected is None:
+        logger.warning("%s: no checksum known; using %s as is", entry.name, path)
+        return path
+    ok, found = _matches(path, expected, entry.size_bytes, cache)
+    if not ok:
+        raise ChecksumError(
+            f"{entry.name}: {path} does not match the checksum from {expected[2]}: expected "
+            f"{expected[0]} {expected[1]}, found {found}. The file is corrupt or a different "
+            "version; replace it, or pass verify=False to use it anyway."
+        )
+    return path
+
+
+def _download(
+    entry: DatasetEntry,
+    cache: Path,
+    expected: tuple[str, str, str] | None,
+    *,
+    progressbar: bool,
+    timeout: float,
+    dirs: Sequence[Path],
+) -> Path:
+    import requests  # pooch's HTTP backend; imported lazily like pooch does
+
+    size = f" ({entry.size_bytes / 1e9:.2f} GB)" if entry.size_bytes else ""
+    logger.info("%s: downloading %s%s into %s", entry.name, entry.url, size, cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    known = f"{expected[0]}:{expected[1]}" if expected else None
+    try:
+        with _quiet_pooch():
+            out = pooch.retrieve(
+                entry.url,
+                known_hash=known,
+                fname=entry.filename,
+                path=cache,
+                progressbar=progressbar,
+                downloader=pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout),
+            )
+    except ValueError as err:  # pooch: hash of the downloaded file does not match
+        src = expected[2] if expected else "the manifest"
+        raise ChecksumError(
+            f"{entry.name}: the file downloaded from {entry.url} does not match the checksum from "
+            f"{src} and was deleted ({err}). If upstream changed the file on purpose, update the "
+            "manifest (or delete the first-use record)."
+        ) from err
+    except (requests.exceptions.RequestException, OSError) as err:
+        raise DatasetNotAvailableError(
+            _not_available(entry, dirs, cache, expected, f"the download failed ({err})")
+        ) from err
+    out_path = Path(out)
+    if expected is None:
+        _record_first_use(entry, out_path, note="first download")
+    else:
+        _matches(out_path, expected, entry.size_bytes, cache)  # writes the stamp (pooch already checked)
+    return out_path
+
+
+def _record_first_use(entry: DatasetEntry, path: Path, *, note: str) -> None:
+    digest = file_digest(path, "sha256")
+    _sidecar(path).write_text(f"{digest}  {path.name}\n", encoding="utf-8")
+    logger.warning(
+        "%s: no published checksum; recorded sha256 %s of %s (%s) in %s - later loads are "
+        "checked against it (trust on first use)", entry.name, digest, path, note, _sidecar(path),
+    )
+
+
+def _not_available(
+    entry: DatasetEntry, dirs: Sequence[Path], cache: Path, expected: tuple[str, str, str] | None, why: str
+) -> str:
+    check = f" ({expected[0]} {expected[1]})" if expected else ""
+    searched = "".join(f"\n  - {d}" for d in dirs) or "\n  (none)"
+    return (
+        f"dataset {entry.name!r} is not available: no verified local copy of {entry.filename}, and "
+        f"{why}.\nTo work offline, copy {entry.filename}{check}"
+        + (f" (from {entry.url})" if entry.url else "")
+        + f" into a directory listed in ${entry.local_env} (separate several with {os.pathsep!r}), "
+        f"or into the cache {cache} (set ${CACHE_ENV} to move it), or pass path=... .\n"
+        f"Directories searched:{searched}"
+    )

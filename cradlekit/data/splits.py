@@ -1,0 +1,246 @@
+"""Train/validation/test splits (SPEC §2).
+
+* :func:`split_combinations` — datasets with combinations (Norman, Dixit): a seeded 25% of the
+  combinations are held out as unseen test perturbations; every other cell goes to train/val.
+* :func:`split_cells` — single-perturbation datasets (Replogle, Adamson): a random 64/16/20 cell split.
+
+Both are stratified by perturbation, vectorised and deterministic given ``seed``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._keys import SPLIT_KEY
+from .._logging import logger
+from .._validation import check_obs_key
+from ..errors import EmptyPerturbationError
+from .perturbations import is_combination, parse_perturbation, perturbation_info
+
+__all__ = ["split_combinations", "split_cells", "split_summary", "SPLITS"]
+
+SPLITS = ("train", "val", "test")
+
+
+def _ranks_within_groups(codes: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A uniformly random rank of each cell within its group, and the group sizes (indexed by code)."""
+    key = rng.random(codes.size)
+    order = np.lexsort((key, codes))
+    sizes = np.bincount(codes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rank = np.empty(codes.size, dtype=np.int64)
+    rank[order] = np.arange(codes.size) - starts[codes[order]]
+    return rank, sizes
+
+
+def _write(adata: AnnData, assignment: np.ndarray, key_added: str, meta: dict) -> None:
+    adata.obs[key_added] = pd.Categorical(np.asarray(SPLITS, dtype=object)[assignment], categories=list(SPLITS))
+    counts = np.bincount(assignment, minlength=3)
+    meta.update({f"n_{s}": int(c) for s, c in zip(SPLITS, counts)})
+    adata.uns[key_added] = meta
+    logger.info("split %r: %s", key_added, ", ".join(f"{s} {c}" for s, c in zip(SPLITS, counts)))
+
+
+def split_combinations(
+    adata: AnnData,
+    *,
+    holdout_fraction: float = 0.25,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    perturbation_key: str | None = None,
+    control_label: str | None = None,
+    key_added: str = SPLIT_KEY,
+) -> None:
+    """Hold out a seeded fraction of the combinations as unseen test perturbations.
+
+    The unique combination labels are sorted, shuffled with ``np.random.default_rng(seed)`` and the first
+    ``ceil(holdout_fraction × n_combinations)`` are held out: all their cells go to ``test``. Every other
+    cell (controls, singles, remaining combinations) goes to ``train`` or ``val`` at random, stratified
+    by perturbation: ``round(val_fraction × n)`` cells of a perturbation with ``n`` cells go to ``val``,
+    always leaving at least one in ``train``.
+
+    Parameters
+    ----------
+    adata
+        Cells with canonical perturbation labels (see :func:`~cradlekit.data.standardize_perturbations`).
+    holdout_fraction
+        Fraction of the combinations held out (0–1).
+    val_fraction
+        Fraction of the cells of each seen perturbation sent to validation (0 ≤ f < 1).
+    seed
+        Seed of the shuffle and of the train/val draw.
+    perturbation_key, control_label
+        Default to ``adata.uns['cradlekit']``.
+    key_added
+        ``obs`` column and ``uns`` entry written.
+
+    Returns
+    -------
+    Nothing; writes
+
+    ``obs[key_added]``
+        Categorical ``train`` / ``val`` / ``test``.
+    ``uns[key_added]``
+        ``kind='combinations'``, ``seed``, ``holdout_fraction``, ``val_fraction``, ``perturbation_key``,
+        ``heldout`` (held-out combinations, sorted), ``seen`` (every other perturbation, sorted) and
+        ``n_train``/``n_val``/``n_test``.
+
+    Raises
+    ------
+    ValueError
+        If the data has no combination (use :func:`split_cells`) or a fraction is out of range.
+    """
+    if not 0.0 <= holdout_fraction <= 1.0:
+        raise ValueError(f"holdout_fraction must be in [0, 1], got {holdout_fraction}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    key, control = perturbation_info(adata, perturbation_key=perturbation_key, control_label=control_label)
+    labels = adata.obs[key].astype(str).to_numpy()
+    codes, uniques = pd.factorize(labels)
+    uniques = np.asarray(uniques, dtype=object)
+    combo_mask = is_combination(uniques, control_label=control)
+    combos = np.sort(uniques[combo_mask].astype(str))
+    if combos.size == 0:
+        raise ValueError(
+            f"no combination (label with {'+'!r}) in adata.obs[{key!r}]; for single-perturbation datasets "
+            "use cradlekit.data.split_cells"
+        )
+    rng = np.random.default_rng(seed)
+    n_hold = min(combos.size, math.ceil(holdout_fraction * combos.size - 1e-9))
+    heldout = np.sort(rng.permutation(combos)[:n_hold])
+    seen = np.sort(np.setdiff1d(uniques.astype(str), heldout))
+    seen_targets = {t for lab in seen for t in parse_perturbation(lab, control_label=control)}
+    blind = [str(c) for c in heldout if not set(parse_perturbation(c, control_label=control)) <= seen_targets]
+    if blind:
+        logger.warning("held-out combinations with a target never seen in training: %s", blind)
+
+    held_code = np.isin(uniques.astype(str), heldout)
+    rank, sizes = _ranks_within_groups(codes, rng)
+    n_val = np.minimum(np.rint(val_fraction * sizes), np.maximum(sizes - 1, 0)).astype(np.int64)
+    assignment = np.where(rank < n_val[codes], 1, 0)
+    assignment[held_code[codes]] = 2
+    meta = {
+        "kind": "combinations",
+        "seed": int(seed),
+        "holdout_fraction": float(holdout_fraction),
+        "val_fraction": float(val_fraction),
+        "perturbation_key": key,
+        "heldout": heldout.astype(str),
+        "seen": seen.astype(str),
+    }
+    _write(adata, assignment, key_added, meta)
+
+
+def split_cells(
+    adata: AnnData,
+    *,
+    fractions: Sequence[float] = (0.64, 0.16, 0.20),
+    seed: int = 0,
+    stratify: bool = True,
+    perturbation_key: str | None = None,
+    control_label: str | None = None,
+    key_added: str = SPLIT_KEY,
+) -> None:
+    """Random train/val/test split of cells (single-perturbation datasets such as Replogle, Adamson).
+
+    Within each perturbation (or over all cells when ``stratify=False``) the cells are put in a random
+    order; the first ``round(f_train·n)`` go to train (at least one), up to ``round((f_train+f_val)·n)``
+    to val, the rest to test.
+
+    Parameters
+    ----------
+    adata
+        Cells; with ``stratify=True`` they need canonical perturbation labels.
+    fractions
+        Train, validation and test fractions (non-negative, summing to 1).
+    seed
+        Seed of the random order.
+    stratify
+        Split each perturbation separately so every perturbation keeps the proportions.
+    perturbation_key, control_label
+        Default to ``adata.uns['cradlekit']`` (only used when stratifying).
+    key_added
+        ``obs`` column and ``uns`` entry written.
+
+    Returns
+    -------
+    Nothing; writes
+
+    ``obs[key_added]``
+        Categorical ``train`` / ``val`` / ``test``.
+    ``uns[key_added]``
+        ``kind='cells'``, ``seed``, ``fractions``, ``stratify``, ``perturbation_key`` ('' when not
+        stratified) and ``n_train``/``n_val``/``n_test``.
+    """
+    f = np.asarray(fractions, dtype=float)
+    if f.shape != (3,) or (f < 0).any() or not np.isclose(f.sum(), 1.0):
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {tuple(fractions)}")
+    if adata.n_obs == 0:
+        raise EmptyPerturbationError("adata has no cells to split")
+    key = ""
+    if stratify:
+        key, _ = perturbation_info(adata, perturbation_key=perturbation_key, control_label=control_label)
+        codes, _ = pd.factorize(adata.obs[key].astype(str).to_numpy())
+    else:
+        codes = np.zeros(adata.n_obs, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    rank, sizes = _ranks_within_groups(np.asarray(codes, dtype=np.int64), rng)
+    b_train = np.maximum(np.rint(f[0] * sizes), np.minimum(sizes, 1))
+    b_val = np.maximum(np.rint((f[0] + f[1]) * sizes), b_train)
+    assignment = (rank >= b_train[codes]).astype(np.int64) + (rank >= b_val[codes])
+    meta = {
+        "kind": "cells",
+        "seed": int(seed),
+        "fractions": f,
+        "stratify": bool(stratify),
+        "perturbation_key": key,
+    }
+    _write(adata, assignment, key_added, meta)
+
+
+def split_summary(
+    adata: AnnData,
+    *,
+    split_key: str = SPLIT_KEY,
+    artifact_key: str | None = None,
+    perturbation_key: str | None = None,
+) -> pd.DataFrame:
+    """Cells per split (and QC pass/fail counts when ``artifact_key`` is given).
+
+    Parameters
+    ----------
+    adata
+        Cells with ``obs[split_key]``.
+    split_key
+        Split column (see :func:`split_combinations`, :func:`split_cells`).
+    artifact_key
+        Optional ``obs`` column of ``a_i`` (e.g. ``artifact_k3``): adds ``n_pass``, ``n_fail`` and ``fail_fraction``.
+    perturbation_key
+        Perturbation column; defaults to ``uns['cradlekit']`` when recorded, adding ``n_perturbations``.
+
+    Returns
+    -------
+    DataFrame indexed by split (``train``, ``val``, ``test``) with ``n_cells``, ``fraction`` and, when
+    available, ``n_perturbations``, ``n_pass``, ``n_fail``, ``fail_fraction``.
+    """
+    split = check_obs_key(adata, split_key, what="split key").astype(str)
+    index = pd.Index(list(SPLITS) + sorted(set(split.unique()) - set(SPLITS)), name=split_key)
+    out = pd.DataFrame(index=index)
+    out["n_cells"] = split.value_counts().reindex(index, fill_value=0).astype(int)
+    out["fraction"] = out["n_cells"] / max(len(split), 1)
+    key = perturbation_key or adata.uns.get("cradlekit", {}).get("perturbation_key")
+    if key is not None and key in adata.obs:
+        per_split = adata.obs[key].astype(str).groupby(split.to_numpy()).nunique()
+        out["n_perturbations"] = per_split.reindex(index, fill_value=0)
+    if artifact_key is not None:
+        a = check_obs_key(adata, artifact_key, what="artifact key").astype(int).to_numpy()
+        n_fail = pd.Series(a, index=split.index).groupby(split.to_numpy()).sum().reindex(index, fill_value=0)
+        out["n_fail"] = n_fail.astype(int).to_numpy()
+        out["n_pass"] = out["n_cells"] - out["n_fail"]
+        out["fail_fraction"] = out["n_fail"] / out["n_cells"].where(out["n_cells"] > 0)
+    return out

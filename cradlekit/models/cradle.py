@@ -1,0 +1,258 @@
+"""CRADLE-VAE (Algorithms 1-3 of the paper, SPEC §3) and its two ablations.
+
+Model
+    ``m_t ~ Bernoulli(p)^D``, ``e_t ~ N(0, I)``, ``u ~ N(0, I)``, ``z_b,i ~ N(0, I)``;
+    ``z_p,i = sum_t D_it (e_t * m_t)``, ``z_a,i = a_i u``;
+    ``x_i ~ NB(l_i softmax(f_dec([z_b,i, z_p,i, z_a,i])), theta)``.
+    QC-passed cells (``a_i = 0``) are reconstructed through the artifact-off branch and failed
+    cells through the artifact-on branch -- both are the single decoder pass on ``z_a = a u``.
+Guide
+    ``q(m_t)`` free logits (straight-through Gumbel-softmax), ``q(e_t | m_t)`` residual MLP
+    4 x 400 of ``[m_t, onehot(t)]``, ``q(u)`` a learnable diagonal Gaussian,
+    ``q(z_b | x, z_p, z_a)`` MLP 1 x 400 of ``[log-standardised x, z_p, z_a]``.
+Auxiliary loss
+    ``J2 = alpha KL(q(z_b | x_cf_ref, z_p, z_a_cf) || q(z_b | x, z_p, z_a_cf))`` with
+    ``z_a_cf = (1 - a) u`` (:mod:`.divergence`). The three encoder evaluations needed per cell
+    (``z_b``, its counterfactual, the reference) run as one batched forward.
+
+Options: ``published=True`` (published J2 formula and reduction), ``class_balanced=True`` (the
+published reweighting of passed / failed reconstruction by the batch failure fraction ``f``:
+passed cells weigh ``f``, failed cells ``1 - f``; a batch without failed cells then has no
+passed-cell reconstruction, as in the published code). Ablations: ``alpha=0`` (w/o CF, no J2
+computed) and ``causal=False`` (w/o Causal: ``u`` is a fixed learnable vector, no prior, no KL).
+
+Differences from the published code, on purpose: the reference encoder call shares the particle
+of ``(m, e, u)`` with the other two calls (the published code draws a second, independent
+particle for it); ``q(u)`` is a plain learnable Gaussian (published: an MLP of a constant input,
+the same family); ``u``'s KL weighs ``1 / N`` per cell (published: plated over failed cells).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+from torch import nn
+
+from .base import Batch, BatchContext, PerturbationVAE
+from .divergence import counterfactual_loss
+from .layers import GaussianEncoder
+from .likelihood import NegativeBinomialDecoder
+from .sparse_effects import SparseEffects, dosage_effects
+
+__all__ = ["CradleVAE", "CradleVAEWithoutCF", "CradleVAEWithoutCausal"]
+
+
+class CradleVAE(PerturbationVAE):
+    """CRADLE-VAE.
+
+    Parameters
+    ----------
+    n_genes, n_perturbations, n_obs_per_perturbation, n_train
+        See :class:`~cradlekit.models.base.PerturbationVAE`.
+    latent_dim, hidden_dim, decoder_layers, encoder_layers, log_mean, log_std, num_particles
+        See :class:`~cradlekit.models.base.PerturbationVAE`.
+    mask_prior
+        ``p`` of ``m_t ~ Bernoulli(p)`` (0.01; 0.001 for Replogle/Adamson).
+    alpha
+        Weight of J2 (0.5 Norman/Dixit, 0.05 Replogle, 0.1 Adamson); 0 disables it.
+    causal
+        ``u`` is a latent with prior N(0, I) and guide q(u); False: a fixed learnable vector.
+    published
+        Published J2 (inexact KL, summed over the batch).
+    class_balanced
+        Published reweighting of passed / failed reconstruction by the batch failure fraction.
+    embedding_layers
+        Hidden layers of q(e | m) (4).
+    mask_init_logit, temperature
+        See :class:`~cradlekit.models.sparse_effects.SparseEffects`.
+    """
+
+    name: ClassVar[str] = "cradle"
+    has_artifact: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        n_genes: int,
+        n_perturbations: int,
+        n_obs_per_perturbation: Any,
+        n_train: int,
+        *,
+        mask_prior: float = 0.01,
+        alpha: float = 0.5,
+        causal: bool = True,
+        published: bool = False,
+        class_balanced: bool = False,
+        embedding_layers: int = 4,
+        mask_init_logit: float = 0.0,
+        temperature: float = 1.0,
+        **kwargs: Any,
+    ):
+        super().__init__(n_genes, n_perturbations, n_obs_per_perturbation, n_train, **kwargs)
+        if alpha < 0:
+            raise ValueError("alpha must be >= 0")
+        Dz, H = self.latent_dim, self.hidden_dim
+        self.alpha = float(alpha)
+        self.causal = bool(causal)
+        self.published = bool(published)
+        self.class_balanced = bool(class_balanced)
+        self.effects = SparseEffects(
+            n_perturbations, Dz, H, embedding_layers, mask_prior, mask_init_logit, temperature
+        )
+        if self.causal:
+            self.u_loc = nn.Parameter(torch.zeros(Dz))
+            self.u_log_scale = nn.Parameter(torch.zeros(Dz))
+        else:
+            self.u = nn.Parameter(0.1 * torch.randn(Dz))
+        self.basal_encoder = GaussianEncoder(
+            [n_genes, Dz, Dz], Dz, H, self.encoder_layers, residual=True
+        )
+        self.decoder = NegativeBinomialDecoder(
+            [Dz, Dz, Dz], n_genes, H, self.decoder_layers
+        )
+
+    @property
+    def required_keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``X, D, A`` and, when J2 is on, ``X_cf, cf_mask``."""
+        return ("X", "D", "A", "X_cf", "cf_mask") if self.alpha > 0 else ("X", "D", "A")
+
+    # ------------------------------------------------------------------ pyro
+    def _artifact(self, batch: Batch) -> torch.Tensor:
+        return batch["A"].to(batch["X"].dtype).unsqueeze(-1)
+
+    @contextlib.contextmanager
+    def _reconstruction_weights(self, a: torch.Tensor) -> Iterator[None]:
+        """Published pass/fail reweighting of the likelihood (no-op unless ``class_balanced``)."""
+        if not self.class_balanced:
+            yield
+            return
+        a = a.squeeze(-1)
+        f = a.mean()
+        w = (1.0 - a) * f + a * (1.0 - f)
+        positive = w > 0
+        with poutine.mask(mask=positive), poutine.scale(scale=torch.where(positive, w, 1.0)):
+            yield
+
+    def model(self, batch: Batch) -> None:
+        """p(x, z_b, m, e, u | D, a)."""
+        ctx = self._context(batch)
+        a = self._artifact(batch)
+        Dz = self.latent_dim
+        with self._per_cell(ctx):
+            with self._perturbations(ctx):
+                m, e = self.effects.model_sites(ctx.X)
+            if self.causal:
+                u = pyro.sample("u", self._latent_prior(ctx, Dz))
+            else:
+                u = self.u
+            z_p = dosage_effects(ctx.D, e * m)
+            z_a = a * u
+            with self._cells(ctx):
+                z_b = pyro.sample("z_b", self._latent_prior(ctx, ctx.batch_size, Dz))
+                rho = self.decoder.frequencies(z_b, z_p, z_a)
+                with self._reconstruction_weights(a):
+                    pyro.sample("x", self.decoder.distribution(rho, ctx.library), obs=ctx.X)
+
+    def guide(self, batch: Batch) -> dict[str, torch.Tensor] | None:
+        """q(m) q(e | m) q(u) q(z_b | x, z_p, z_a); returns the J2 encoder parameters."""
+        ctx = self._context(batch)
+        a = self._artifact(batch)
+        with self._per_cell(ctx):
+            with self._perturbations(ctx):
+                m, e = self.effects.guide_sites()
+            if self.causal:
+                scale = torch.exp(self.u_log_scale)
+                u = pyro.sample("u", dist.Normal(self.u_loc, scale).to_event(1))
+            else:
+                u = self.u
+            z_p = dosage_effects(ctx.D, e * m)
+            with self._cells(ctx):
+                loc, scale, aux = self._encode(batch, ctx, z_p, u, a)
+                pyro.sample("z_b", dist.Normal(loc, scale).to_event(1))
+        return aux
+
+    def _encode(
+        self, batch: Batch, ctx: BatchContext, z_p: torch.Tensor, u: torch.Tensor, a: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
+        """q(z_b | x, z_p, z_a) and, with J2, the counterfactual and reference encodings.
+
+        The first layer is assembled by parts (``W_x x + W_p z_p + W_a (a u)`` with
+        ``W_a (a u) = a (W_a u)``), the three pre-activations are stacked on a new leading
+        dimension and the rest of the encoder runs once on the stack.
+        """
+        first = self.basal_encoder.first
+        with_j2 = self.alpha > 0
+        x_std = self.normalize(ctx.X)
+        if with_j2:
+            x_std = torch.stack([x_std, self.normalize(batch["X_cf"].to(ctx.X.dtype))])
+        hx = first.part(0, x_std)  # (B, H) or (2, B, H); includes the bias
+        hp = first.part(1, z_p)  # (..., B, H)
+        hu = first.part(2, u)  # (..., 1, H) or (H,)
+        obs = hx[0] if with_j2 else hx
+        pre_factual = obs + hp + a * hu
+        if not with_j2:
+            loc, scale = self.basal_encoder.from_preactivation(pre_factual)
+            return loc, scale, None
+        pre_cf = hp + (1.0 - a) * hu
+        pre = torch.stack(torch.broadcast_tensors(pre_factual, hx[0] + pre_cf, hx[1] + pre_cf))
+        loc, scale = self.basal_encoder.from_preactivation(pre)
+        aux = {"cf_loc": loc[1], "cf_scale": scale[1], "ref_loc": loc[2], "ref_scale": scale[2]}
+        return loc[0], scale[0], aux
+
+    def _auxiliary_loss(
+        self, batch: Batch, guide_output: dict[str, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``alpha * J2`` (absent when ``alpha == 0``)."""
+        if self.alpha == 0 or guide_output is None:
+            return batch["X"].new_zeros(()), {}
+        cf_mask = batch["cf_mask"].to(device=batch["X"].device, dtype=torch.bool)
+        j2 = counterfactual_loss(
+            guide_output["ref_loc"],
+            guide_output["ref_scale"],
+            guide_output["cf_loc"],
+            guide_output["cf_scale"],
+            cf_mask,
+            self.alpha,
+            published=self.published,
+        )
+        return j2, {"j2": j2}
+
+    # ------------------------------------------------------------------ generation
+    def _artifact_draw(self, n: int, device: torch.device) -> torch.Tensor:
+        if not self.causal:
+            return self.u.expand(n, -1)
+        eps = torch.randn((n, self.latent_dim), device=device)
+        return self.u_loc + torch.exp(self.u_log_scale) * eps
+
+    def _generative_frequencies(self, D: torch.Tensor, artifact: bool) -> torch.Tensor:
+        """Algorithm 3: ``z_b ~ N(0, I)``, ``z_p`` from the guide, ``z_a = u`` or 0."""
+        n = D.shape[0]
+        z_b = torch.randn((n, self.latent_dim), device=D.device)
+        z_p = self.effects.sample_effects(D)
+        z_a = self._artifact_draw(n, D.device) if artifact else torch.zeros_like(z_b)
+        return self.decoder.frequencies(z_b, z_p, z_a)
+
+
+class CradleVAEWithoutCF(CradleVAE):
+    """Ablation *w/o CF*: CRADLE-VAE with ``alpha = 0`` (no J2 is computed)."""
+
+    name: ClassVar[str] = "cradle_wo_cf"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["alpha"] = 0.0
+        super().__init__(*args, **kwargs)
+
+
+class CradleVAEWithoutCausal(CradleVAE):
+    """Ablation *w/o Causal*: ``u`` is a fixed learnable vector (no ``u`` site, prior or KL)."""
+
+    name: ClassVar[str] = "cradle_wo_causal"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["causal"] = False
+        super().__init__(*args, **kwargs)

@@ -1,0 +1,48 @@
+"""Quality control: the six CRADLE-VAE artifact criteria (SPEC §1).
+
+Main entry points
+-----------------
+:func:`label_artifacts`
+    Metrics, one-sided median ± k·MAD thresholds for k = 3, 4, 5, scrublet doublets; writes
+    per-criterion flags and ``a_i`` to ``obs`` and every threshold to ``uns['qc']``.
+:func:`apply_thresholds`
+    Apply a reference's stored thresholds to other (e.g. generated) cells.
+:func:`pass_rate`, :func:`qc_summary`
+    QC pass rate (QCPR) and per-criterion fail/pass counts.
+
+Building blocks: :mod:`~cradlekit.qc.genes` (gene sets), :mod:`~cradlekit.qc.metrics`,
+:mod:`~cradlekit.qc.thresholds` (MAD rules and the MAD = 0 guard),
+:mod:`~cradlekit.qc.doublets`.
+"""
+
+from __future__ import annotations
+
+from .apply import apply_thresholds, pass_rate
+from .doublets import run_scrublet
+from .genes import HB_GENES, MT_PATTERN, RIBO_PATTERN, gene_set_masks, hb_mask, mito_mask, ribo_mask
+from .label import label_artifacts, qc_summary
+from .metrics import QCMetrics, compute_metrics
+from .record import read_qc_uns
+from .thresholds import fails, mad, mad_threshold, robust_scale
+
+__all__ = [
+    "label_artifacts",
+    "apply_thresholds",
+    "pass_rate",
+    "qc_summary",
+    "read_qc_uns",
+    "compute_metrics",
+    "QCMetrics",
+    "run_scrublet",
+    "gene_set_masks",
+    "mito_mask",
+    "ribo_mask",
+    "hb_mask",
+    "MT_PATTERN",
+    "RIBO_PATTERN",
+    "HB_GENES",
+    "mad",
+    "robust_scale",
+    "mad_threshold",
+    "fails",
+]

@@ -1,0 +1,231 @@
+"""Main QC entry point: label every cell with the six CRADLE-VAE artifact criteria."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._keys import CRITERIA, QC_UNS_KEY, UNS_KEY, artifact_key, flag_key
+from .._logging import logger
+from .._validation import check_obs_key, check_raw_counts, get_counts
+from .doublets import SCRUBLET_CHUNK_CELLS, resolve_doublets
+from .genes import GENE_SET_OF_CRITERION
+from .metrics import compute_metrics, counts_description
+from .record import build_record, log_summary, read_qc_uns, write_obs
+from .thresholds import compute_thresholds, k_label, normalize_ks
+
+__all__ = ["label_artifacts", "qc_summary"]
+
+
+def label_artifacts(
+    adata: AnnData,
+    *,
+    ks: Iterable[float] = (3, 4, 5),
+    layer: str | None = None,
+    precomputed: Mapping[str, str] | str | None = "auto",
+    run_scrublet: bool = True,
+    seed: int = 0,
+    batch_key: str | None = None,
+    gene_symbols: str | None = None,
+    use_approx_neighbors: bool | None = None,
+    scrublet_chunk_size: int | None = SCRUBLET_CHUNK_CELLS,
+    mad_zero_guard: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Label QC artifacts with the six CRADLE-VAE criteria at every MAD multiple ``k``.
+
+    Criteria (one-sided, strict, raw MAD on raw values; see :mod:`cradlekit.qc.thresholds`):
+    ``total_counts`` and ``n_genes`` fail below ``median - k·MAD``; ``mito``, ``ribo`` and
+    ``hb`` (percent of counts) fail above ``median + k·MAD``; ``doublet`` fails when scrublet
+    predicts a doublet. A cell failing any criterion gets ``a_i = 1``.
+
+    Parameters
+    ----------
+    adata
+        Cells × genes AnnData of raw integer UMI counts, gene symbols in ``var_names`` (or in
+        ``var[gene_symbols]``).
+    ks
+        MAD multiples (the paper's 3σ/4σ/5σ are 3, 4, 5); any positive float is allowed.
+    layer
+        Layer with the raw counts; ``None`` uses ``adata.X``.
+    precomputed
+        ``{metric: obs column}`` for metrics already in ``obs``, typically computed on the full
+        transcriptome when ``adata`` holds a gene subset:
+        ``{"total_counts": "ncounts", "n_genes_by_counts": "ngenes"}``. Keys may be
+        ``total_counts``, ``n_genes_by_counts``, ``pct_counts_mt``, ``pct_counts_ribo``,
+        ``pct_counts_hb`` (percent, 0-100), ``predicted_doublet`` and ``doublet_score``.
+        A precomputed ``total_counts`` is also the denominator of the percentages.
+        ``"auto"`` (default) uses the mapping a loader recorded in
+        ``adata.uns['cradlekit']['precomputed_qc']`` (see :func:`cradlekit.data.load_dataset`),
+        if any; ``None`` computes every metric from the counts.
+    run_scrublet
+        Run scrublet (``sc.pp.scrublet``, default parameters, seeded) on a copy of the counts.
+        Ignored when ``predicted_doublet`` is precomputed. With ``False`` an existing
+        ``obs['predicted_doublet']`` is used, else the doublet criterion is skipped.
+    seed
+        scrublet's ``random_state``.
+    batch_key
+        ``obs`` column; scrublet runs per batch (MAD thresholds stay dataset-wide, as in the
+        paper).
+    gene_symbols
+        ``var`` column with gene symbols when ``var_names`` are not symbols.
+    use_approx_neighbors
+        scrublet's neighbour search; ``None`` = exact up to 200,000 cells per batch (see
+        :mod:`cradlekit.qc.doublets`).
+    scrublet_chunk_size
+        Batches with more cells are scored by scrublet in seeded random chunks of at most
+        this size (see :mod:`cradlekit.qc.doublets`); ``None`` scores them whole.
+    mad_zero_guard
+        Use the MAD = 0 guard (default). ``False`` reproduces the published rule, which fails
+        every cell above the median when MAD = 0.
+    copy
+        Return a labelled copy instead of modifying ``adata``.
+
+    Returns
+    -------
+    AnnData or None
+        The labelled copy if ``copy=True``, else ``None``. Fields written:
+
+        ``obs``
+            ``total_counts``, ``n_genes_by_counts``, ``pct_counts_mt``, ``pct_counts_ribo``,
+            ``pct_counts_hb`` (float; NaN for a skipped percentage); ``doublet_score`` (float,
+            when scrublet ran or a score was given) and ``predicted_doublet`` (bool, unless the
+            doublet criterion is skipped); ``qc_fail_<criterion>_k<k>`` (bool) for criterion in
+            ``total_counts``, ``n_genes``, ``mito``, ``ribo``, ``hb``, ``doublet``;
+            ``artifact_k<k>`` (uint8 ``a_i``, 0/1). Keys from :func:`cradlekit._keys.flag_key`
+            and :func:`cradlekit._keys.artifact_key` (``3.5`` → ``k3p5``).
+        ``uns['qc']``
+            ``format_version`` (int); ``ks`` (float array); ``thresholds``:
+            ``{"k3": {"total_counts": {"lower": t}, "n_genes": {"lower": t},
+            "mito": {"upper": t}, "ribo": {"upper": t}, "hb": {"upper": t}}, ...}``;
+            ``stats``: per MAD criterion ``metric``, ``side``, ``median``, ``mad``, ``scale``,
+            ``scale_kind`` (``"mad"``, ``"mad_off_median"``, ``"constant"``, ``"skipped"``);
+            ``gene_sets``: per gene-set criterion ``n_genes`` and ``rule``; ``skipped``
+            (criteria skipped, str array); ``metric_source`` (where each metric came from);
+            ``scrublet`` (``source``, ``ran`` and, when it ran, ``random_state``,
+            ``batch_key``, ``use_approx_neighbors``, default parameters, ``threshold`` per
+            batch, ``n_predicted``); ``counts`` (which matrix); ``gene_symbols``; ``n_cells``;
+            ``mad_zero_guard``; ``rule`` (text); ``origin`` = ``"label_artifacts"``.
+            Skipped thresholds are NaN; everything survives ``write_h5ad``/``read_h5ad``.
+
+    Raises
+    ------
+    cradlekit.errors.InvalidCountsError
+        Counts that are non-integer, negative or NaN; invalid precomputed values.
+    cradlekit.errors.MissingKeyError
+        Missing layer, ``batch_key``, ``gene_symbols`` or precomputed column.
+    ValueError
+        Invalid ``ks`` or unknown precomputed metric; scrublet cannot run (too few cells).
+
+    Examples
+    --------
+    >>> import cradlekit as ck
+    >>> ck.qc.label_artifacts(adata, precomputed={"total_counts": "ncounts"})  # doctest: +SKIP
+    >>> ck.qc.qc_summary(adata)  # doctest: +SKIP
+    """
+    ks_t = normalize_ks(ks)
+    if copy:
+        adata = adata.copy()
+    if isinstance(precomputed, str):
+        if precomputed != "auto":
+            raise ValueError(f"precomputed must be a mapping, None or 'auto', got {precomputed!r}")
+        precomputed = dict(adata.uns.get(UNS_KEY, {}).get("precomputed_qc", {})) or None
+        if precomputed:
+            logger.info(f"using precomputed full-transcriptome QC metrics from obs: {precomputed}")
+    counts = get_counts(adata, layer)
+    check_raw_counts(counts, what=counts_description(layer))
+    if batch_key is not None:
+        check_obs_key(adata, batch_key, what="batch_key")
+
+    metrics = compute_metrics(
+        adata, layer=layer, gene_symbols=gene_symbols, precomputed=precomputed, validate=False
+    )
+    pre_col = (precomputed or {}).get("predicted_doublet")
+    doublets, scrub = resolve_doublets(
+        adata,
+        counts=counts,
+        precomputed=metrics.precomputed_doublets,
+        precomputed_column=pre_col,
+        run=run_scrublet,
+        seed=seed,
+        batch_key=batch_key,
+        use_approx_neighbors=use_approx_neighbors,
+        chunk_size=scrublet_chunk_size,
+    )
+    skipped = list(metrics.skipped)
+    if doublets is None:
+        skipped.append("doublet")
+        msg = (
+            "QC criterion 'doublet' skipped: run_scrublet=False and no predicted_doublet in obs "
+            "(pass precomputed={'predicted_doublet': column}). Its flags are all False."
+        )
+        logger.warning(msg)
+        warnings.warn(msg, UserWarning, stacklevel=2)
+
+    stats, thresholds = compute_thresholds(
+        metrics.table, ks_t, skipped=metrics.skipped, mad_zero_guard=mad_zero_guard
+    )
+    write_obs(adata, metrics, doublets, thresholds, ks_t)
+    adata.uns[QC_UNS_KEY] = build_record(
+        origin="label_artifacts",
+        ks=ks_t,
+        thresholds=thresholds,
+        stats=stats,
+        metrics=metrics,
+        gene_set_rules={c: rule for c, (_, rule) in GENE_SET_OF_CRITERION.items()},
+        skipped=skipped,
+        scrublet=scrub,
+        counts=counts_description(layer),
+        gene_symbols=gene_symbols,
+        n_cells=adata.n_obs,
+        mad_zero_guard=mad_zero_guard,
+    )
+    log_summary(adata, ks_t, "label_artifacts")
+    return adata if copy else None
+
+
+def qc_summary(adata: AnnData) -> pd.DataFrame:
+    """Fail/pass counts per criterion and in total (``any`` = ``a_i``) for each stored ``k``.
+
+    Parameters
+    ----------
+    adata
+        AnnData labelled by :func:`label_artifacts` or :func:`cradlekit.qc.apply_thresholds`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows ``total_counts``, ``n_genes``, ``mito``, ``ribo``, ``hb``, ``doublet``, ``any``;
+        columns a MultiIndex ``(k label, field)`` with fields ``n_fail``, ``n_pass`` and
+        ``pct_fail``, plus a column ``("", "skipped")`` (bool). E.g.
+        ``df.loc["mito", ("k3", "n_fail")]``.
+
+    Raises
+    ------
+    cradlekit.errors.MissingKeyError
+        If ``adata`` has not been labelled.
+    """
+    qc = read_qc_uns(adata)
+    skipped = {str(s) for s in np.asarray(qc["skipped"]).tolist()}
+    ks = [float(k) for k in np.asarray(qc["ks"]).ravel()]
+    n = adata.n_obs
+    rows = list(CRITERIA) + ["any"]
+    data: dict[tuple[str, str], list] = {}
+    for k in ks:
+        fails = []
+        for criterion in rows:
+            key = artifact_key(k) if criterion == "any" else flag_key(criterion, k)
+            column = check_obs_key(adata, key, what="QC column")
+            fails.append(int(np.asarray(column, dtype=bool).sum()))
+        fails_arr = np.asarray(fails)
+        data[(k_label(k), "n_fail")] = fails
+        data[(k_label(k), "n_pass")] = list(n - fails_arr)
+        data[(k_label(k), "pct_fail")] = list(100.0 * fails_arr / max(n, 1))
+    data[("", "skipped")] = [c in skipped for c in rows]
+    out = pd.DataFrame(data, index=pd.Index(rows, name="criterion"))
+    out.columns = pd.MultiIndex.from_tuples(out.columns, names=["k", "field"])
+    return out
