@@ -59,7 +59,7 @@ def _demo(args: argparse.Namespace) -> int:
         "",
         splits.to_markdown(),
         "",
-        f"Held-out combinations: {', '.join(map(str, adata.uns['split']['held_out']))}",
+        f"Held-out combinations: {', '.join(map(str, adata.uns['split']['heldout']))}",
         "",
         f"Counterfactual references: {n_ref} QC-passed cells have one.",
         "",

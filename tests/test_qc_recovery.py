@@ -1,0 +1,66 @@
+"""Statistical check: QC labels recover the simulator's injected artifacts; scrublet chunking; small panels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cradlekit.data import load_dataset, simulate_perturbseq
+from cradlekit.evaluate import artifact_recovery
+from cradlekit.qc import label_artifacts
+from cradlekit.qc.doublets import _chunk_labels
+
+
+@pytest.fixture(scope="module")
+def labelled_simulation():
+    adata = simulate_perturbseq(n_cells=4000, n_genes=600, seed=0)
+    label_artifacts(adata, seed=0)
+    return adata
+
+
+def test_qc_recovers_injected_artifacts(labelled_simulation):
+    table = artifact_recovery(labelled_simulation)
+    # Strong artifacts of the five MAD criteria are found at every k ...
+    for kind in ("low_umi", "high_mito", "high_ribo", "high_hb"):
+        assert (table[f"recall_{kind}"] > 0.8).all(), table[f"recall_{kind}"]
+    # ... stricter k flags fewer clean cells, and 5 MAD is very precise.
+    fpr = table["false_positive_rate"].to_numpy()
+    assert fpr[0] >= fpr[1] >= fpr[2] and fpr[2] < 0.01
+    assert table.loc[5, "precision"] > 0.95
+    # A random labelling of the same size would have precision ~ the artifact rate (18 %).
+    rate = labelled_simulation.obs["true_artifact"].mean()
+    assert (table["precision"] > rate + 0.4).all()
+
+
+def test_uses_precomputed_metrics_recorded_by_the_loader(shared_data_file):
+    shared_data_file("perturbench_devel_norman19_mcfaline23_counts500.h5ad")
+    adata = load_dataset("norman_subset")
+    with pytest.warns(UserWarning, match="mito"):
+        label_artifacts(adata, seed=0)
+    source = adata.uns["qc"]["metric_source"]
+    assert "ncounts" in str(source["total_counts"]) and "ngenes" in str(source["n_genes_by_counts"])
+    np.testing.assert_array_equal(adata.obs["total_counts"], adata.obs["ncounts"])
+    # scrublet ran on the 500-gene panel despite it having fewer HVGs than 30 PCs
+    assert adata.uns["qc"]["scrublet"]["ran"]
+    assert 2 <= adata.uns["qc"]["scrublet"]["n_prin_comps"] < 30
+
+
+def test_scrublet_chunks_are_balanced_seeded_and_respect_batches():
+    import pandas as pd
+
+    obs = pd.DataFrame({"lane": np.repeat(["a", "b"], [2500, 700])})
+    labels = _chunk_labels(obs, "lane", 1000, seed=3)
+    counts = pd.Series(labels).value_counts()
+    assert set(counts.index) == {"a:0", "a:1", "a:2", "b:0"}
+    assert counts[["a:0", "a:1", "a:2"]].max() - counts[["a:0", "a:1", "a:2"]].min() <= 1
+    assert all(lab.startswith(lane) for lab, lane in zip(labels, obs["lane"]))
+    assert (labels == _chunk_labels(obs, "lane", 1000, seed=3)).all()
+    assert (labels != _chunk_labels(obs, "lane", 1000, seed=4)).any()
+
+
+def test_label_artifacts_scores_large_data_in_chunks(labelled_simulation):
+    adata = labelled_simulation.copy()
+    label_artifacts(adata, seed=0, scrublet_chunk_size=1500)
+    record = adata.uns["qc"]["scrublet"]
+    assert record["n_chunks"] == 3 and len(record["threshold"]) == 3
+    assert adata.obs["doublet_score"].notna().all()
