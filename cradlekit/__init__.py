@@ -5,15 +5,21 @@ Submodules
 qc
     Six-criterion MAD quality control with scrublet; applying stored thresholds to generated cells.
 data
-    Dataset manifest and checksummed loaders, perturbation parsing, a Perturb-seq simulator,
+    Dataset manifest and checksummed loaders, perturbation labels, a Perturb-seq simulator,
     splits and counterfactual references.
+models
+    Pyro models and guides: CRADLE-VAE, its ablations and four baselines.
+train
+    Device-resident training with early stopping, checkpoints and resume.
+evaluate
+    Evaluation against ground truth.
 """
 
 from __future__ import annotations
 
-from . import data, errors, qc
+from . import data, errors, evaluate, models, qc, train
 from ._logging import logger
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "errors", "qc", "logger", "__version__"]
+__all__ = ["data", "errors", "evaluate", "models", "qc", "train", "logger", "__version__"]

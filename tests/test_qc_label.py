@@ -229,3 +229,14 @@ def test_relabelling_replaces_old_label_columns(make_qc_adata):
     label_artifacts(adata, ks=(4,), precomputed={"predicted_doublet": "calls"})
     qc_columns = [c for c in adata.obs if c.startswith(("qc_fail_", "artifact_k"))]
     assert sorted(qc_columns) == sorted([flag_key(c, 4) for c in CRITERIA] + ["artifact_k4"])
+
+
+def test_non_symbol_var_names_warn_which_criteria_are_skipped(make_qc_adata):
+    adata = make_qc_adata(n_cells=200, n_genes=100)
+    adata.var_names = [f"ENSG{i:011d}" for i in range(adata.n_vars)]
+    with pytest.warns(UserWarning, match=r"'mito'.*'ribo'.*'hb'"):
+        label_artifacts(adata, run_scrublet=False)
+    assert {"mito", "ribo", "hb"} <= set(adata.uns["qc"]["skipped"])
+    assert not adata.obs["qc_fail_mito_k3"].any()
+    # the count criteria still work
+    assert np.isfinite(adata.uns["qc"]["thresholds"]["k3"]["total_counts"]["lower"])
