@@ -29,7 +29,7 @@ def check_raw_counts(X, *, what: str = "adata.X") -> None:
     Float dtypes are accepted when every value is a whole number (10x files often store
     counts as float32). Only the stored values of a sparse matrix are inspected.
     """
-    values = X.data if sp.issparse(X) else np.asarray(X)
+    values = X.data if sp.issparse(X) else np.asarray(X).ravel()
     if values.dtype == bool or not np.issubdtype(values.dtype, np.number):
         raise InvalidCountsError(f"{what} has dtype {values.dtype}; expected integer UMI counts")
     if values.size == 0:

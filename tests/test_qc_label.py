@@ -240,3 +240,13 @@ def test_non_symbol_var_names_warn_which_criteria_are_skipped(make_qc_adata):
     assert not adata.obs["qc_fail_mito_k3"].any()
     # the count criteria still work
     assert np.isfinite(adata.uns["qc"]["thresholds"]["k3"]["total_counts"]["lower"])
+
+
+def test_dense_2d_float_counts_error_names_a_value():
+    from cradlekit._validation import check_raw_counts
+    from cradlekit.errors import InvalidCountsError
+
+    X = np.ones((3, 4), dtype=np.float32)
+    X[2, 1] = 0.5
+    with pytest.raises(InvalidCountsError, match=r"non-integer values \(e.g. 0.5\)"):
+        check_raw_counts(X)
