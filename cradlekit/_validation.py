@@ -50,7 +50,7 @@ def check_raw_counts(X, *, what: str = "adata.X") -> None:
         frac = np.abs(values - np.round(values))
         if frac.max() > 1e-6:
             raise InvalidCountsError(
-                f"{what} contains non-integer values (e.g. {values[np.argmax(frac)]!r}); it looks "
+                f"{what} contains non-integer values (e.g. {float(values[np.argmax(frac)])!r}); it looks "
                 "normalised or log-transformed. Pass raw UMI counts (often in adata.layers['counts'])."
             )
 
