@@ -11,15 +11,29 @@ models
     Pyro models and guides: CRADLE-VAE, its ablations and four baselines.
 train
     Device-resident training with early stopping, checkpoints and resume.
+model
+    :class:`PerturbationModel`: set up from AnnData, train, generate, save/load (scvi-tools style).
 evaluate
     Evaluation against ground truth.
 """
 
 from __future__ import annotations
 
-from . import data, errors, evaluate, models, qc, train
+from . import data, errors, evaluate, model, models, qc, train
 from ._logging import logger
+from .model import PerturbationModel
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "errors", "evaluate", "models", "qc", "train", "logger", "__version__"]
+__all__ = [
+    "PerturbationModel",
+    "data",
+    "errors",
+    "evaluate",
+    "logger",
+    "model",
+    "models",
+    "qc",
+    "train",
+    "__version__",
+]

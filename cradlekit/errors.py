@@ -18,6 +18,8 @@ __all__ = [
     "NonFiniteLossError",
     "DatasetNotAvailableError",
     "ManifestError",
+    "UnknownPerturbationError",
+    "GeneMismatchError",
 ]
 
 
@@ -55,3 +57,11 @@ class DatasetNotAvailableError(CradlekitError, FileNotFoundError):
 
 class ManifestError(CradlekitError, ValueError):
     """The dataset manifest (or one of its entries) is malformed."""
+
+
+class UnknownPerturbationError(EmptyPerturbationError):
+    """A requested perturbation has a target (or condition) the model was never trained on."""
+
+
+class GeneMismatchError(MissingKeyError):
+    """An AnnData's genes (names or order) differ from those a model was trained on."""

@@ -32,7 +32,7 @@ def resolve_device(accelerator: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"accelerator {accelerator!r} requested but CUDA is not available; use 'auto' or 'cpu'")
     if device.type == "cuda":
-        logger.info("training on %s (%s)", device, torch.cuda.get_device_name(device))
+        logger.info("using %s (%s)", device, torch.cuda.get_device_name(device))
     else:
-        logger.info("training on CPU (%d threads)", torch.get_num_threads())
+        logger.info("using the CPU (%d threads)", torch.get_num_threads())
     return device

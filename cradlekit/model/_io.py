@@ -1,0 +1,91 @@
+"""Saving and loading a model folder: module state (``model.pt``) and metadata (``registry.json``).
+
+The folder holds no pickled Python objects: ``model.pt`` is a ``torch.save`` of a dict of
+tensors (read back with ``weights_only=True``), ``registry.json`` the registry, the module's
+constructor options and training facts, and ``history.json`` the per-epoch losses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..train import save_checkpoint
+
+__all__ = ["write_model_dir", "read_model_dir", "MODEL_FILE", "REGISTRY_FILE", "HISTORY_FILE", "FORMAT"]
+
+MODEL_FILE = "model.pt"
+REGISTRY_FILE = "registry.json"
+HISTORY_FILE = "history.json"
+FORMAT = "cradlekit.PerturbationModel/1"
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types (numpy scalars and arrays become numbers and lists; NaN stays NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return obj
+
+
+def write_model_dir(
+    path: str | os.PathLike,
+    *,
+    state: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    history: list[dict[str, Any]],
+    overwrite: bool = False,
+) -> Path:
+    """Write the three files into ``path`` (created if needed).
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` already holds a saved model and ``overwrite`` is False.
+    TypeError
+        If the metadata is not JSON-serialisable (e.g. a custom object in the model options).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a folder")
+    if (path / MODEL_FILE).exists() and not overwrite:
+        raise FileExistsError(f"{path} already holds a saved model; pass overwrite=True to replace it")
+    try:
+        meta_text = json.dumps({"format": FORMAT, **_jsonable(meta)}, indent=1)
+    except TypeError as err:
+        raise TypeError(f"model metadata is not JSON-serialisable ({err}); use plain values in model options") from None
+    path.mkdir(parents=True, exist_ok=True)
+    save_checkpoint({k: v.detach().cpu() for k, v in state.items()}, path / MODEL_FILE)
+    (path / REGISTRY_FILE).write_text(meta_text)
+    (path / HISTORY_FILE).write_text(json.dumps(_jsonable(history)))
+    return path
+
+
+def read_model_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[dict[str, Any]]]:
+    """Read a folder written by :func:`write_model_dir`: ``(state, meta, history)`` (state on the CPU).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder lacks ``model.pt`` or ``registry.json``.
+    ValueError
+        If ``registry.json`` is not a cradlekit model record.
+    """
+    path = Path(path)
+    for name in (MODEL_FILE, REGISTRY_FILE):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path / name} not found: not a folder written by PerturbationModel.save")
+    meta = json.loads((path / REGISTRY_FILE).read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path / REGISTRY_FILE} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    state = torch.load(path / MODEL_FILE, map_location="cpu", weights_only=True)
+    history_file = path / HISTORY_FILE
+    history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    return state, meta, history

@@ -1,0 +1,408 @@
+"""The user-facing model: CRADLE-VAE or a baseline on an AnnData, in the style of scvi-tools."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from anndata import AnnData
+
+from .._keys import CF_LAYER, SPLIT_KEY, artifact_key as _artifact_key
+from .._logging import logger
+from ..models import PerturbationVAE, build_model
+from ..train import Callback, DeviceData, TrainConfig, Trainer, resolve_device
+from ._io import read_model_dir, write_model_dir
+from ._options import module_options, uses_counterfactual
+from ._output import basal_latent, generated_anndata, requested_labels
+from ._setup import build_tensors, cell_batches, check_genes, dosage_rows, register_anndata
+
+__all__ = ["PerturbationModel"]
+
+_INIT_SEED = 0
+
+
+class PerturbationModel:
+    """CRADLE-VAE (or a baseline) set up on a Perturb-seq AnnData.
+
+    Parameters
+    ----------
+    adata
+        Raw integer UMI counts with canonical labels in ``obs`` (see
+        :func:`cradlekit.data.standardize_perturbations`), QC labels from
+        :func:`cradlekit.qc.label_artifacts`, a split from :func:`cradlekit.data.split_combinations`
+        or :func:`cradlekit.data.split_cells` and, for CRADLE-VAE with ``alpha > 0``, references
+        from :func:`cradlekit.data.counterfactual_references`. Not copied; not modified.
+    model
+        ``cradle``, ``cradle_wo_cf``, ``cradle_wo_causal``, ``cvae``, ``cpa_vae``, ``svae_plus`` or
+        ``sams_vae`` (see :data:`cradlekit.models.MODELS`).
+    artifact_key
+        ``obs`` column of ``a_i`` (``artifact_k3``/``4``/``5``); required by CRADLE-VAE models.
+    split_key
+        ``obs`` column with ``train`` / ``val`` / ``test``; train fits, val drives early stopping,
+        other cells are not used.
+    layer
+        Layer with the raw counts (``None``: ``adata.X``).
+    cf_layer
+        Layer of counterfactual references (read only when the model computes J2).
+    perturbation_key, control_label
+        Default to ``adata.uns['cradlekit']``.
+    latent_dim, hidden_dim, num_particles
+        Latent width ``D`` (200; 100 for Adamson), hidden width (400), ELBO particles (5).
+    alpha
+        J2 weight (CRADLE-VAE); ``None``: 0.5, the SPEC value for combination datasets (use 0.05
+        for Replogle, 0.1 for Adamson).
+    mask_prior
+        Prior mask probability of CRADLE-VAE and SAMS-VAE (0.01; 0.001 for Replogle/Adamson).
+    published, class_balanced
+        CRADLE-VAE's published J2 formula and pass/fail reweighting (see :mod:`cradlekit.models.cradle`).
+    **model_options
+        Further constructor options of the model class (e.g. ``decoder_layers``, ``mask_beta``).
+
+    Attributes
+    ----------
+    module
+        The :class:`~cradlekit.models.PerturbationVAE`.
+    registry
+        JSON-serialisable facts about the data: ``genes``, ``targets``, ``conditions`` (sVAE+),
+        keys, ``control_label``, training counts.
+    history
+        Per-epoch records of the last :meth:`train` call.
+    train_info
+        ``device``, ``seed``, ``epochs``, ``steps``, ``best_epoch``, ``best_loss``, ``stopped_early``.
+
+    Examples
+    --------
+    >>> model = PerturbationModel(adata, latent_dim=200)
+    >>> model.train(max_epochs=2000)
+    >>> cells = model.generate(["KLF1", "KLF1+MAP2K6"], n=100, seed=0)
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        model: str = "cradle",
+        artifact_key: str = _artifact_key(3),
+        split_key: str = SPLIT_KEY,
+        layer: str | None = None,
+        cf_layer: str = CF_LAYER,
+        perturbation_key: str | None = None,
+        control_label: str | None = None,
+        latent_dim: int = 200,
+        hidden_dim: int = 400,
+        alpha: float | None = None,
+        mask_prior: float = 0.01,
+        published: bool = False,
+        class_balanced: bool = False,
+        num_particles: int = 5,
+        **model_options: Any,
+    ):
+        options = module_options(
+            model, latent_dim=latent_dim, hidden_dim=hidden_dim, num_particles=num_particles, alpha=alpha,
+            mask_prior=mask_prior, published=published, class_balanced=class_balanced, **model_options,
+        )
+        registry, (log_mean, log_std) = register_anndata(
+            adata, model=model, artifact_key=artifact_key, split_key=split_key, layer=layer,
+            cf_layer=cf_layer if uses_counterfactual(model, options) else None,
+            perturbation_key=perturbation_key, control_label=control_label,
+        )
+        self._setup(registry, options, adata)
+        self._log_stats = (log_mean, log_std)
+        self.module = self._build_module(_INIT_SEED)
+        logger.info("%s", self)
+
+    def _setup(self, registry: dict[str, Any], options: dict[str, Any], adata: AnnData | None) -> None:
+        self.adata = adata
+        self.registry = registry
+        self.module_options = options
+        self.history: list[dict[str, Any]] = []
+        self.train_info: dict[str, Any] = {}
+        self.is_trained = False
+        self._tensors: dict[str, Any] | None = None
+        self._device_data: tuple[torch.device, DeviceData, DeviceData | None] | None = None
+        self._trainer: Trainer | None = None
+        self._log_stats: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _build_module(self, seed: int) -> PerturbationVAE:
+        """A freshly initialised module; ``seed`` fixes its weights (the global RNG is left as it was)."""
+        reg = self.registry
+        n_inputs = len(reg["conditions"]) if reg["conditions"] is not None else len(reg["targets"])
+        stats = {} if self._log_stats is None else {"log_mean": self._log_stats[0], "log_std": self._log_stats[1]}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            module = build_model(
+                reg["model"], len(reg["genes"]), n_inputs, reg["n_obs_per_perturbation"], reg["n_train"],
+                **stats, **self.module_options,
+            )
+        return module
+
+    def __repr__(self) -> str:
+        reg = self.registry
+        status = f"trained on {self.train_info.get('device')}" if self.is_trained else "not trained"
+        return (
+            f"PerturbationModel(model={reg['model']!r}, genes={len(reg['genes'])}, targets={len(reg['targets'])}, "
+            f"train={reg['n_train']}, val={reg['n_val']}, latent_dim={self.module.latent_dim}; {status})"
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the module's parameters."""
+        return self.module.device
+
+    # ------------------------------------------------------------------ training
+    def _host_tensors(self) -> dict[str, Any]:
+        """Dense float32 train/val tensors on the host, built from the AnnData on first use."""
+        if self._tensors is None:
+            if self.adata is None:
+                raise ValueError("this model was loaded without adata; pass adata= to PerturbationModel.load to train it")
+            self._tensors = build_tensors(self.adata, self.registry)
+        return self._tensors
+
+    def _device_datasets(self, device: torch.device) -> tuple[DeviceData, DeviceData | None]:
+        """Train/val data on ``device``: moved there once, kept for later calls; the host copies are dropped."""
+        if self._device_data is not None and self._device_data[0] == device:
+            return self._device_data[1], self._device_data[2]
+        tensors, self._tensors = self._host_tensors(), None
+        train = DeviceData(tensors["train"], device=device)
+        val = DeviceData(tensors["val"], device=device) if tensors["val"] is not None else None
+        if val is None:
+            logger.warning("no validation cells: the training loss drives early stopping")
+        self._device_data = (device, train, val)
+        return train, val
+
+    def train(
+        self,
+        *,
+        max_epochs: int = 2000,
+        max_steps: int | None = None,
+        lr: float = 3e-4,
+        weight_decay: float = 1e-6,
+        batch_size: int = 512,
+        patience: int | None = 50,
+        grad_clip: float = 100.0,
+        seed: int = 0,
+        accelerator: str | torch.device = "auto",
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 1,
+        resume: bool = True,
+        callbacks: Sequence[Callback | Callable[[dict[str, Any]], Any]] = (),
+        progress_bar: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Fit the model (Adam, gradient clipping, early stopping on the validation loss).
+
+        The first call initialises the weights from ``seed`` (same seed, same data: identical
+        weights and losses); a later call continues from the current weights with a new optimiser.
+        The best state by validation loss is kept at the end.
+
+        Parameters
+        ----------
+        max_epochs, max_steps
+            Budgets in epochs and optimiser steps (the run ends with the epoch that reaches ``max_steps``).
+        lr, weight_decay, batch_size, grad_clip
+            Adam settings, cells per step, gradient-norm clip (SPEC defaults: 3e-4, 1e-6, 512, 100).
+        patience
+            Epochs without a new best validation loss before stopping (``None``: never; 100 for Replogle).
+        seed
+            Seeds the initial weights, shuffling and Monte-Carlo samples.
+        accelerator
+            ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a device.
+        checkpoint_dir, checkpoint_every
+            Folder for ``last.pt`` (every ``checkpoint_every`` epochs) and ``best.pt``.
+        resume
+            Continue from ``checkpoint_dir/last.pt`` when it exists (weights, optimiser, RNG states).
+        callbacks
+            Objects with ``on_train_start/on_epoch_end/on_train_end`` or functions of the epoch
+            record (``epoch``, ``step``, ``train_loss``, ``val_loss`` and every loss part).
+        progress_bar
+            Show a progress bar over epochs.
+
+        Returns
+        -------
+        list of dict
+            The history (also in :attr:`history`); :attr:`train_info` records the device and outcome.
+
+        Raises
+        ------
+        cradlekit.errors.NonFiniteLossError
+            On a NaN/inf loss, naming the epoch and step.
+        """
+        device = resolve_device(accelerator)
+        if not self.is_trained:
+            self.module.load_state_dict(self._build_module(seed).state_dict())
+        self.module.to(device)
+        train_data, val_data = self._device_datasets(device)
+        config = TrainConfig(
+            lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
+            patience=patience, grad_clip=grad_clip, seed=seed, checkpoint_every=checkpoint_every,
+            checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir), progress_bar=progress_bar,
+        )
+        self._trainer = Trainer(self.module, train_data, val_data, config=config, callbacks=list(callbacks))
+        try:
+            with pyro.validation_enabled(False):  # skips per-sample support checks; restored on exit
+                history = self._trainer.fit(resume=resume)
+        finally:
+            trainer, self._trainer = self._trainer, None
+            self.module.eval()
+        self.history = list(history)
+        self.is_trained = True
+        self.train_info = {
+            "device": str(device), "seed": int(seed), "epochs": trainer.epoch, "steps": trainer.step,
+            "best_epoch": trainer.best_epoch, "best_loss": trainer.best_loss, "stopped_early": trainer.stopped_early,
+            "lr": lr, "batch_size": batch_size,
+        }
+        logger.info("trained %d epochs (%d steps) on %s; best epoch %d", trainer.epoch, trainer.step, device, trainer.best_epoch)
+        return self.history
+
+    def request_stop(self) -> None:
+        """Ask a running :meth:`train` to stop after the current epoch (e.g. from a widget)."""
+        if self._trainer is None:
+            logger.debug("request_stop: no training is running")
+            return
+        self._trainer.request_stop()
+
+    # ------------------------------------------------------------------ generation
+    def _draw(self, perturbations, n: int, artifact: bool, library_size: float, seed, batch_size: int, counts: bool) -> AnnData:
+        labels = requested_labels(self.registry, perturbations)
+        rows = dosage_rows(self.registry, labels)
+        fn = self.module.generate if counts else self.module.predict_mean
+        values = fn(rows, int(n), library_size=library_size, artifact=artifact, seed=seed, batch_size=batch_size)
+        return generated_anndata(
+            values, labels, int(n), self.registry, counts=counts, artifact=bool(artifact),
+            library_size=float(library_size), seed=seed,
+        )
+
+    def generate(
+        self,
+        perturbations: str | Sequence[str] | None = None,
+        n: int = 100,
+        *,
+        artifact: bool = False,
+        library_size: float = 1e4,
+        seed: int | None = None,
+        batch_size: int = 4096,
+    ) -> AnnData:
+        """Generate cells (Algorithm 3): ``z_b`` from the prior, perturbation latents from the guide.
+
+        Parameters
+        ----------
+        perturbations
+            Labels such as ``"KLF1"``, ``"KLF1+MAP2K6"`` (unseen combinations of trained targets
+            included; sVAE+ only knows its training conditions) or the control label; ``None``:
+            the control and every training perturbation.
+        n
+            Cells per perturbation (100 for QCPR).
+        artifact
+            Switch the artifact latent on (``z_a = u``; CRADLE-VAE models only).
+        library_size
+            Library size of every generated cell (1e4).
+        seed
+            Seed for a reproducible draw (the global RNG is left untouched).
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        AnnData
+            ``X``: CSR float32 counts; ``obs['perturbation']`` (canonical labels, in the requested
+            order) and ``obs['generated_artifact']``; ``var_names``: the model's genes;
+            ``uns['cradlekit']`` (perturbation key, control label) and ``uns['generation']``
+            (``model``, ``values``, ``n_per_perturbation``, ``artifact``, ``library_size``, ``seed``).
+
+        Raises
+        ------
+        cradlekit.errors.EmptyPerturbationError
+            A label with a target the model was not trained on.
+        """
+        return self._draw(perturbations, n, artifact, library_size, seed, batch_size, True)
+
+    def predict_mean(
+        self,
+        perturbations: str | Sequence[str] | None = None,
+        n: int = 2500,
+        *,
+        artifact: bool = False,
+        library_size: float = 1e4,
+        seed: int | None = None,
+        batch_size: int = 4096,
+    ) -> AnnData:
+        """Expected expression ``library_size * rho`` of generated cells (no count noise).
+
+        With ``library_size=1e4``, ``log2(X + 1)`` is the metric space of SPEC §4, so a model ATE
+        is the mean of ``log2(X + 1)`` per perturbation minus that of the control (2,500 cells each).
+        Same parameters and output as :meth:`generate` except ``X`` is a dense float32 array.
+        """
+        return self._draw(perturbations, n, artifact, library_size, seed, batch_size, False)
+
+    def get_latent(self, adata: AnnData | None = None, *, seed: int | None = 0, batch_size: int = 1024) -> np.ndarray:
+        """Posterior mean of each cell's basal latent (``z_b``; ``z`` for the conditional VAE and sVAE+).
+
+        The guide runs once per cell with one draw of the perturbation latents (``seed``); counts,
+        labels and (CRADLE-VAE) QC labels are read with the registered keys.
+
+        Parameters
+        ----------
+        adata
+            Cells with the model's genes; ``None``: the AnnData the model was set up with.
+        seed, batch_size
+            Seed of the perturbation-latent draw and cells per forward pass.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_obs, latent_dim)`` float32.
+        """
+        adata = self.adata if adata is None else adata
+        if adata is None:
+            raise ValueError("pass adata: this model was loaded without one")
+        check_genes(adata, self.registry)
+        return basal_latent(self.module, cell_batches(adata, self.registry, batch_size), seed=seed)
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, dir_path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Write the module state, registry, options and history to a folder (no pickled AnnData).
+
+        Raises
+        ------
+        FileExistsError
+            If the folder already holds a model and ``overwrite`` is False.
+        """
+        meta = {"registry": self.registry, "module_options": self.module_options, "train_info": self.train_info,
+                "is_trained": self.is_trained}
+        path = write_model_dir(dir_path, state=self.module.state_dict(), meta=meta, history=self.history, overwrite=overwrite)
+        logger.info("saved %s to %s", self.registry["model"], path)
+
+    @classmethod
+    def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, *, accelerator: str | torch.device = "auto") -> PerturbationModel:
+        """Load a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        dir_path
+            The folder.
+        adata
+            Optional AnnData for further training or :meth:`get_latent`; its genes must be the
+            saved ones, in the same order. Generation needs no AnnData.
+        accelerator
+            Device to put the module on (see :meth:`train`).
+
+        Raises
+        ------
+        cradlekit.errors.MissingKeyError
+            If ``adata``'s genes (names or order) differ from the saved model's.
+        """
+        state, meta, history = read_model_dir(dir_path)
+        registry = meta["registry"]
+        if adata is not None:
+            check_genes(adata, registry)
+        model = cls.__new__(cls)
+        model._setup(registry, meta["module_options"], adata)
+        model.module = model._build_module(_INIT_SEED)
+        model.module.load_state_dict(state)
+        model._log_stats = (model.module.normalize.mean.clone(), model.module.normalize.std.clone())
+        model.module.to(resolve_device(accelerator)).eval()
+        model.history, model.train_info, model.is_trained = history, meta.get("train_info", {}), bool(meta.get("is_trained"))
+        return model
