@@ -8,14 +8,17 @@ from cradlekit.cli import main
 
 
 def test_demo_writes_labelled_data_and_summary(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--n-cells", "1500", "--n-genes", "300"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--n-cells", "1500", "--n-genes", "300", "--epochs", "2"]) == 0
     adata = ad.read_h5ad(tmp_path / "demo.h5ad")
     assert {"artifact_k3", "artifact_k4", "artifact_k5", "split", "cf_has_reference"} <= set(adata.obs)
     assert set(adata.obs["split"].unique()) == {"train", "val", "test"}
     assert "cf_reference" in adata.layers
     summary = (tmp_path / "summary.md").read_text()
-    for section in ("QC fail counts", "Recovery of injected artifacts", "Split", "Held-out combinations"):
+    for section in ("QC fail counts", "Recovery of injected artifacts", "Split", "Held-out combinations",
+                    "CRADLE-VAE (short training)", "held-out combinations vs true ATE", "QC pass rate"):
         assert section in summary
+    assert (tmp_path / "model" / "registry.json").exists()
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
     assert "Recovery" in capsys.readouterr().out
 
 
