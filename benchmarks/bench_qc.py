@@ -49,8 +49,8 @@ def _qc(path: str) -> None:
         "qc_s": total,
         "qc_peak_gb": peak_rss_gb(),
         "fail_counts": summary.to_dict(),
-        "timings": adata.uns["qc"].get("timings", {}),
-    }, default=float))
+        "scrublet": {k: v for k, v in adata.uns["qc"]["scrublet"].items() if k != "threshold"},
+    }, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
 def main() -> None:
@@ -72,7 +72,7 @@ def main() -> None:
             out = subprocess.run(
                 [sys.executable, __file__, "--stage", stage, "--path", path,
                  "--n-cells", str(args.n_cells), "--n-genes", str(args.n_genes)],
-                capture_output=True, text=True, check=True,
+                stdout=subprocess.PIPE, text=True, check=True,
             ).stdout
             runs.update(json.loads(out.strip().splitlines()[-1]))
     payload = {

@@ -34,8 +34,6 @@ def main() -> None:
     combos = sorted(set(labels[data.is_combination(labels)]))
     held_out = [str(c) for c in adata.uns["split"]["heldout"]]
     qc_table = qc.qc_summary(adata)
-    qc_flat = qc_table.copy()
-    qc_flat.columns = ["_".join(str(p) for p in col if p) for col in qc_flat.columns]
     splits = {k: data.split_summary(adata, artifact_key=f"artifact_k{k}") for k in (3, 4, 5)}
     has_ref = adata.obs["cf_has_reference"].to_numpy()
     passed = adata.obs["artifact_k3"].to_numpy() == 0
@@ -46,7 +44,7 @@ def main() -> None:
         "n_genes": adata.n_vars,
         "n_combinations": len(combos),
         "held_out": held_out,
-        "qc_summary": qc_flat.reset_index().to_dict(orient="records"),
+        "qc_summary": qc_table.reset_index().to_dict(orient="records"),
         "splits": {k: v.reset_index().to_dict(orient="records") for k, v in splits.items()},
         "passed_with_reference_k3": int(has_ref.sum()),
         "passed_without_reference_k3": int((passed & ~has_ref).sum()),
@@ -61,7 +59,7 @@ def main() -> None:
         "",
         "## QC",
         "",
-        qc_flat.to_markdown(floatfmt=".1f"),
+        qc_table.to_markdown(floatfmt=".1f"),
         "",
         f"## Split: {len(combos)} combinations, {len(held_out)} held out (ceil of 25 %)",
         "",

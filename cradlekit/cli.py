@@ -39,7 +39,6 @@ def _demo(args: argparse.Namespace) -> int:
 
     recovery = evaluate.artifact_recovery(adata)
     summary = qc.qc_summary(adata)
-    summary.columns = ["_".join(str(p) for p in col if p) for col in summary.columns]
     splits = data.split_summary(adata, artifact_key="artifact_k3")
     n_ref = int(adata.obs["cf_has_reference"].sum())
     model_lines = _train_and_evaluate(adata, args, out, timings) if args.epochs > 0 else []

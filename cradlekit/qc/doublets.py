@@ -196,10 +196,18 @@ def run_scrublet(
         index=adata.obs_names.copy(),
     )
     res = work.uns["scrublet"]
+    # scrublet leaves the threshold unset (and calls no doublet) where its score histogram has no
+    # clear minimum; record NaN and say so rather than fail
     if run_key is None:
-        thresholds = {"all": float(res["threshold"])}
+        thresholds = {"all": float(res.get("threshold", np.nan))}
     else:
-        thresholds = {str(b): float(r["threshold"]) for b, r in res["batches"].items()}
+        thresholds = {str(b): float(r.get("threshold", np.nan)) for b, r in res["batches"].items()}
+    unset = [b for b, t in thresholds.items() if np.isnan(t)]
+    if unset:
+        logger.warning(
+            f"scrublet found no automatic doublet threshold in {len(unset)} of {len(thresholds)} "
+            f"batch(es)/chunk(s) ({unset[:5]}); it predicts no doublet there"
+        )
     params = {
         "source": "scanpy.pp.scrublet",
         "random_state": int(seed),

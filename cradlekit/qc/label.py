@@ -200,9 +200,8 @@ def qc_summary(adata: AnnData) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Rows ``total_counts``, ``n_genes``, ``mito``, ``ribo``, ``hb``, ``doublet``, ``any``;
-        columns a MultiIndex ``(k label, field)`` with fields ``n_fail``, ``n_pass`` and
-        ``pct_fail``, plus a column ``("", "skipped")`` (bool). E.g.
-        ``df.loc["mito", ("k3", "n_fail")]``.
+        columns ``<k label>_n_fail``, ``<k label>_n_pass`` and ``<k label>_pct_fail`` for each
+        stored ``k``, plus ``skipped`` (bool). E.g. ``df.loc["mito", "k3_n_fail"]``.
 
     Raises
     ------
@@ -214,7 +213,7 @@ def qc_summary(adata: AnnData) -> pd.DataFrame:
     ks = [float(k) for k in np.asarray(qc["ks"]).ravel()]
     n = adata.n_obs
     rows = list(CRITERIA) + ["any"]
-    data: dict[tuple[str, str], list] = {}
+    data: dict[str, list] = {}
     for k in ks:
         fails = []
         for criterion in rows:
@@ -222,10 +221,8 @@ def qc_summary(adata: AnnData) -> pd.DataFrame:
             column = check_obs_key(adata, key, what="QC column")
             fails.append(int(np.asarray(column, dtype=bool).sum()))
         fails_arr = np.asarray(fails)
-        data[(k_label(k), "n_fail")] = fails
-        data[(k_label(k), "n_pass")] = list(n - fails_arr)
-        data[(k_label(k), "pct_fail")] = list(100.0 * fails_arr / max(n, 1))
-    data[("", "skipped")] = [c in skipped for c in rows]
-    out = pd.DataFrame(data, index=pd.Index(rows, name="criterion"))
-    out.columns = pd.MultiIndex.from_tuples(out.columns, names=["k", "field"])
-    return out
+        data[f"{k_label(k)}_n_fail"] = fails
+        data[f"{k_label(k)}_n_pass"] = list(n - fails_arr)
+        data[f"{k_label(k)}_pct_fail"] = list(100.0 * fails_arr / max(n, 1))
+    data["skipped"] = [c in skipped for c in rows]
+    return pd.DataFrame(data, index=pd.Index(rows, name="criterion"))
