@@ -106,3 +106,29 @@ def test_missing_or_broken_record(make_qc_adata):
         apply_thresholds(gen, make_qc_adata(n_cells=40))
     with pytest.raises(MissingKeyError, match=r"lacks \['thresholds'"):
         apply_thresholds(gen, {"ks": np.array([3.0]), "skipped": []})
+
+
+def test_panel_basis_compares_generated_cells_like_with_like(shared_data_file):
+    """Thresholds from full-transcriptome obs metrics would fail every panel-only cell."""
+    import anndata as ad
+
+    from cradlekit.data import load_dataset
+
+    shared_data_file("perturbench_devel_norman19_mcfaline23_counts500.h5ad")
+    reference = load_dataset("norman_subset")
+    label_artifacts(reference, seed=0)  # uses obs ncounts/ngenes (full transcriptome)
+    assert "panel" in reference.uns["qc"]
+    # "generated" cells: the same counts, but only the 500 modelled genes and no obs metrics
+    generated = ad.AnnData(X=reference.X.copy(), var=reference.var[[]].copy())
+    apply_thresholds(generated, reference, run_scrublet=False)
+    assert generated.uns["qc"]["basis"] == "panel"
+    own = ad.AnnData(X=reference.X.copy(), var=reference.var[[]].copy())
+    label_artifacts(own, precomputed=None, run_scrublet=False)
+    for criterion in ("total_counts", "n_genes", "hb"):
+        key = f"qc_fail_{criterion}_k3"
+        np.testing.assert_array_equal(generated.obs[key], own.obs[key])
+
+    naive = ad.AnnData(X=reference.X.copy(), var=reference.var[[]].copy())
+    apply_thresholds(naive, reference, run_scrublet=False, basis="reference")
+    assert naive.uns["qc"]["basis"] == "reference"
+    assert naive.obs["qc_fail_total_counts_k3"].mean() > 0.9  # panel totals << transcriptome totals

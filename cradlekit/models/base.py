@@ -117,6 +117,10 @@ class PerturbationVAE(nn.Module):
     required_keys: ClassVar[tuple[str, ...]] = ("X", "D")
     #: The observation model; every subclass creates one.
     decoder: NegativeBinomialDecoder
+    #: Pyro and torch distribution validation inside :meth:`loss` (off: its checks, about 60
+    #: per step, each force a host-device synchronisation; batches are checked by shape and
+    #: the trainer checks that the loss is finite). Set to True on an instance to debug.
+    validate: bool = False
 
     def __init__(
         self,
@@ -256,6 +260,9 @@ class PerturbationVAE(nn.Module):
             Raise :class:`~cradlekit.errors.NonFiniteLossError` on a NaN/inf loss (forces a
             device synchronisation; the trainer checks too).
 
+        Pyro's validation is switched off while the loss is computed unless :attr:`validate`
+        is True.
+
         Returns
         -------
         loss
@@ -266,7 +273,19 @@ class PerturbationVAE(nn.Module):
             in the ELBO) and the model's auxiliary terms (``j2`` for CRADLE-VAE).
         """
         P = self.num_particles if num_particles is None else int(num_particles)
-        model_tr, guide_tr = self.traces(batch, P)
+        with pyro.validation_enabled(self.validate):
+            model_tr, guide_tr = self.traces(batch, P)
+            return self._loss_from_traces(batch, model_tr, guide_tr, P, check_finite)
+
+    def _loss_from_traces(
+        self,
+        batch: Batch,
+        model_tr: poutine.Trace,
+        guide_tr: poutine.Trace,
+        P: int,
+        check_finite: bool,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The ELBO's terms read from the traces (see :meth:`loss`)."""
         recon = model_tr.log_prob_sum(lambda name, site: site["is_observed"]) / P
         kls: dict[str, torch.Tensor] = {}
         for name, site in guide_tr.nodes.items():

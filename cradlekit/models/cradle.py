@@ -151,10 +151,9 @@ class CradleVAE(PerturbationVAE):
             else:
                 u = self.u
             z_p = dosage_effects(ctx.D, e * m)
-            z_a = a * u
             with self._cells(ctx):
                 z_b = pyro.sample("z_b", self._latent_prior(ctx, ctx.batch_size, Dz))
-                rho = self.decoder.frequencies(z_b, z_p, z_a)
+                rho = self._decode(z_b, z_p, u, a)
                 with self._reconstruction_weights(a):
                     pyro.sample("x", self.decoder.distribution(rho, ctx.library), obs=ctx.X)
 
@@ -175,6 +174,18 @@ class CradleVAE(PerturbationVAE):
                 loc, scale, aux = self._encode(batch, ctx, z_p, u, a)
                 pyro.sample("z_b", dist.Normal(loc, scale).to_event(1))
         return aux
+
+    def _decode(
+        self, z_b: torch.Tensor, z_p: torch.Tensor, u: torch.Tensor, a: torch.Tensor
+    ) -> torch.Tensor:
+        """``rho = softmax(f_dec([z_b, z_p, a u]))`` with ``W_a (a u)`` computed as ``a (W_a u)``.
+
+        ``u`` has no cell dimension, so its part of the first layer is one row per particle
+        instead of a ``(P, B, D) x (D, H)`` product; for ``a`` in {0, 1} the result is identical.
+        """
+        first = self.decoder.first
+        pre = first.part(0, z_b) + first.part(1, z_p) + a * first.part(2, u)
+        return self.decoder.frequencies_from_preactivation(pre)
 
     def _encode(
         self, batch: Batch, ctx: BatchContext, z_p: torch.Tensor, u: torch.Tensor, a: torch.Tensor

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .distributions import NegativeBinomial
-from .layers import ResidualMLP
+from .layers import ConcatLinear, ResidualMLP
 
 __all__ = ["NegativeBinomialDecoder"]
 
@@ -46,11 +46,20 @@ class NegativeBinomialDecoder(nn.Module):
 
     def frequencies(self, *zs: torch.Tensor) -> torch.Tensor:
         """Expected gene frequencies ``rho = softmax(f_dec(z))`` (rows sum to 1)."""
-        return torch.softmax(self.out(self.mlp(*zs)), dim=-1)
+        return self.frequencies_from_preactivation(self.mlp.first(*zs))
+
+    @property
+    def first(self) -> ConcatLinear:
+        """The first (concatenation) layer, for callers that assemble its input by parts."""
+        return self.mlp.first
+
+    def frequencies_from_preactivation(self, pre: torch.Tensor) -> torch.Tensor:
+        """``rho`` from the first layer's pre-activation (see :attr:`first`)."""
+        return torch.softmax(self.out(self.mlp.trunk(pre)), dim=-1)
 
     def distribution(self, rho: torch.Tensor, library_size: torch.Tensor) -> NegativeBinomial:
         """NB with mean ``library_size[..., None] * rho`` (genes as the event dimension)."""
-        return NegativeBinomial(library_size.unsqueeze(-1) * rho, self.theta)
+        return NegativeBinomial.from_frequencies(rho, library_size, self.theta)
 
     def sample(self, rho: torch.Tensor, library_size: torch.Tensor) -> torch.Tensor:
         """Draw counts from the NB (uses the global torch RNG of ``rho``'s device)."""

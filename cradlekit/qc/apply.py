@@ -32,6 +32,7 @@ def apply_thresholds(
     batch_key: str | None = None,
     gene_symbols: str | None = None,
     use_approx_neighbors: bool | None = None,
+    basis: str = "auto",
     copy: bool = False,
 ) -> AnnData | None:
     """Flag cells with a reference dataset's **stored** thresholds (not recomputed ones).
@@ -55,6 +56,13 @@ def apply_thresholds(
         As in :func:`~cradlekit.qc.label_artifacts`, for ``adata_generated``.
     run_scrublet, seed, batch_key, use_approx_neighbors
         Doublet calling on ``adata_generated``, as in :func:`~cradlekit.qc.label_artifacts`.
+    basis
+        Which stored thresholds to apply when the reference used full-transcriptome metrics
+        from ``obs`` (``precomputed``) but these cells only have the modelled genes:
+        ``"panel"`` uses the reference's thresholds recomputed on its modelled genes
+        (``uns['qc']['panel']``), ``"reference"`` the thresholds the reference was labelled
+        with. ``"auto"`` (default) picks ``"panel"`` when the reference has a panel record and
+        no ``precomputed`` metrics are given here, else ``"reference"``.
     copy
         Return a labelled copy instead of modifying ``adata_generated``.
 
@@ -64,8 +72,8 @@ def apply_thresholds(
         The labelled copy if ``copy=True``, else ``None``. Writes the same ``obs`` columns as
         :func:`~cradlekit.qc.label_artifacts` and ``uns['qc']`` with the reference's
         ``thresholds``, ``stats``, ``mad_zero_guard`` (for the applied ``ks``), this data's
-        ``metric_source``, ``gene_sets``, ``skipped``, ``scrublet``, and
-        ``origin = "apply_thresholds"``.
+        ``metric_source``, ``gene_sets``, ``skipped``, ``scrublet``, ``basis`` (``"panel"`` or
+        ``"reference"``) and ``origin = "apply_thresholds"``.
 
     Raises
     ------
@@ -83,7 +91,16 @@ def apply_thresholds(
             f"k={[f'{k:g}' for k in unknown]} not stored in the reference QC record "
             f"(stored: {[f'{k:g}' for k in stored]})"
         )
-    ref_thresholds = {k_label(k): plain(ref["thresholds"][k_label(k)]) for k in ks_t}
+    if basis not in ("auto", "panel", "reference"):
+        raise ValueError(f"basis must be 'auto', 'panel' or 'reference', got {basis!r}")
+    has_panel = "panel" in ref
+    if basis == "panel" and not has_panel:
+        raise MissingKeyError("the reference QC record has no 'panel' thresholds (it used no precomputed metrics)")
+    use_panel = basis == "panel" or (basis == "auto" and has_panel and not precomputed)
+    source = ref["panel"] if use_panel else ref
+    if use_panel:
+        logger.info("applying the reference's thresholds recomputed on its modelled genes (basis='panel')")
+    ref_thresholds = {k_label(k): plain(source["thresholds"][k_label(k)]) for k in ks_t}
     ref_skipped = {str(s) for s in np.asarray(ref["skipped"]).tolist()}
 
     if copy:
@@ -110,7 +127,7 @@ def apply_thresholds(
         logger.warning(msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
 
-    ref_source = ref.get("metric_source", {})
+    ref_source = source.get("metric_source", {})
     for metric in ("total_counts", "n_genes_by_counts"):
         ref_from_obs = str(ref_source.get(metric, "")).startswith("obs[")
         here_from_obs = metrics.metric_source[metric].startswith("obs[")
@@ -150,7 +167,7 @@ def apply_thresholds(
         origin="apply_thresholds",
         ks=ks_t,
         thresholds=ref_thresholds,
-        stats=plain(ref.get("stats", {})),
+        stats=plain(source.get("stats", {})),
         metrics=metrics,
         gene_set_rules={c: ref_rules.get(c, {}).get("rule", "") for c in metrics.gene_set_sizes},
         skipped=skipped,
@@ -160,6 +177,7 @@ def apply_thresholds(
         n_cells=adata.n_obs,
         mad_zero_guard=bool(ref.get("mad_zero_guard", True)),
     )
+    adata.uns[QC_UNS_KEY]["basis"] = "panel" if use_panel else "reference"
     log_summary(adata, ks_t, "apply_thresholds")
     return adata if copy else None
 

@@ -109,7 +109,10 @@ def label_artifacts(
             ``scrublet`` (``source``, ``ran`` and, when it ran, ``random_state``,
             ``batch_key``, ``use_approx_neighbors``, default parameters, ``threshold`` per
             batch, ``n_predicted``); ``counts`` (which matrix); ``gene_symbols``; ``n_cells``;
-            ``mad_zero_guard``; ``rule`` (text); ``origin`` = ``"label_artifacts"``.
+            ``mad_zero_guard``; ``rule`` (text); ``origin`` = ``"label_artifacts"``; and, when
+            some metrics came from ``precomputed`` columns, ``panel``: ``thresholds``, ``stats``
+            and ``metric_source`` recomputed from the counts of the genes in ``adata`` only (the
+            basis on which generated cells, which have only these genes, are judged).
             Skipped thresholds are NaN; everything survives ``write_h5ad``/``read_h5ad``.
 
     Raises
@@ -170,7 +173,7 @@ def label_artifacts(
         metrics.table, ks_t, skipped=metrics.skipped, mad_zero_guard=mad_zero_guard
     )
     write_obs(adata, metrics, doublets, thresholds, ks_t)
-    adata.uns[QC_UNS_KEY] = build_record(
+    record = build_record(
         origin="label_artifacts",
         ks=ks_t,
         thresholds=thresholds,
@@ -184,6 +187,17 @@ def label_artifacts(
         n_cells=adata.n_obs,
         mad_zero_guard=mad_zero_guard,
     )
+    if any(str(src).startswith("obs[") for src in metrics.metric_source.values()):
+        # Generated cells only have the modelled genes: keep thresholds on that basis as well,
+        # so apply_thresholds can compare like with like (see its ``basis`` option).
+        panel = compute_metrics(adata, layer=layer, gene_symbols=gene_symbols, precomputed=None,
+                                validate=False, warn_missing=False)
+        panel_stats, panel_thresholds = compute_thresholds(
+            panel.table, ks_t, skipped=panel.skipped, mad_zero_guard=mad_zero_guard
+        )
+        record["panel"] = {"thresholds": panel_thresholds, "stats": panel_stats,
+                           "metric_source": dict(panel.metric_source)}
+    adata.uns[QC_UNS_KEY] = record
     log_summary(adata, ks_t, "label_artifacts")
     return adata if copy else None
 
