@@ -64,6 +64,17 @@ def check_obs_key(adata: AnnData, key: str, *, what: str = "column") -> pd.Serie
     return adata.obs[key]
 
 
+def check_labels(adata: AnnData, key: str) -> pd.Series:
+    """``adata.obs[key]`` as strings; raise :class:`MissingKeyError` if a cell has no label (NaN)."""
+    labels = check_obs_key(adata, key, what="label column")
+    n_missing = int(labels.isna().sum())
+    if n_missing:
+        raise MissingKeyError(
+            f"{n_missing} cells have no label in adata.obs[{key!r}]; label or drop them first"
+        )
+    return labels.astype(str)
+
+
 def check_control_label(adata: AnnData, key: str, control_label: str) -> None:
     """Raise :class:`UnknownControlError` if ``control_label`` has no cell in ``obs[key]``."""
     labels = check_obs_key(adata, key, what="perturbation key")

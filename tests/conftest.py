@@ -116,3 +116,14 @@ def small_simulation():
     from cradlekit.data.simulate import simulate_perturbseq
 
     return simulate_perturbseq(n_cells=3000, n_genes=300, true_ate_cells=200, seed=0)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Small networks train fastest on one thread (and are not slowed by a busy second core)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

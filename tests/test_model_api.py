@@ -26,13 +26,7 @@ SMALL = dict(latent_dim=10, hidden_dim=64, num_particles=1)
 FAST = dict(batch_size=128, lr=1e-3, progress_bar=False, accelerator="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny networks train fastest on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from cradlekit.data import counterfactual_references, load_dataset, simulate_perturbseq, split_combinations, true_ate_frame
 from cradlekit.models import MODELS
@@ -21,13 +20,7 @@ from cradlekit.qc import apply_thresholds, label_artifacts, pass_rate
 NORMAN_SUBSET_FILE = "perturbench_devel_norman19_mcfaline23_counts500.h5ad"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Small networks train fastest on one thread (and CI has two cores for everything)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def prepare(adata, **qc):

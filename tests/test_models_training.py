@@ -14,13 +14,7 @@ BOTH = list(range(10, 15))  # perturbation 2 multiplies these by 3
 ARTIFACT = list(range(25, 30))  # failed cells: these x5 ("mitochondrial") and half the library
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny networks train fastest on one thread (and are not slowed by a busy second core)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def synthetic(n_per_group: int = 120, seed: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._keys import COMBO_SEP, CONTROL_LABEL, PERTURBATION_KEY, UNS_KEY
-from .._validation import check_control_label, check_groups_nonempty, check_obs_key
+from .._validation import check_control_label, check_groups_nonempty, check_labels, check_obs_key
 from ..errors import MissingKeyError
 
 __all__ = [
@@ -93,13 +93,9 @@ def standardize_perturbations(
         ``perturbation_key``, ``control_label`` and ``combo_sep``.
     """
     check_control_label(adata, perturbation_key, control_label)
-    n_missing = int(adata.obs[perturbation_key].isna().sum())
-    if n_missing:  # astype(str) below would silently turn them into a perturbation named "nan"
-        raise MissingKeyError(
-            f"{n_missing} cells have no label in adata.obs[{perturbation_key!r}]; label or drop them first"
-        )
+    # NaN labels would silently become a perturbation named "nan"
+    raw = check_labels(adata, perturbation_key)
     controls = {control_label, *extra_control_labels}
-    raw = adata.obs[perturbation_key].astype(str)
     mapping = {}
     for label in pd.unique(raw):  # loop over unique labels, not cells
         parts = [p.strip() for p in str(label).split(sep)] if label not in controls else []

@@ -28,7 +28,7 @@ from anndata import AnnData
 
 from .._keys import CONTROL_LABEL, PERTURBATION_KEY, SPLIT_KEY, UNS_KEY, artifact_key as _artifact_key
 from .._logging import logger
-from .._validation import check_control_label, check_obs_key, check_raw_counts, get_counts
+from .._validation import check_control_label, check_labels, check_obs_key, check_raw_counts, get_counts
 from ..data.perturbations import perturbation_info
 from ..errors import EmptyPerturbationError, InvalidCountsError, MissingKeyError
 from .normalize import TARGET_SUM, ZeroTotal, perturbseq_normalize
@@ -203,11 +203,7 @@ def model_ate(
 
 # --- helpers ------------------------------------------------------------------------------------
 def _labels(adata: AnnData, key: str) -> np.ndarray:
-    column = adata.obs[key]
-    n_missing = int(column.isna().sum())
-    if n_missing:
-        raise MissingKeyError(f"{n_missing} cells have no label in adata.obs[{key!r}]; label or drop them first")
-    return column.astype(str).to_numpy()
+    return check_labels(adata, key).to_numpy()
 
 
 def _qc_passed(adata: AnnData, key: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from anndata import AnnData
 
 from .._keys import CF_MASK_KEY, COMBO_SEP
 from .._logging import logger
-from .._validation import check_raw_counts, get_counts
+from .._validation import check_labels, check_raw_counts, get_counts
 from ..data.perturbations import canonical_label, dosage_matrix, parse_perturbation, perturbation_info, perturbation_targets
 from ..errors import EmptyPerturbationError, GeneMismatchError, MissingKeyError, UnknownPerturbationError
 from ..models import MODELS, condition_onehot, log_standardize_stats, unique_conditions
@@ -38,11 +38,7 @@ def _counts(adata: AnnData, layer: str | None):
 
 
 def _labels(adata: AnnData, key: str) -> pd.Series:
-    labels = adata.obs[key]
-    n_missing = int(labels.isna().sum())
-    if n_missing:
-        raise MissingKeyError(f"{n_missing} cells have no label in adata.obs[{key!r}]; label or drop them first")
-    return labels.astype(str)
+    return check_labels(adata, key)
 
 
 def _split(adata: AnnData, split_key: str) -> pd.Series:

@@ -120,8 +120,13 @@ def mito_mask(symbols) -> np.ndarray:
     numpy.ndarray
         ``bool`` array, one entry per symbol.
     """
+    return _regex_mask(MT_PATTERN, symbols)
+
+
+def _regex_mask(pattern: re.Pattern, symbols) -> np.ndarray:
+    """Whether each symbol matches ``pattern`` (one pass over the gene names, not the cells)."""
     s = _as_symbols(symbols)
-    return np.fromiter((bool(MT_PATTERN.match(g)) for g in s), dtype=bool, count=len(s))
+    return np.fromiter((bool(pattern.match(g)) for g in s), dtype=bool, count=len(s))
 
 
 def ribo_mask(symbols) -> np.ndarray:
@@ -137,8 +142,7 @@ def ribo_mask(symbols) -> np.ndarray:
     numpy.ndarray
         ``bool`` array; ``RPS6KA1``/``RPS6KB2`` and pseudogenes are ``False``.
     """
-    s = _as_symbols(symbols)
-    return np.fromiter((bool(RIBO_PATTERN.match(g)) for g in s), dtype=bool, count=len(s))
+    return _regex_mask(RIBO_PATTERN, symbols)
 
 
 def hb_mask(symbols) -> np.ndarray:
