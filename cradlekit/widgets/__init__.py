@@ -1,0 +1,47 @@
+"""Interactive controllers (ipywidgets) for QC, training, generation and latent spaces.
+
+Each controller is a small :class:`traitlets.HasTraits` object: its state (``k``, model settings,
+perturbation, colouring…) lives in traits that code and tests can set and observe without a kernel;
+its ipywidgets layout is built by a separate view the first time the widget is shown. Every
+controller calls only public cradlekit functions, reports bad input (no QC labels, untrained model,
+empty selection…) as a readable ``message`` in the widget rather than a traceback, and draws a
+matplotlib figure of its state with ``static_figure()``.
+
+:class:`QCExplorer`
+    Choose the MAD multiple ``k`` (3/4/5 or free), see the six criteria with thresholds and
+    pass/fail regions and live pass counts; write the labels of the chosen ``k`` to the AnnData.
+:class:`TrainingController`
+    Pick a model and its key hyper-parameters; start, stop and resume training in a background
+    thread with live −ELBO/J2 curves, progress, device and checkpoint path.
+:class:`PerturbationExplorer`
+    Generate cells of a perturbation or (unseen) combination, artifact on or off; compare their QC
+    metrics with the data (Figure 3) and list the top changed genes.
+:class:`LatentExplorer`
+    t-SNE/UMAP of observed or generated cells coloured by artifact, perturbation or group, with a
+    selection of groups (Figure 4).
+
+Examples
+--------
+One line each in a notebook (the last expression of a cell shows the widget)::
+
+    from cradlekit.widgets import QCExplorer, TrainingController, PerturbationExplorer, LatentExplorer
+
+    QCExplorer(adata)
+    tc = TrainingController(adata, max_epochs=500); tc
+    PerturbationExplorer(tc, adata, perturbation="CEBPA+KLF1")
+    LatentExplorer(adata, model=tc, source="generated", groups="norman")
+
+In a notebook built into a static page (the book), use ``.show(static=True)``: a static page never
+runs Python callbacks, so a PNG of ``static_figure()`` is shown beside the widget::
+
+    QCExplorer(adata).show(static=True)
+"""
+
+from __future__ import annotations
+
+from .latent import LatentExplorer
+from .perturbation import PerturbationExplorer
+from .qc_explorer import QCExplorer
+from .training import TrainingController
+
+__all__ = ["QCExplorer", "TrainingController", "PerturbationExplorer", "LatentExplorer"]
