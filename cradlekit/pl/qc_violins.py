@@ -148,7 +148,12 @@ def qc_violins(
     needed = [METRIC_OF_CRITERION[c] for c in criteria if c not in skipped]
     if any(m not in gen.obs.columns for m in needed):
         gen = apply_thresholds(generated, data, ks=[k], run_scrublet=run_scrublet, seed=seed, copy=True)
-    d_cells, g_cells = data[d_mask], gen[g_mask]
+    data_view = data
+    if "panel" in record and str(gen.uns.get("qc", {}).get("basis", "")) == "panel":
+        # the generated cells were judged on the modelled genes only: show the data on that basis too
+        data_view = _panel_view(data, k)
+        thresholds = data_view.uns["qc"]["thresholds"][k_label(k)]
+    d_cells, g_cells = data_view[d_mask], gen[g_mask]
 
     if axes is None:
         ncols = min(ncols or 3, len(criteria))
@@ -161,7 +166,7 @@ def qc_violins(
         panel_axes = list(st.as_axes_grid(axes, 1, len(criteria), what="axes").ravel())
         fig = panel_axes[0].get_figure(root=True)
 
-    sets = ((labels[0], d_cells, data, st.DATA_COLOR), (labels[1], g_cells, gen, st.GENERATED_COLOR))
+    sets = ((labels[0], d_cells, data_view, st.DATA_COLOR), (labels[1], g_cells, gen, st.GENERATED_COLOR))
     for ax, criterion in zip(panel_axes, criteria, strict=True):
         ax.set_title(st.CRITERION_TITLES[criterion])
         if criterion == "doublet":
@@ -173,7 +178,7 @@ def qc_violins(
         if criterion in skipped or not np.isfinite(threshold):
             _skipped(ax, "criterion skipped in the data's QC\n(genes absent or NaN threshold)")
             continue
-        check_obs_key(data, metric, what="QC metric (run cradlekit.qc.label_artifacts)")
+        check_obs_key(data_view, metric, what="QC metric (run cradlekit.qc.label_artifacts)")
         values = [_finite(cells.obs[metric]) if metric in cells.obs else np.empty(0) for _, cells, _, _ in sets]
         _metric_panel(ax, sets, values, threshold, side, metric)
 
@@ -190,6 +195,18 @@ def qc_violins(
     else:
         panel_axes[-1].legend(handles=handles, fontsize="small", loc="best")
     return fig
+
+
+def _panel_view(data: AnnData, k: float) -> AnnData:
+    """The data's cells with QC metrics of the modelled genes only and the panel thresholds.
+
+    Used when the data were labelled with full-transcriptome metrics from ``obs`` but generated
+    cells (which have only the modelled genes) were judged on the panel basis.
+    """
+    doublets = {c: c for c in ("predicted_doublet", "doublet_score") if c in data.obs}
+    view = AnnData(X=data.X, obs=data.obs[list(doublets)].copy(), var=data.var[[]].copy())
+    apply_thresholds(view, data, ks=[k], precomputed=doublets or None, run_scrublet=False, basis="panel")
+    return view
 
 
 def _perturbation_column(adata: AnnData, key: str | None, what: str) -> pd.Series:
