@@ -1,9 +1,13 @@
-"""Command line entry point: ``cradlekit demo`` and ``cradlekit qc``.
+"""Command line entry point: ``cradlekit demo``, ``cradlekit qc``, ``cradlekit run`` and ``cradlekit table``.
 
 ``cradlekit demo`` is the README's main job on the embedded default (the simulator):
 simulate → QC at 3/4/5 MAD → combination split → counterfactual references → a short
 CRADLE-VAE training → treatment-effect recovery and QC pass rate of generated cells, written
 to an output folder with a Markdown summary.
+
+``cradlekit run CONFIG`` runs an experiment grid (models × QC k × seeds, see
+:mod:`cradlekit.experiments`), skipping finished runs; ``cradlekit table RESULTS.csv`` renders
+Tables 2 and 3 from a results file.
 """
 
 from __future__ import annotations
@@ -151,6 +155,39 @@ def _qc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .experiments import load_config, run_grid
+
+    config = load_config(args.config, output_dir=args.out)
+    result = run_grid(config, executor=args.executor, n_workers=args.workers,
+                      on_error="continue" if args.keep_going else "raise")
+    lines = [
+        f"grid {config.name}: {len(result.ran)} ran, {len(result.cached)} cached, {len(result.failed)} failed "
+        f"in {result.seconds:.1f} s",
+        *[f"failed: {spec.model} k={spec.k} seed={spec.seed}: {msg}" for spec, msg in result.failed.items()],
+        *[f"wrote {path}" for path in result.files.values()],
+    ]
+    if "table2_md" in result.files:
+        lines += ["", result.files["table2_md"].read_text()]
+    print("\n".join(lines))  # the CLI's output is its report
+    return 1 if result.failed else 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .experiments import write_tables
+
+    results = pd.read_csv(args.results)
+    out = Path(args.out) if args.out else Path(args.results).parent
+    files = write_tables(results, out)
+    if not files:
+        logger.error("no Table 2/3 model in %s", args.results)
+        return 1
+    print("\n".join([f"wrote {path}" for path in files.values()] + [""] + [files[k].read_text() for k in files if k.endswith("_md")]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cradlekit`` argument parser."""
     parser = argparse.ArgumentParser(prog="cradlekit", description=__doc__.splitlines()[0])
@@ -172,6 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     qcp.add_argument("--no-scrublet", action="store_true")
     qcp.add_argument("--seed", type=int, default=0)
     qcp.set_defaults(func=_qc)
+
+    run = sub.add_parser("run", help="run an experiment grid from a YAML config (finished runs are skipped)")
+    run.add_argument("config", help="YAML experiment config (see configs/)")
+    run.add_argument("--executor", choices=["sequential", "dask"], default="sequential")
+    run.add_argument("--workers", type=int, default=2, help="Dask worker processes (default: %(default)s)")
+    run.add_argument("--out", default=None, help="output folder (default: the config's output_dir)")
+    run.add_argument("--keep-going", action="store_true", help="log failed runs and go on")
+    run.set_defaults(func=_run)
+
+    table = sub.add_parser("table", help="render Tables 2 and 3 from a results.csv")
+    table.add_argument("results", help="results.csv written by 'cradlekit run'")
+    table.add_argument("--out", default=None, help="output folder (default: next to the results file)")
+    table.set_defaults(func=_table)
     return parser
 
 

@@ -1,0 +1,360 @@
+"""The experiment configuration: a YAML file read into frozen dataclasses and validated.
+
+Example (``configs/smoke.yaml``)::
+
+    name: smoke
+    output_dir: results/smoke
+    dataset: {name: simulator, kwargs: {n_cells: 1500, n_genes: 150, seed: 0}}
+    models: [cradle, cvae]
+    ks: [3, 5]
+    seeds: [0, 1]
+    split: {kind: combinations, holdout_fraction: 0.25, seed: 0}
+    model_options: {latent_dim: 8, hidden_dim: 32, num_particles: 1}
+    train: {max_epochs: 5, max_steps: 20, lr: 1.0e-3, batch_size: 256, accelerator: cpu}
+    evaluation: {n_model_cells: 200, n_qcpr_cells: 20}
+
+Every section and key is checked: unknown keys, unknown model names, a non-positive ``k`` and
+out-of-range fractions raise :class:`ConfigError` naming the offending entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..models import MODELS
+
+__all__ = [
+    "ConfigError", "DatasetConfig", "QCConfig", "SplitConfig", "CounterfactualConfig", "ModelOptions",
+    "TrainOptions", "EvalOptions", "ExperimentConfig", "load_config", "config_from_dict", "SIMULATOR",
+    "CRADLE_MODELS",
+]
+
+#: Dataset name that selects :func:`cradlekit.data.simulate_perturbseq` instead of the manifest.
+SIMULATOR = "simulator"
+#: Models with the artifact latent (they take ``alpha``, ``published``, ``class_balanced``).
+CRADLE_MODELS = ("cradle", "cradle_wo_cf", "cradle_wo_causal")
+
+
+class ConfigError(ValueError):
+    """An invalid experiment configuration."""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """``name``: a manifest name for :func:`cradlekit.data.load_dataset` or ``simulator``;
+    ``kwargs``: keyword arguments of that function; ``label``: name shown in tables (default ``name``)."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def display(self) -> str:
+        """Label used in result rows and tables."""
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class QCConfig:
+    """Options of :func:`cradlekit.qc.label_artifacts` (labels for every ``k`` of the grid, computed once)."""
+
+    run_scrublet: bool = True
+    seed: int = 0
+    precomputed: Any = "auto"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """``kind``: ``combinations`` (:func:`~cradlekit.data.split_combinations`) or ``cells``
+    (:func:`~cradlekit.data.split_cells`); their fractions; ``seed``: the split seed (one per grid)."""
+
+    kind: str = "combinations"
+    holdout_fraction: float = 0.25
+    val_fraction: float = 0.2
+    fractions: tuple[float, float, float] = (0.64, 0.16, 0.20)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CounterfactualConfig:
+    """Options of :func:`cradlekit.data.counterfactual_references` (computed per ``k``)."""
+
+    n_max: int = 50
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Constructor options of :class:`~cradlekit.model.PerturbationModel` shared by every model.
+
+    ``alpha``, ``published`` and ``class_balanced`` are passed to the CRADLE-VAE models only
+    (``alpha`` not to ``cradle_wo_cf``); ``extra`` goes to every model unchanged.
+    """
+
+    latent_dim: int = 200
+    hidden_dim: int = 400
+    num_particles: int = 5
+    alpha: float | None = None
+    mask_prior: float = 0.01
+    published: bool = False
+    class_balanced: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Arguments of :meth:`PerturbationModel.train`; ``torch_threads``: intra-op threads during a run
+    (1 keeps small networks fast and results identical between sequential and Dask runs; ``None``: unchanged)."""
+
+    max_epochs: int = 2000
+    max_steps: int | None = None
+    lr: float = 3e-4
+    weight_decay: float = 1e-6
+    batch_size: int = 512
+    patience: int | None = 50
+    grad_clip: float = 100.0
+    accelerator: str = "auto"
+    torch_threads: int | None = 1
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Evaluation budget: generated cells per perturbation for the model ATE (SPEC: 2,500) and for
+    QCPR (SPEC: 100), top-``jaccard_k`` genes (50), scrublet on the generated cells (on)."""
+
+    n_model_cells: int = 2500
+    n_qcpr_cells: int = 100
+    jaccard_k: int = 50
+    run_scrublet: bool = True
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole grid: one dataset × ``models`` × ``ks`` × ``seeds``."""
+
+    dataset: DatasetConfig
+    models: tuple[str, ...]
+    ks: tuple[int | float, ...]
+    seeds: tuple[int, ...]
+    name: str = "experiment"
+    output_dir: str = "results/experiment"
+    save_models: bool = False
+    qc: QCConfig = QCConfig()
+    split: SplitConfig = SplitConfig()
+    counterfactual: CounterfactualConfig = CounterfactualConfig()
+    model_options: ModelOptions = ModelOptions()
+    model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    train: TrainOptions = TrainOptions()
+    evaluation: EvalOptions = EvalOptions()
+    description: str = ""
+
+    @property
+    def output_path(self) -> Path:
+        """``output_dir`` as a path."""
+        return Path(self.output_dir)
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        """A copy with top-level fields changed (e.g. ``output_dir``), validated again."""
+        return config_from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain (YAML/JSON-serialisable) form; ``config_from_dict(c.to_dict()) == c``."""
+        return _plain(dataclasses.asdict(self))
+
+    def model_kwargs(self, model: str) -> dict[str, Any]:
+        """Keyword arguments of ``PerturbationModel(adata, model=model, ...)`` for this grid."""
+        base = dataclasses.asdict(self.model_options)
+        extra = base.pop("extra")
+        kwargs = {**base, **extra, **self.model_overrides.get(model, {})}
+        if model not in CRADLE_MODELS:
+            for key in ("alpha", "published", "class_balanced"):
+                if key not in self.model_overrides.get(model, {}):
+                    kwargs.pop(key, None)
+        elif model == "cradle_wo_cf" and "alpha" not in self.model_overrides.get(model, {}):
+            kwargs.pop("alpha", None)
+        return kwargs
+
+
+# ------------------------------------------------------------------ reading
+def load_config(path: str | os.PathLike, **overrides: Any) -> ExperimentConfig:
+    """Read and validate a YAML experiment config.
+
+    Parameters
+    ----------
+    path
+        The YAML file.
+    **overrides
+        Top-level keys replacing the file's (e.g. ``output_dir=...``).
+
+    Raises
+    ------
+    ConfigError
+        An invalid entry (the message names it); a file that is not a YAML mapping.
+    """
+    text = Path(path).read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: the config must be a YAML mapping, got {type(raw).__name__}")
+    return config_from_dict({**raw, **{k: v for k, v in overrides.items() if v is not None}}, source=str(path))
+
+
+def config_from_dict(raw: Mapping[str, Any], *, source: str = "config") -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from a plain mapping (see :func:`load_config`)."""
+    raw = dict(raw)
+    for key in ("dataset", "models", "ks", "seeds"):
+        if key not in raw:
+            raise ConfigError(f"{source}: missing required key {key!r}")
+    sections = {
+        "dataset": DatasetConfig, "qc": QCConfig, "split": SplitConfig, "counterfactual": CounterfactualConfig,
+        "model_options": ModelOptions, "train": TrainOptions, "evaluation": EvalOptions,
+    }
+    built: dict[str, Any] = {}
+    for key, cls in sections.items():
+        if key in raw:
+            built[key] = _section(cls, raw.pop(key), f"{source}: {key}")
+    built["models"] = tuple(_list(raw.pop("models"), f"{source}: models", str))
+    built["ks"] = tuple(_k(k) for k in _list(raw.pop("ks"), f"{source}: ks", (int, float)))
+    built["seeds"] = tuple(_list(raw.pop("seeds"), f"{source}: seeds", int))
+    overrides = raw.pop("model_overrides", None) or {}
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{source}: model_overrides must map model names to option mappings")
+    built["model_overrides"] = {str(m): dict(v or {}) for m, v in overrides.items()}
+    allowed = {f.name for f in dataclasses.fields(ExperimentConfig)} - set(built)
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown}; allowed top-level keys: {sorted(allowed | set(built))}")
+    config = ExperimentConfig(**built, **{k: raw[k] for k in raw})
+    _validate(config, source)
+    return config
+
+
+def _section(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if cls is DatasetConfig and isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {raw!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    values = dict(raw)
+    if cls is SplitConfig and "fractions" in values:
+        values["fractions"] = tuple(float(f) for f in values["fractions"])
+    for key in ("kwargs", "extra"):
+        if key in values:
+            if not isinstance(values[key], Mapping):
+                raise ConfigError(f"{where}.{key} must be a mapping")
+            values[key] = dict(values[key])
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _list(value: Any, where: str, kind: type | tuple[type, ...]) -> list[Any]:
+    if isinstance(value, (str, int, float)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{where} must be a non-empty list, got {value!r}")
+    bad = [v for v in value if not isinstance(v, kind) or isinstance(v, bool)]
+    if bad:
+        raise ConfigError(f"{where}: invalid entries {bad}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: duplicate entries in {list(value)}")
+    return list(value)
+
+
+def _k(k: int | float) -> int | float:
+    k = float(k)
+    if not k > 0 or k != k:
+        raise ConfigError(f"ks: every QC MAD multiple k must be a positive number, got {k:g}")
+    return int(k) if k.is_integer() else k
+
+
+def _validate(c: ExperimentConfig, source: str) -> None:
+    def fail(msg: str) -> None:
+        raise ConfigError(f"{source}: {msg}")
+
+    unknown = [m for m in c.models if m not in MODELS]
+    if unknown:
+        fail(f"unknown model name(s) {unknown}; choose from {sorted(MODELS)}")
+    bad_over = sorted(set(c.model_overrides) - set(c.models))
+    if bad_over:
+        fail(f"model_overrides for model(s) not in the grid: {bad_over}")
+    for model, opts in c.model_overrides.items():
+        if model not in CRADLE_MODELS and {"alpha", "published", "class_balanced"} & set(opts):
+            fail(f"model_overrides.{model}: alpha/published/class_balanced apply to CRADLE-VAE models only")
+    if any(s < 0 for s in c.seeds):
+        fail(f"seeds must be non-negative integers, got {list(c.seeds)}")
+    _validate_dataset(c.dataset, fail)
+    s = c.split
+    if s.kind not in ("combinations", "cells"):
+        fail(f"split.kind must be 'combinations' or 'cells', got {s.kind!r}")
+    if not 0 < s.holdout_fraction < 1:
+        fail(f"split.holdout_fraction must be in (0, 1), got {s.holdout_fraction}")
+    if not 0 <= s.val_fraction < 1:
+        fail(f"split.val_fraction must be in [0, 1), got {s.val_fraction}")
+    if len(s.fractions) != 3 or min(s.fractions) < 0 or abs(sum(s.fractions) - 1) > 1e-6:
+        fail(f"split.fractions must be three non-negative numbers summing to 1, got {list(s.fractions)}")
+    positive = {
+        "model_options.latent_dim": c.model_options.latent_dim, "model_options.hidden_dim": c.model_options.hidden_dim,
+        "model_options.num_particles": c.model_options.num_particles, "train.max_epochs": c.train.max_epochs,
+        "train.batch_size": c.train.batch_size, "evaluation.n_model_cells": c.evaluation.n_model_cells,
+        "evaluation.n_qcpr_cells": c.evaluation.n_qcpr_cells, "evaluation.jaccard_k": c.evaluation.jaccard_k,
+        "counterfactual.n_max": c.counterfactual.n_max,
+    }
+    optional = {"train.max_steps": c.train.max_steps, "train.patience": c.train.patience,
+                "train.torch_threads": c.train.torch_threads}
+    for name, value in {**positive, **{k: v for k, v in optional.items() if v is not None}}.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fail(f"{name} must be a positive integer, got {value!r}")
+    if not c.train.lr > 0:
+        fail(f"train.lr must be positive, got {c.train.lr}")
+    if c.model_options.alpha is not None and c.model_options.alpha < 0:
+        fail(f"model_options.alpha must be non-negative, got {c.model_options.alpha}")
+    for name in ("name", "output_dir", "description"):
+        if not isinstance(getattr(c, name), str):
+            fail(f"{name} must be a string, got {getattr(c, name)!r}")
+    if not c.output_dir.strip():
+        fail("output_dir must not be empty")
+    if not isinstance(c.save_models, bool):
+        fail(f"save_models must be true or false, got {c.save_models!r}")
+
+
+def _validate_dataset(d: DatasetConfig, fail: Any) -> None:
+    from ..data import load_dataset, simulate_perturbseq
+
+    if d.name == SIMULATOR:
+        fn = simulate_perturbseq
+    else:
+        from ..data import load_manifest
+
+        names = sorted(load_manifest())
+        if d.name not in names:
+            fail(f"dataset.name {d.name!r} is neither {SIMULATOR!r} nor a manifest dataset {names}")
+        fn = load_dataset
+    params = set(inspect.signature(fn).parameters) - {"name"}
+    unknown = sorted(set(d.kwargs) - params)
+    if unknown:
+        fail(f"dataset.kwargs: {unknown} are not arguments of {fn.__name__} ({sorted(params)})")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,105 @@
+"""Expansion of a config into runs, and the cache keys of runs and prepared data.
+
+A run is one (model, k, seed) cell of the grid. Its cache key is the SHA-256 of the canonical
+JSON of everything that determines its result (dataset and loading options that change the
+data, QC, split and counterfactual settings, the model's resolved constructor options, training
+and evaluation options, ``k``, ``seed``, and :data:`RUNNER_VERSION`), so a changed setting gives
+a new key and an unchanged one finds the finished run. Paths (output folder, data file
+location) and the grid's other cells are not part of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ExperimentConfig
+
+__all__ = [
+    "RunSpec", "expand_grid", "run_key", "run_name", "run_json_path", "run_payload", "prepared_key",
+    "RUNNER_VERSION", "MODEL_ORDER",
+]
+
+#: Bumped when a change to run_one makes old cached results incomparable.
+RUNNER_VERSION = 1
+#: Dataset keyword arguments that say where a file is, not what is in it (kept out of the keys).
+_LOCATION_KWARGS = ("path", "cache_dir", "local_dirs", "download", "verify")
+#: Table order of the models (the paper's, ablations last).
+MODEL_ORDER = ("cvae", "cpa_vae", "svae_plus", "sams_vae", "cradle", "cradle_wo_cf", "cradle_wo_causal")
+
+
+@dataclass(frozen=True, order=True)
+class RunSpec:
+    """One cell of the grid."""
+
+    model: str
+    k: int | float
+    seed: int
+
+    @property
+    def artifact_key(self) -> str:
+        """The ``obs`` QC label the run trains and evaluates with."""
+        from .._keys import artifact_key
+
+        return artifact_key(self.k)
+
+
+def expand_grid(config: ExperimentConfig) -> list[RunSpec]:
+    """The runs of a config in a deterministic order: k, then model (config order), then seed."""
+    return [RunSpec(m, k, s) for k in config.ks for m in config.models for s in config.seeds]
+
+
+def _digest(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _data_payload(config: ExperimentConfig) -> dict[str, Any]:
+    kwargs = {k: v for k, v in config.dataset.kwargs.items() if k not in _LOCATION_KWARGS}
+    return {
+        "dataset": {"name": config.dataset.name, "kwargs": kwargs},
+        "qc": dataclasses.asdict(config.qc),
+        "split": dataclasses.asdict(config.split),
+    }
+
+
+def prepared_key(config: ExperimentConfig, k: int | float | None = None) -> str:
+    """Key of the prepared AnnData: QC labels + split (``k=None``), plus the CF references of ``k``."""
+    payload: dict[str, Any] = {"data": _data_payload(config), "ks": sorted(float(x) for x in config.ks)}
+    if k is not None:
+        payload.update(k=float(k), counterfactual=dataclasses.asdict(config.counterfactual))
+    return _digest(payload)
+
+
+def run_payload(config: ExperimentConfig, spec: RunSpec) -> dict[str, Any]:
+    """Everything that determines the result of ``spec`` (hashed by :func:`run_key`)."""
+    return {
+        "runner_version": RUNNER_VERSION,
+        "data": _data_payload(config),
+        "counterfactual": dataclasses.asdict(config.counterfactual),
+        "model": spec.model,
+        "model_kwargs": config.model_kwargs(spec.model),
+        "train": dataclasses.asdict(config.train),
+        "evaluation": dataclasses.asdict(config.evaluation),
+        "k": float(spec.k),
+        "seed": int(spec.seed),
+    }
+
+
+def run_key(config: ExperimentConfig, spec: RunSpec) -> str:
+    """The run's cache key (16 hex digits)."""
+    return _digest(run_payload(config, spec))
+
+
+def run_name(config: ExperimentConfig, spec: RunSpec) -> str:
+    """File stem of a run: ``<model>_k<k>_s<seed>_<key>``."""
+    return f"{spec.model}_{spec.artifact_key.removeprefix('artifact_')}_s{spec.seed}_{run_key(config, spec)}"
+
+
+def run_json_path(config: ExperimentConfig, spec: RunSpec) -> Path:
+    """Where the finished run's JSON is written."""
+    return config.output_path / "runs" / f"{run_name(config, spec)}.json"

@@ -1,0 +1,148 @@
+"""The experiment grid on the simulator (configs/smoke.yaml: 2 models x k 3/5 x 2 seeds, 200 steps each):
+tables, caching, resume after an interruption, determinism, and the same table through a local Dask cluster."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cradlekit.cli import main
+from cradlekit.experiments import METRICS, load_config, run_grid, run_one
+from cradlekit.experiments import runner as runner_module
+from cradlekit.experiments.grid import RunSpec, expand_grid, run_json_path
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+#: Columns that must agree between two runs of the same cell (timings and host facts excluded).
+STABLE = ["dataset", "model", "k", "seed", "split", *METRICS, "heldout_n_perturbations", "heldout_n_excluded",
+          "all_n_perturbations", "all_n_excluded", "qcpr_doublets", "epochs", "best_epoch", "steps", "config_hash", "run"]
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """The smoke grid, run once sequentially."""
+    config = load_config(SMOKE, output_dir=str(tmp_path_factory.mktemp("smoke")))
+    return config, run_grid(config)
+
+
+def copy_grid(config, dest: Path):
+    """The same grid in another folder, finished runs and prepared data included."""
+    shutil.copytree(config.output_path, dest)
+    return config.replace(output_dir=str(dest))
+
+
+def test_grid_writes_results_and_table2(grid):
+    config, result = grid
+    res = result.results
+    assert len(result.ran) == 8 and not result.cached and not result.failed
+    assert list(zip(res["k"], res["model"], res["seed"])) == [(s.k, s.model, s.seed) for s in expand_grid(config)]
+    assert set(STABLE) <= set(res.columns) and {"train_seconds", "device", "n_model_cells", "n_qcpr_cells"} <= set(res.columns)
+    assert (res["device"] == "cpu").all() and (res["n_model_cells"] == 200).all() and (res["n_qcpr_cells"] == 20).all()
+    assert (res["heldout_n_perturbations"] + res["heldout_n_excluded"] == 2).all()  # 25% of 8 combinations
+    assert (res["all_n_perturbations"] + res["all_n_excluded"] == 16).all()
+    assert res[["all_ate_pearson", "all_jaccard", "qcpr"]].notna().all().all()
+    assert res["qcpr"].between(0, 100).all()
+    assert res["config_hash"].is_unique
+
+    out = config.output_path
+    assert pd.read_csv(out / "results.csv")[["model", "k", "seed"]].equals(res[["model", "k", "seed"]])
+    assert len(list((out / "runs").glob("*.json"))) == 8 and len(list((out / "prepared").glob("*_k*.h5ad"))) == 2
+    md = (out / "table2.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| Model | QC thr. | Held-out ATE-ρ") and "| QCPR (%) | Seeds |" in rows[0]
+    assert [r.split(" | ")[0:2] for r in rows[1:]] == [["| Conditional VAE", "3σ"], ["| CRADLE-VAE", ""],
+                                                     ["| Conditional VAE", "5σ"], ["| CRADLE-VAE", ""]]
+    assert all(" ± " in r and r.endswith("| 2 |") for r in rows[1:])
+    assert md.count("**") >= 2 * 7 and "<u>" in md  # a best and a second per k and metric
+    assert (out / "table2.html").read_text().count("<tr>") == 5 and not (out / "table3.md").exists()
+
+
+def test_rerun_skips_every_finished_run(grid, monkeypatch):
+    config, first = grid
+    mtimes = {p: p.stat().st_mtime_ns for p in (config.output_path / "runs").glob("*.json")}
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(runner_module, "run_one", must_not_run)
+    again = run_grid(config)
+    assert not again.ran and len(again.cached) == 8
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    pd.testing.assert_frame_equal(again.results, first.results)
+
+
+def test_interrupted_grid_resumes(grid, tmp_path):
+    config, first = grid
+    config = copy_grid(config, tmp_path / "resume")
+    lost = [RunSpec("cradle", 5, 1), RunSpec("cvae", 5, 0), RunSpec("cvae", 5, 1)]
+    for spec in lost:  # as if the grid had stopped before these
+        run_json_path(config, spec).unlink()
+    seen: list[RunSpec] = []
+
+    def stop_after_first_new_run(spec, row):
+        seen.append(spec)
+        if spec in lost:
+            raise Interrupt(spec)
+
+    with pytest.raises(Interrupt):
+        run_grid(config, callback=stop_after_first_new_run)
+    assert sum(run_json_path(config, s).exists() for s in lost) == 1
+    assert len(seen) == 6  # 5 cached runs reported, then the first new one
+
+    resumed = run_grid(config)
+    assert len(resumed.ran) == 2 and len(resumed.cached) == 6
+    pd.testing.assert_frame_equal(resumed.results[STABLE], first.results[STABLE])  # retrained runs: same metrics
+
+
+def test_same_seed_gives_identical_metrics(grid):
+    config, first = grid
+    a = run_one(config, "cradle", 3, 0, write=False)
+    b = run_one(config, "cradle", 3, 0, write=False)
+    stable = [c for c in STABLE if c in a]
+    assert {c: a[c] for c in stable} == {c: b[c] for c in stable}
+    cached = first.results.set_index(["model", "k", "seed"]).loc[("cradle", 3, 0)]
+    for metric in METRICS:
+        assert a[metric] == pytest.approx(cached[metric], rel=0, abs=0, nan_ok=True)
+
+
+def test_cli_run_and_table(grid, tmp_path, capsys):
+    config, _ = grid
+    assert main(["run", str(SMOKE), "--out", str(config.output_path)]) == 0  # all cached
+    assert "0 ran, 8 cached" in capsys.readouterr().out
+    assert main(["table", str(config.output_path / "results.csv"), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "table2.md").read_text() == (config.output_path / "table2.md").read_text()
+
+
+def test_cell_split_scores_every_perturbation_on_test_cells(grid, tmp_path):
+    config, _ = grid
+    config = config.replace(output_dir=str(tmp_path / "cells"), split={"kind": "cells", "seed": 0}, models=["cvae"])
+    row = run_one(config, "cvae", 3, 0, write=False)
+    assert row["split"] == "cells 0.64/0.16/0.2 seed=0"
+    assert row["heldout_n_perturbations"] + row["heldout_n_excluded"] == 16 == row["all_n_perturbations"]
+    assert row["heldout_ate_pearson"] != row["all_ate_pearson"]  # test cells only vs every cell
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_gives_the_sequential_table(grid, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    config, first = grid
+    config = config.replace(output_dir=str(tmp_path / "dask"))
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address=None, scheduler_kwargs=runner_module.LOOPBACK_SCHEDULER)
+    client = distributed.Client(cluster)
+    try:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert all(addr.startswith("tcp://127.0.0.1:") for addr in client.scheduler_info()["workers"])
+        result = run_grid(config, executor="dask", client=client)
+    finally:
+        client.close()
+        cluster.close()
+    assert len(result.ran) == 8
+    pd.testing.assert_frame_equal(result.results[STABLE], first.results[STABLE])
+    assert (config.output_path / "table2.md").read_text() == (first.files["table2_md"]).read_text()
