@@ -11,6 +11,8 @@ Main entry points
     QCPR: % of generated cells passing the data's stored QC thresholds for k = 3, 4, 5.
 :func:`artifact_recovery`
     Precision and recall of QC labels against simulated artifacts.
+:func:`rescue_artifacts`
+    CRADLE-VAE's counterfactual artifact-free counts of observed QC-failed cells (a prediction).
 """
 
 from .artifact_recovery import artifact_recovery
@@ -18,6 +20,7 @@ from .ate import data_ate, model_ate
 from .metrics import JaccardResult, align_ate, ate_pearson, ate_r2, evaluate_perturbations, top_k_jaccard
 from .normalize import perturbseq_normalize
 from .qcpr import qc_pass_rate
+from .rescue import rescue_artifacts
 
 __all__ = [
     "artifact_recovery",
@@ -31,4 +34,5 @@ __all__ = [
     "JaccardResult",
     "evaluate_perturbations",
     "qc_pass_rate",
+    "rescue_artifacts",
 ]

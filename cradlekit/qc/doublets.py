@@ -227,15 +227,20 @@ def run_scrublet(
 
 def _scrublet(work: AnnData, batch_key: str | None, approx: bool, seed: int, n_prin_comps: int) -> None:
     import scanpy as sc
+    import torch
 
-    sc.pp.scrublet(
-        work,
-        batch_key=batch_key,
-        use_approx_neighbors=approx,
-        random_state=seed,
-        verbose=False,
-        n_prin_comps=n_prin_comps,
-    )
+    threads = torch.get_num_threads()  # scanpy's neighbour search resets torch's thread count
+    try:
+        sc.pp.scrublet(
+            work,
+            batch_key=batch_key,
+            use_approx_neighbors=approx,
+            random_state=seed,
+            verbose=False,
+            n_prin_comps=n_prin_comps,
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def resolve_doublets(
