@@ -51,7 +51,7 @@ def main() -> None:
     pass_rate = (adata.obs["artifact_k3"] == 0).groupby(labels).mean().drop("control")
     worst = str(pass_rate.idxmin())
     # generated at the data's median library size on the modelled genes, so counts are comparable
-    library = float(np.median(adata.X.sum(1)))
+    library = float(np.median(np.asarray(adata.X.sum(1)).ravel()))
     generated = models["CRADLE-VAE"].generate(["control", worst], n=300, seed=0, library_size=library)
     fig3 = pl.qc_violins(adata, generated, perturbation=worst, k=3, labels=("data", "CRADLE-VAE"))
     fig3.savefig(out / f"figure3_{worst.replace('+', '_')}.png", dpi=120, bbox_inches="tight")
