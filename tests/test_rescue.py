@@ -29,7 +29,6 @@ def trained(single_thread):
     """Simulated data (QC labels, split, CF references) and a small CRADLE-VAE trained on it (~30 s)."""
     adata = simulate_perturbseq(n_cells=3000, n_genes=200, true_ate_cells=50, seed=0)
     label_artifacts(adata)
-    torch.set_num_threads(1)  # scrublet (scanpy) resets torch's thread count
     split_combinations(adata, seed=0)
     counterfactual_references(adata, artifact_key="artifact_k3")
     model = PerturbationModel(adata, latent_dim=16, hidden_dim=128, num_particles=1)
@@ -100,7 +99,6 @@ def test_rescued_cells_pass_qc_much_more_often(trained, rescued):
     recon_adata = rescued.copy()
     recon_adata.X = sp.csr_matrix(recon)
     apply_thresholds(recon_adata, adata, ks=[3])
-    torch.set_num_threads(1)  # scrublet (scanpy) resets torch's thread count
     reconstruction = pass_rate(recon_adata, 3)
 
     # at the median library size of QC-passed cells the low-depth failures are placed at a typical depth too

@@ -379,12 +379,8 @@ def _rescue_qc(
     observed = AnnData(
         X=get_counts(sub, registry["layer"]), obs=pd.DataFrame(index=sub.obs_names.copy()), var=sub.var.copy()
     )
-    n_threads = torch.get_num_threads()
-    try:
-        apply_thresholds(out, qc_reference, **opts)
-        apply_thresholds(observed, record, **opts)
-    finally:  # scrublet (via scanpy) resets torch's thread count; leave the caller's setting as it was
-        torch.set_num_threads(n_threads)
+    apply_thresholds(out, qc_reference, **opts)  # scrublet leaves torch's thread count alone
+    apply_thresholds(observed, record, **opts)
     ks = [float(k) for k in np.asarray(out.uns["qc"]["ks"]).ravel()]
     labels = {k: k_label(k) for k in ks}
 
