@@ -146,3 +146,27 @@ def test_dask_local_cluster_gives_the_sequential_table(grid, tmp_path):
     assert len(result.ran) == 8
     pd.testing.assert_frame_equal(result.results[STABLE], first.results[STABLE])
     assert (config.output_path / "table2.md").read_text() == (first.files["table2_md"]).read_text()
+
+
+def test_saved_models_reopen_on_the_prepared_data(grid, tmp_path):
+    from cradlekit.experiments import load_prepared, load_trained
+
+    config, _ = grid
+    with pytest.raises(FileNotFoundError, match="save_models: false"):
+        load_trained(config, "cradle", 3, 0)
+    with pytest.raises(ValueError, match="not in the grid"):
+        load_prepared(config, 4)
+    with pytest.raises(ValueError, match="not a run of the grid"):
+        load_trained(config, "sams_vae", 3, 0)
+    # one run again, now saving its model: it reopens and predicts exactly what the runner evaluated
+    saving = copy_grid(config, tmp_path / "saving").replace(save_models=True)
+    row = run_one(saving, "cradle", 3, 0)
+    model = load_trained(saving, "cradle", 3, 0, accelerator="cpu")
+    adata = load_prepared(saving, 3)
+    assert model.is_trained and model.registry["artifact_key"] == "artifact_k3"
+    assert list(model.registry["genes"]) == list(adata.var_names)
+    assert model.train_info["epochs"] == row["epochs"]
+    before = model.predict_mean(["control"], n=50, seed=0).X
+    adata.obs["scratch"] = 1  # load_prepared returns a copy: the runner's cached object is unchanged
+    assert "scratch" not in load_prepared(saving, 3).obs
+    assert (load_trained(saving, "cradle", 3, 0, accelerator="cpu").predict_mean(["control"], n=50, seed=0).X == before).all()

@@ -72,6 +72,22 @@ def test_setup_registry_and_tensors(adata):
     assert "not trained" in repr(model)
 
 
+def test_minibatch_is_a_seeded_sample_of_the_training_tensors(adata):
+    model = PerturbationModel(adata, **SMALL)
+    train = model._host_tensors()["train"]
+    batch = model.minibatch(32, seed=1)
+    assert set(batch) == set(train) and batch["X"].shape == (32, adata.n_vars)
+    rows = [int(torch.nonzero((train["X"] == x).all(1))[0]) for x in batch["X"][:5]]
+    assert all(torch.equal(train["D"][r], d) for r, d in zip(rows, batch["D"][:5]))  # rows stay aligned
+    assert torch.equal(model.minibatch(32, seed=1)["X"], batch["X"])
+    assert not torch.equal(model.minibatch(32, seed=2)["X"], batch["X"])
+    assert model.minibatch(10_000, split="val")["X"].shape[0] == model.registry["n_val"]
+    loss, parts = model.module.loss(batch)  # what a training step computes on it
+    assert torch.isfinite(loss) and "j2" in {k.lower() for k in parts}
+    with pytest.raises(ValueError, match="no 'test' cells"):
+        model.minibatch(8, split="test")
+
+
 def test_setup_rejects_missing_keys_and_bad_counts(adata):
     bad = adata.copy()
     del bad.obs["artifact_k3"]

@@ -89,6 +89,7 @@ def test_targets_and_combinations():
     labels = ["control", "B", "A+B", "C+A"]
     assert perturbation_targets(labels) == ["A", "B", "C"]
     np.testing.assert_array_equal(is_combination(labels), [False, False, True, True])
+    assert is_combination("KLF1+MAP2K6") is True and is_combination("KLF1") is False and is_combination("control") is False
 
 
 def test_dosage_matrix():

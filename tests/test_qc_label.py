@@ -13,7 +13,7 @@ import scipy.sparse as sp
 import cradlekit
 from cradlekit._keys import CRITERIA, artifact_key, flag_key
 from cradlekit.errors import InvalidCountsError, MissingKeyError
-from cradlekit.qc import label_artifacts, qc_summary
+from cradlekit.qc import label_artifacts, qc_summary, qc_thresholds
 
 PBMC = "pbmc_10k_protein_v3_subset200_scvi_testdata.h5ad"
 NORMAN = "perturbench_devel_norman19_mcfaline23_counts500.h5ad"
@@ -100,6 +100,12 @@ def test_uns_thresholds_layout(pbmc_labelled):
     assert qc["thresholds"]["k3"]["mito"] == {"upper": s["median"] + 3 * s["mad"]}
     assert qc["scrublet"]["random_state"] == 0 and qc["scrublet"]["use_approx_neighbors"] is False
     assert list(qc["skipped"]) == []
+    table = qc_thresholds(adata)
+    assert list(table.index) == ["total_counts", "n_genes", "mito", "ribo", "hb"]
+    assert table.loc["total_counts", "k4"] == qc["thresholds"]["k4"]["total_counts"]["lower"]
+    assert table.loc["mito", "k3"] == qc["thresholds"]["k3"]["mito"]["upper"]
+    assert table.loc["mito", "fails"] == "above" and table.loc["n_genes", "fails"] == "below"
+    assert table.loc["mito", "metric"] == "pct_counts_mt" and not table["skipped"].any()
 
 
 @pytest.mark.filterwarnings("ignore:QC criterion 'doublet' skipped:UserWarning")
@@ -122,6 +128,9 @@ def test_norman_precomputed_and_skipped_criteria(shared_data_file):
     assert "predicted_doublet" not in adata.obs
     summary = qc_summary(adata)
     assert summary.loc["ribo", "skipped"] and not summary.loc["hb", "skipped"]
+    table = qc_thresholds(adata)
+    assert table.loc["ribo", "skipped"] and np.isnan(table.loc["ribo", "k3p5"])
+    assert table.loc["total_counts", "median"] == np.median(adata.obs["ncounts"])
 
 
 def test_sparse_input_stays_sparse_and_unchanged(make_qc_adata):

@@ -209,3 +209,20 @@ def test_qc_leaves_torch_threads_alone(trained):
     assert torch.get_num_threads() == 1
     rescue_artifacts(model, adata, cells=cells, qc_reference=adata, seed=0)
     assert torch.get_num_threads() == 1
+
+
+def test_default_selection_skips_cells_the_model_cannot_encode(trained, cradlekit_log):
+    from cradlekit.errors import UnknownPerturbationError
+
+    adata, model = trained
+    other = adata.copy()
+    failed = np.flatnonzero(other.obs["artifact_k3"].to_numpy() == 1)
+    labels = other.obs["perturbation"].astype(str).to_numpy()
+    labels[failed[:4]] = "NOTTRAINED"  # e.g. a held-out combination with a gene never seen alone
+    other.obs["perturbation"] = labels
+    out = rescue_artifacts(model, other, seed=0)
+    assert out.n_obs == failed.size - 4
+    assert not set(other.obs_names[failed[:4]]) & set(out.obs["rescued_from"])
+    assert "skipping 4 QC-failed cells of ['NOTTRAINED']" in cradlekit_log.text
+    with pytest.raises(UnknownPerturbationError, match="NOTTRAINED"):  # cells asked for by name still raise
+        rescue_artifacts(model, other, cells=failed[:4], seed=0)

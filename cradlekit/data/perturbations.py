@@ -141,8 +141,10 @@ def perturbation_targets(labels: Iterable[str], *, control_label: str = CONTROL_
     return sorted(targets)
 
 
-def is_combination(labels: pd.Series | Sequence[str], *, control_label: str = CONTROL_LABEL) -> np.ndarray:
-    """Boolean array: whether each label combines two or more targets."""
+def is_combination(labels: str | pd.Series | Sequence[str], *, control_label: str = CONTROL_LABEL) -> np.ndarray | bool:
+    """Whether each label combines two or more targets: a boolean array, or a bool for one label."""
+    if isinstance(labels, str):
+        return len(parse_perturbation(labels, control_label=control_label)) >= 2
     s = pd.Series(np.asarray(labels, dtype=str))
     uniq = pd.unique(s)
     n_targets = {u: len(parse_perturbation(u, control_label=control_label)) for u in uniq}

@@ -114,6 +114,23 @@ def counterfactual_frequencies(
     return module.decoder.frequencies(z_b, z_p, a_dec * u)
 
 
+def _encodable(adata: AnnData, idx: np.ndarray, registry: Mapping[str, Any]) -> np.ndarray:
+    """``idx`` without the cells whose perturbation has an untrained target (logged)."""
+    from ..model._setup import can_generate
+
+    labels = adata.obs[registry["perturbation_key"]].astype(str).to_numpy()[idx]
+    ok = {label: can_generate(registry, label) for label in set(labels)}
+    skipped = sorted(label for label, good in ok.items() if not good)
+    if skipped:
+        keep = np.fromiter((ok[label] for label in labels), dtype=bool, count=labels.size)
+        logger.warning(
+            "rescue_artifacts: skipping %d QC-failed cells of %s: their targets were never trained, so the "
+            "model cannot encode them", int((~keep).sum()), skipped,
+        )
+        idx = idx[keep]
+    return idx
+
+
 def _select_cells(adata: AnnData, cells: Any, a: np.ndarray | None, akey: str) -> np.ndarray:
     """Integer positions of the requested cells (default: QC-failed by the model's key)."""
     if cells is None:
@@ -210,7 +227,9 @@ def rescue_artifacts(
         ``artifact_k3``); ``None``: the AnnData the model was set up with. Not modified.
     cells
         Cells to rescue: a boolean mask over ``adata.obs``, obs names or integer positions.
-        ``None`` (default): every cell with ``adata.obs[artifact_key] == 1``. Each cell is
+        ``None`` (default): every cell with ``adata.obs[artifact_key] == 1`` whose perturbation
+        the model can encode (cells of perturbations with an untrained target, e.g. held-out
+        combinations of unseen genes, are skipped with a warning; named cells raise). Each cell is
         encoded with its own label ``a_i``; a QC-passed cell (``a_i = 0``) is only reconstructed
         through the artifact-off branch (a warning says so).
     n_samples
@@ -298,6 +317,8 @@ def rescue_artifacts(
     akey = registry["artifact_key"]
     a_all = adata.obs[akey].astype(int).to_numpy() if akey in adata.obs.columns else None
     idx = _select_cells(adata, cells, a_all, akey)
+    if cells is None:  # the default selection skips cells whose perturbation the model cannot encode
+        idx = _encodable(adata, idx, registry)
     if idx.size == 0:
         raise ValueError(
             "no cells to rescue" + (f": no cell has adata.obs[{akey!r}] == 1" if cells is None else "")

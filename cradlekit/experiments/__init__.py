@@ -20,6 +20,10 @@ run_one
     One (model, k, seed): train, evaluate, write ``runs/<name>.json``.
 runner
     :func:`run_grid`: sequential or Dask, skipping finished runs; ``results.csv`` and tables.
+profiles
+    The book's execution profiles (``quick``/``full``), chosen by ``CRADLEKIT_BOOK_PROFILE``.
+trained
+    Reopen a grid's prepared data and saved models (:func:`load_prepared`, :func:`load_trained`).
 tables
     Table 2 / Table 3 in Markdown and HTML (mean ± sd, best bold, second underlined).
 """
@@ -27,12 +31,21 @@ tables
 from __future__ import annotations
 
 from .config import ConfigError, ExperimentConfig, config_from_dict, load_config
+from .trained import load_prepared, load_trained, trained_model_path
+from .profiles import PROFILE_ENV, BookProfile, load_profile, profile_name
 from .grid import RunSpec, expand_grid, run_key
 from .run_one import METRICS, run_one
 from .runner import GridResult, collect_results, local_dask_client, run_grid, write_results
 from .tables import render_table, summarize, write_tables
 
 __all__ = [
+    "BookProfile",
+    "PROFILE_ENV",
+    "load_prepared",
+    "load_profile",
+    "load_trained",
+    "trained_model_path",
+    "profile_name",
     "ConfigError",
     "ExperimentConfig",
     "GridResult",

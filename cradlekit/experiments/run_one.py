@@ -46,15 +46,10 @@ _CHUNK_ENTRIES = 2**24  # generated values held at once by the model-ATE loop
 
 
 def can_generate(registry: dict[str, Any], label: str) -> bool:
-    """Whether a trained model can generate ``label`` (all targets trained; sVAE+: a trained condition)."""
-    from ..data import parse_perturbation
+    """Whether a trained model can generate ``label`` (see :meth:`cradlekit.PerturbationModel.can_generate`)."""
+    from ..model._setup import can_generate as _can_generate
 
-    targets = set(registry["targets"])
-    parts = parse_perturbation(label, control_label=registry["control_label"], sep=registry["combo_sep"])
-    if not set(parts) <= targets:
-        return False
-    conditions = registry.get("conditions")
-    return conditions is None or label in set(conditions)
+    return _can_generate(registry, label)
 
 
 def read_run(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -110,7 +110,9 @@ def _headers(marks: pd.DataFrame) -> list[str]:
     return ["Model", "QC thr.", *[h for c, h, _ in TABLE_COLUMNS if c in marks], "Seeds"]
 
 
-def render_table(results: pd.DataFrame, models: Sequence[str], *, fmt: str = "md", title: str = "") -> str:
+def render_table(
+    results: pd.DataFrame, models: Sequence[str], *, fmt: str = "md", title: str = "", standalone: bool = True
+) -> str:
     """Render Table 2 or 3 (``models``: :data:`TABLE2_MODELS` or :data:`TABLE3_MODELS`) as Markdown or HTML.
 
     Parameters
@@ -123,6 +125,9 @@ def render_table(results: pd.DataFrame, models: Sequence[str], *, fmt: str = "md
         ``"md"`` (bold ``**…**``, underline ``<u>…</u>``) or ``"html"`` (``<b>``, ``<u>``).
     title
         Heading / caption.
+    standalone
+        HTML only: a whole document (``True``) or just the tables and the note, to embed in a
+        notebook or a page (``False``).
     """
     if fmt not in ("md", "html"):
         raise ValueError(f"fmt must be 'md' or 'html', got {fmt!r}")
@@ -131,7 +136,9 @@ def render_table(results: pd.DataFrame, models: Sequence[str], *, fmt: str = "md
     headers = _headers(marks)
     tables = _rows(summary, marks)
     note = "Mean ± sd over seeds; best in bold, second-best underlined per QC threshold and metric; QCPR in %."
-    return _markdown(tables, headers, title, note) if fmt == "md" else _html(tables, headers, title, note)
+    if fmt == "md":
+        return _markdown(tables, headers, title, note)
+    return _html(tables, headers, title, note, standalone=standalone)
 
 
 def _markdown(tables, headers, title, note) -> str:
@@ -145,20 +152,24 @@ def _markdown(tables, headers, title, note) -> str:
     return "\n".join(lines)
 
 
-def _html(tables, headers, title, note) -> str:
+def _html(tables, headers, title, note, *, standalone: bool = True) -> str:
     wrap = {"best": "<b>{}</b>", "second": "<u>{}</u>", "": "{}"}
-    parts = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">", f"<title>{html.escape(title)}</title>",
-             "<style>table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ccc}"
-             "td{text-align:right}td:first-child{text-align:left}</style></head><body>"]
-    if title:
-        parts.append(f"<h1>{html.escape(title)}</h1>")
+    parts = []
+    if standalone:
+        parts += ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">", f"<title>{html.escape(title)}</title>",
+                  "<style>table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ccc}"
+                  "td{text-align:right}td:first-child{text-align:left}</style></head><body>"]
+        if title:
+            parts.append(f"<h1>{html.escape(title)}</h1>")
     for dataset, rows in tables.items():
-        parts.append(f"<table><caption>{html.escape(dataset)}</caption><thead><tr>")
+        parts.append(f"<table class=\"cradlekit-table\"><caption>{html.escape(dataset)}</caption><thead><tr>")
         parts.append("".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr></thead><tbody>")
         for row in rows:
             parts.append("<tr>" + "".join(f"<td>{wrap[m].format(html.escape(t))}</td>" for t, m in row) + "</tr>")
         parts.append("</tbody></table>")
-    parts += [f"<p>{html.escape(note)}</p>", "</body></html>", ""]
+    parts.append(f"<p>{html.escape(note)}</p>")
+    if standalone:
+        parts += ["</body></html>", ""]
     return "\n".join(parts)
 
 

@@ -18,7 +18,7 @@ from ..train import Callback, DeviceData, TrainConfig, Trainer, resolve_device
 from ._io import read_model_dir, write_model_dir
 from ._options import module_options, uses_counterfactual
 from ._output import basal_latent, generated_anndata, requested_labels
-from ._setup import build_tensors, cell_batches, check_genes, dosage_rows, register_anndata
+from ._setup import build_tensors, can_generate, cell_batches, check_genes, dosage_rows, register_anndata
 
 __all__ = ["PerturbationModel"]
 
@@ -162,6 +162,16 @@ class PerturbationModel:
             self._tensors = build_tensors(self.adata, self.registry)
         return self._tensors
 
+    def minibatch(self, n: int = 128, *, split: str = "train", seed: int = 0) -> dict[str, torch.Tensor]:
+        """``n`` random cells of ``split`` (``"train"``/``"val"``) as the tensors one training step reads
+        (``X``, ``D`` and, for CRADLE-VAE, ``A``, ``X_cf``, ``cf_mask``), on the host: for inspecting the
+        Pyro model and guide, e.g. ``pyro.poutine.trace(model.module.model).get_trace(batch)``."""
+        part = self._host_tensors().get(split)
+        if part is None:
+            raise ValueError(f"no {split!r} cells in this model's data (splits: train, val)")
+        rows = torch.randperm(part["X"].shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+        return {key: value[rows] for key, value in part.items()}
+
     def _device_datasets(self, device: torch.device) -> tuple[DeviceData, DeviceData | None]:
         """Train/val data on ``device``: moved there once, kept for later calls; the host copies are dropped."""
         if self._device_data is not None and self._device_data[0] == device:
@@ -274,6 +284,10 @@ class PerturbationModel:
             values, labels, int(n), self.registry, counts=counts, artifact=bool(artifact),
             library_size=float(library_size), seed=seed,
         )
+
+    def can_generate(self, perturbation: str) -> bool:
+        """Whether ``perturbation`` can be generated: every target was trained (sVAE+: the combination too)."""
+        return can_generate(self.registry, perturbation)
 
     def generate(
         self,

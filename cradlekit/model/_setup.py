@@ -257,6 +257,17 @@ def build_tensors(adata: AnnData, registry: Mapping[str, Any]) -> dict[str, dict
     return out
 
 
+def can_generate(registry: Mapping[str, Any], label: str) -> bool:
+    """Whether a model with ``registry`` can generate ``label`` (all targets trained; sVAE+: a trained condition)."""
+    from ..data import parse_perturbation
+
+    parts = parse_perturbation(label, control_label=registry["control_label"], sep=registry["combo_sep"])
+    if not set(parts) <= set(registry["targets"]):
+        return False
+    conditions = registry.get("conditions")
+    return conditions is None or label in set(conditions)
+
+
 def dosage_rows(registry: Mapping[str, Any], perturbations: Sequence[str], *, as_conditions: bool = True) -> torch.Tensor:
     """Model input rows for perturbation labels (``"KLF1"``, ``"KLF1+MAP2K6"``, the control label).
 

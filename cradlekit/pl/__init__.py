@@ -8,15 +8,18 @@
     perturbation group (e.g. the six Norman 2019 pathways, :func:`norman_pathway_groups`).
 :func:`embed_tsne`
     The t-SNE coordinates behind Figure 4, for reuse (widgets, other plots).
+:func:`figure_image`
+    Any of these figures as a PNG image for ``display`` or myst-nb's ``glue`` in a notebook.
 
-Every function returns a :class:`matplotlib.figure.Figure` (never shows it) and accepts
+The plotting functions return a :class:`matplotlib.figure.Figure` (never shown) and accept
 existing axes; colours are defined in :mod:`cradlekit.pl._style`.
 """
 
 from __future__ import annotations
 
+from ._image import figure_image
 from .latent_tsne import embed_tsne, generated_tsne
 from .pathways import NORMAN_PATHWAYS, norman_pathway_groups
 from .qc_violins import qc_violins
 
-__all__ = ["qc_violins", "generated_tsne", "embed_tsne", "norman_pathway_groups", "NORMAN_PATHWAYS"]
+__all__ = ["figure_image", "qc_violins", "generated_tsne", "embed_tsne", "norman_pathway_groups", "NORMAN_PATHWAYS"]

@@ -7,8 +7,8 @@ Main entry points
     per-criterion flags and ``a_i`` to ``obs`` and every threshold to ``uns['qc']``.
 :func:`apply_thresholds`
     Apply a reference's stored thresholds to other (e.g. generated) cells.
-:func:`pass_rate`, :func:`qc_summary`
-    QC pass rate (QCPR) and per-criterion fail/pass counts.
+:func:`pass_rate`, :func:`qc_summary`, :func:`qc_thresholds`
+    QC pass rate (QCPR), per-criterion fail/pass counts, and the thresholds as a table.
 
 Building blocks: :mod:`~cradlekit.qc.genes` (gene sets), :mod:`~cradlekit.qc.metrics`,
 :mod:`~cradlekit.qc.thresholds` (MAD rules and the MAD = 0 guard),
@@ -20,7 +20,7 @@ from __future__ import annotations
 from .apply import apply_thresholds, pass_rate
 from .doublets import run_scrublet
 from .genes import HB_GENES, MT_PATTERN, RIBO_PATTERN, gene_set_masks, hb_mask, mito_mask, ribo_mask
-from .label import label_artifacts, qc_summary
+from .label import label_artifacts, qc_summary, qc_thresholds
 from .metrics import QCMetrics, compute_metrics
 from .record import read_qc_uns
 from .thresholds import fails, mad, mad_threshold, robust_scale
@@ -30,6 +30,7 @@ __all__ = [
     "apply_thresholds",
     "pass_rate",
     "qc_summary",
+    "qc_thresholds",
     "read_qc_uns",
     "compute_metrics",
     "QCMetrics",

@@ -16,9 +16,9 @@ from .doublets import SCRUBLET_CHUNK_CELLS, resolve_doublets
 from .genes import GENE_SET_OF_CRITERION
 from .metrics import compute_metrics, counts_description
 from .record import build_record, log_summary, read_qc_uns, write_obs
-from .thresholds import compute_thresholds, k_label, normalize_ks
+from .thresholds import MAD_CRITERIA, SIDE, compute_thresholds, k_label, normalize_ks
 
-__all__ = ["label_artifacts", "qc_summary"]
+__all__ = ["label_artifacts", "qc_summary", "qc_thresholds"]
 
 
 def label_artifacts(
@@ -240,3 +240,47 @@ def qc_summary(adata: AnnData) -> pd.DataFrame:
         data[f"{k_label(k)}_pct_fail"] = list(100.0 * fails_arr / max(n, 1))
     data["skipped"] = [c in skipped for c in rows]
     return pd.DataFrame(data, index=pd.Index(rows, name="criterion"))
+
+
+def qc_thresholds(adata: AnnData | Mapping) -> pd.DataFrame:
+    """The MAD rule of each criterion and its threshold at every stored ``k``, from ``uns['qc']``.
+
+    Parameters
+    ----------
+    adata
+        AnnData labelled by :func:`label_artifacts`, or its ``uns['qc']``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per MAD criterion (``total_counts``, ``n_genes``, ``mito``, ``ribo``, ``hb``):
+        ``metric`` (the ``obs`` column), ``fails`` (``below`` or ``above``), ``median``, ``mad``,
+        ``scale`` (the MAD, or the MAD = 0 guard's scale), ``scale_kind``, ``skipped`` and
+        ``k<k>`` thresholds (NaN when skipped). E.g. ``df.loc["mito", "k3"]``.
+
+    Raises
+    ------
+    cradlekit.errors.MissingKeyError
+        If the record is absent or incomplete.
+    """
+    qc = read_qc_uns(adata)
+    skipped = {str(s) for s in np.asarray(qc["skipped"]).tolist()}
+    stats = qc.get("stats", {})
+    ks = [float(k) for k in np.asarray(qc["ks"]).ravel()]
+    rows = {}
+    for criterion in MAD_CRITERIA:
+        s = stats.get(criterion, {})
+        side = SIDE[criterion]
+        row = {
+            "metric": s.get("metric", ""),
+            "fails": "below" if side == "lower" else "above",
+            "median": float(s.get("median", np.nan)),
+            "mad": float(s.get("mad", np.nan)),
+            "scale": float(s.get("scale", np.nan)),
+            "scale_kind": str(s.get("scale_kind", "")),
+            "skipped": criterion in skipped,
+        }
+        for k in ks:
+            row[k_label(k)] = float(qc["thresholds"][k_label(k)][criterion][side])
+        rows[criterion] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("criterion")

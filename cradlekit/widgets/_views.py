@@ -59,7 +59,9 @@ class FigureImage:
 
     def __init__(self, *, width: str | None = None, dpi: int = 80):
         self.dpi = dpi
-        self.widget = W.Image(format="png", layout=W.Layout(width=width) if width else W.Layout())
+        # max_width: shrink to the page (a static book column is narrower than JupyterLab)
+        self.widget = W.Image(format="png", layout=W.Layout(width=width, max_width="100%") if width
+                              else W.Layout(max_width="100%"))
 
     def show(self, fig: Figure | None) -> None:
         """Render ``fig`` (``None`` clears the image)."""

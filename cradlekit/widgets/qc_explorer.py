@@ -339,7 +339,7 @@ class QCExplorerView(View):
         self.root = W.VBox([
             W.HBox([self.preset, self.slider]),
             self.total,
-            W.HBox([self.table, self.image.widget]),
+            W.HBox([self.table, self.image.widget], layout=W.Layout(flex_flow="row wrap")),  # narrow pages: wrap
             W.HBox([self.write, self.reload]),
             self.message,
         ])  # fmt: skip

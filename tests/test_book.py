@@ -1,0 +1,183 @@
+"""The book builds in the quick profile, offline, with no cell errors, and shows every figure and table.
+
+``jupyter-book build book/`` executes every chapter (``execute_notebooks: force``, ``raise_on_error``), so
+a failing cell fails this build. The output goes to a temporary folder (``--path-output``); the
+experiment grid of the quick profile is cached in ``book/_cache/quick`` by the runner (a fresh clone
+runs it, a later build reuses it). The built pages are then checked for every figure and table the
+paper reproduction promises (by the MyST names the chapters give them), for their images on disk,
+and for the absence of error outputs.
+
+This is the longest test (a few minutes on 2 cores); it needs the ``book`` dependencies
+(``jupyter-book`` 1.x, ``ipykernel``), installed by the ``dev`` extra.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
+BUILD_TIMEOUT = 40 * 60  # seconds; about 6 minutes on a 2-core CPU
+
+#: page -> MyST names of its figures (must contain an image) and tables (must contain a table)
+EXPECTED = {
+    "01_introduction": {"tables": ["tab-datasets"], "figures": []},
+    "02_quality_control": {"tables": ["tab-qc-norman", "tab-qc-pbmc"], "figures": ["fig-qc-norman", "fig-qc-pbmc"]},
+    "03_model": {"tables": [], "figures": ["fig-paper-1", "fig-paper-2"]},
+    "04_training": {"tables": [], "figures": ["fig-training-curves"]},
+    "05_evaluation": {"tables": ["tab-metrics-simulator"], "figures": ["fig-ate-scatter"]},
+    "06_tables": {"tables": ["tab-table2", "tab-table3", "tab-paper-comparison"], "figures": []},
+    "07_figures": {"tables": [], "figures": ["fig-figure3", "fig-figure3-baseline", "fig-figure4"]},
+    "08_generation": {
+        "tables": ["tab-generation-qc", "tab-top-genes", "tab-rescue"],
+        "figures": ["fig-perturbation-explorer", "fig-latent-explorer", "fig-latent-generated"],
+    },
+}
+#: pages that display a live widget (its state must be embedded for the static page)
+WIDGET_PAGES = ["02_quality_control", "04_training", "08_generation"]
+
+
+class _Elements(HTMLParser):
+    """Collects, for every element with an ``id``, the tags and attributes nested inside it."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, str | None]] = []
+        self.inside: dict[str, list[tuple[str, dict]]] = {}
+        self.text: dict[str, list[str]] = {}
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for _, open_id in self.stack:
+            if open_id is not None:
+                self.inside[open_id].append((tag, attrs))
+        ident = attrs.get("id")
+        if ident is not None:
+            self.inside.setdefault(ident, [])
+            self.text.setdefault(ident, [])
+        if tag not in ("img", "br", "hr", "meta", "link", "input", "source", "col", "area", "base", "wbr"):
+            self.stack.append((tag, ident))
+
+    def handle_endtag(self, tag):
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i][0] == tag:
+                del self.stack[i:]
+                break
+
+    def handle_data(self, data):
+        for _, open_id in self.stack:
+            if open_id is not None:
+                self.text[open_id].append(data)
+
+
+def _parse(path: Path) -> _Elements:
+    parser = _Elements()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    if not JUPYTER_BOOK.exists():
+        pytest.skip(f"jupyter-book is not installed next to {sys.executable} (pip install -e '.[book]')")
+    out = tmp_path_factory.mktemp("book")
+    env = {**os.environ, "CRADLEKIT_BOOK_PROFILE": "quick", "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore"}
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [str(JUPYTER_BOOK), "build", str(BOOK), "--path-output", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    log = proc.stdout + proc.stderr
+    artifacts = ROOT / "tests" / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "book_build.log").write_text(log)
+    assert proc.returncode == 0, f"jupyter-book build failed (rc {proc.returncode}):\n{log[-6000:]}"
+    html = out / "_build" / "html"
+    if html.is_dir():  # keep the last build for a look (tests/artifacts is git-ignored)
+        shutil.rmtree(artifacts / "book_html", ignore_errors=True)
+        shutil.copytree(html, artifacts / "book_html")
+    return {"html": html, "log": log, "seconds": seconds}
+
+
+def test_build_succeeds_without_warnings(built_book):
+    warnings = [line for line in built_book["log"].splitlines() if "WARNING" in line
+                and "Kernel is running over TCP" not in line]  # ipykernel's start-up notice, not the book's
+    assert not warnings, "\n".join(warnings[:20])
+
+
+@pytest.mark.parametrize("page", sorted(EXPECTED))
+def test_every_figure_and_table_is_in_the_built_page(built_book, page):
+    path = built_book["html"] / f"{page}.html"
+    assert path.exists(), f"{page}.html was not built"
+    elements = _parse(path)
+    for name in EXPECTED[page]["figures"]:
+        assert name in elements.inside, f"{page}: no element with id {name!r}"
+        images = [a for tag, a in elements.inside[name] if tag == "img"]
+        assert images, f"{page}: figure {name!r} has no image"
+        for attrs in images:
+            src = attrs.get("src", "")
+            if not src.startswith("data:"):
+                assert (path.parent / src).is_file(), f"{page}: image {src} of {name!r} is missing"
+                assert (path.parent / src).stat().st_size > 1000, f"{page}: image {src} of {name!r} is empty"
+    for name in EXPECTED[page]["tables"]:
+        assert name in elements.inside, f"{page}: no element with id {name!r}"
+        tags = [tag for tag, _ in elements.inside[name]]
+        assert "table" in tags, f"{page}: table {name!r} has no <table>"
+        assert tags.count("td") >= 4, f"{page}: table {name!r} is (nearly) empty"
+
+
+@pytest.mark.parametrize("page", sorted(EXPECTED))
+def test_pages_have_no_error_output_and_no_unresolved_glue(built_book, page):
+    text = (built_book["html"] / f"{page}.html").read_text(encoding="utf-8")
+    assert "Traceback" not in text and "output traceback" not in text, f"{page}: an error output was rendered"
+    assert not re.search(r"\{glue:(text|figure|any)\}", text), f"{page}: a glue reference was not resolved"
+    assert "glue key" not in text.lower()
+
+
+def test_numbers_in_the_text_come_from_glue(built_book):
+    # chapter 6 quotes the grid's size and the held-out ATE-rho through glue: they must render as numbers
+    text = (built_book["html"] / "06_tables.html").read_text(encoding="utf-8")
+    assert re.search(r"its grid has\s+(<[^>]+>)*\s*\d+", text), "the glued grid size is not in the text"
+    assert re.search(r"The profile is\s+(<[^>]+>\s*)*quick", text)
+
+
+@pytest.mark.parametrize("page", WIDGET_PAGES)
+def test_widget_pages_embed_the_widget_state(built_book, page):
+    text = (built_book["html"] / f"{page}.html").read_text(encoding="utf-8")
+    assert "application/vnd.jupyter.widget-state+json" in text, f"{page}: no embedded widget state"
+    assert "_static/widgets/embed-amd.js" in text, f"{page}: the vendored widget manager is not loaded"
+
+
+def test_execution_statistics_page_lists_every_chapter(built_book):
+    text = (built_book["html"] / "execution.html").read_text(encoding="utf-8")
+    for page in EXPECTED:
+        assert page in text, f"execution statistics: {page} missing"
+
+
+def test_a_cell_error_fails_the_build(tmp_path):
+    """The book's configuration turns a failing cell into a failed build (not a page with a traceback)."""
+    if not JUPYTER_BOOK.exists():
+        pytest.skip(f"jupyter-book is not installed next to {sys.executable} (pip install -e '.[book]')")
+    book = tmp_path / "book"
+    book.mkdir()
+    shutil.copy(BOOK / "_config.yml", book / "_config.yml")
+    shutil.copytree(BOOK / "_vendor", book / "_vendor")
+    (book / "_toc.yml").write_text("format: jb-book\nroot: page\n")
+    (book / "page.md").write_text(
+        "---\nkernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\nfile_format: mystnb\n---\n\n"
+        "# A broken page\n\n```{code-cell} ipython3\nraise ValueError('this cell fails on purpose')\n```\n"
+    )
+    proc = subprocess.run([str(JUPYTER_BOOK), "build", str(book)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "this cell fails on purpose" in proc.stdout + proc.stderr
