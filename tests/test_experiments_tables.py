@@ -79,3 +79,12 @@ def test_html_and_table3(tmp_path):
     assert set(files) == {"table2_md", "table2_html", "table3_md", "table3_html"}
     files = write_tables(frame().query("model != 'cradle_wo_cf'"), tmp_path / "no_ablation")
     assert set(files) == {"table2_md", "table2_html"}
+
+
+def test_html_fragment_for_pages():
+    page = render_table(frame(), TABLE3_MODELS, fmt="html", title="Table 3", standalone=False)
+    whole = render_table(frame(), TABLE3_MODELS, fmt="html", title="Table 3")
+    assert whole.startswith("<!DOCTYPE html>") and "<body>" in whole
+    assert "<html" not in page and "<body" not in page and "<h1>" not in page
+    assert page.count("<table") == whole.count("<table") == 1 and "<b>0.7000 ± 0.0141</b>" in page
+    assert "white-space:nowrap" in page  # one line per cell inside a narrow page column

@@ -162,7 +162,9 @@ def _html(tables, headers, title, note, *, standalone: bool = True) -> str:
         if title:
             parts.append(f"<h1>{html.escape(title)}</h1>")
     for dataset, rows in tables.items():
-        parts.append(f"<table class=\"cradlekit-table\"><caption>{html.escape(dataset)}</caption><thead><tr>")
+        # embedded in a page: compact, one line per cell (the page scrolls sideways if it must)
+        style = "" if standalone else ' style="font-size:0.8em;white-space:nowrap"'
+        parts.append(f"<table class=\"cradlekit-table\"{style}><caption>{html.escape(dataset)}</caption><thead><tr>")
         parts.append("".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr></thead><tbody>")
         for row in rows:
             parts.append("<tr>" + "".join(f"<td>{wrap[m].format(html.escape(t))}</td>" for t, m in row) + "</tr>")
