@@ -59,6 +59,7 @@ def test_grid_order_is_k_then_model_then_seed():
         ({"train": {"lr": -1.0}}, "train.lr must be positive"),
         ({"model_options": {"latent_dim": 0}}, "latent_dim must be a positive integer"),
         ({"evaluation": {"n_model_cells": 0}}, "n_model_cells"),
+        ({"evaluation": {"model_ate": "means"}}, "model_ate must be 'sampled' or 'expected'"),
         ({"split": {"kind": "genes"}}, "split.kind"),
         ({"split": {"holdout_fraction": 1.5}}, "holdout_fraction"),
         ({"split": {"fractions": [0.5, 0.5, 0.5]}}, "fractions"),

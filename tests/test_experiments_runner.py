@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -170,3 +171,17 @@ def test_saved_models_reopen_on_the_prepared_data(grid, tmp_path):
     adata.obs["scratch"] = 1  # load_prepared returns a copy: the runner's cached object is unchanged
     assert "scratch" not in load_prepared(saving, 3).obs
     assert (load_trained(saving, "cradle", 3, 0, accelerator="cpu").predict_mean(["control"], n=50, seed=0).X == before).all()
+
+
+def test_model_ate_from_sampled_or_expected_cells(grid):
+    import dataclasses
+
+    config, first = grid
+    assert config.evaluation.model_ate == "sampled"  # SPEC §4: generated cells
+    expected = config.replace(evaluation={**dataclasses.asdict(config.evaluation), "model_ate": "expected"})
+    a = run_one(expected, "cradle", 3, 0, write=False)
+    b = first.results.set_index(["model", "k", "seed"]).loc[("cradle", 3, 0)]
+    assert a["config_hash"] != b["config_hash"]  # a different evaluation is a different cached run
+    assert np.isfinite(a["all_ate_pearson"]) and np.isfinite(b["all_ate_pearson"])
+    assert a["all_ate_pearson"] != b["all_ate_pearson"]  # the NB noise of sampled cells changes the number
+    assert a["qcpr"] == pytest.approx(b["qcpr"])  # QCPR uses sampled cells either way

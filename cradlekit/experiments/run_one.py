@@ -158,7 +158,7 @@ def _evaluate(config: ExperimentConfig, spec: RunSpec, adata: Any, pm: Any) -> d
         heldout, heldout_split = labels, "test"
     ok = [p for p in labels if can_generate(pm.registry, p)]
     scopes = {"heldout": (heldout, heldout_split), "all": (labels, None)}
-    model_ate = _model_ate(pm, control, ok, e.n_model_cells, spec.seed)
+    model_ate = _model_ate(pm, control, ok, e.n_model_cells, spec.seed, sampled=e.model_ate == "sampled")
     out: dict[str, Any] = {}
     for scope, (wanted, split) in scopes.items():
         usable = [p for p in wanted if p in set(ok)]
@@ -202,23 +202,26 @@ def _qcpr(generated: Any, adata: Any, spec: RunSpec, scrublet: bool, key: str) -
     return table.iloc[:, 0], how
 
 
-def _model_ate(pm: Any, control: str, labels: list[str], n: int, seed: int) -> pd.DataFrame:
-    """Model ATE of ``labels`` from ``predict_mean``, a few perturbations at a time (bounded memory)."""
+def _model_ate(pm: Any, control: str, labels: list[str], n: int, seed: int, *, sampled: bool = True) -> pd.DataFrame:
+    """Model ATE of ``labels`` from ``n`` generated cells each (``sampled``: count profiles from
+    ``generate``, log-normalised; else expected expressions from ``predict_mean``), a few
+    perturbations at a time (bounded memory)."""
     import anndata as ad
 
     from ..evaluate import model_ate
 
+    draw = pm.generate if sampled else pm.predict_mean
     n_genes = len(pm.registry["genes"])
     per_chunk = max(1, _CHUNK_ENTRIES // max(1, n * n_genes))
-    ctrl = pm.predict_mean([control], n=n, library_size=_LIBRARY_SIZE, seed=seed)
+    ctrl = draw([control], n=n, library_size=_LIBRARY_SIZE, seed=seed)
     key = ctrl.uns["cradlekit"]["perturbation_key"]
     frames = []
     for i, start in enumerate(range(0, len(labels), per_chunk)):
         chunk = labels[start : start + per_chunk]
-        means = pm.predict_mean(chunk, n=n, library_size=_LIBRARY_SIZE, seed=seed + 1 + i)
-        both = ad.concat([ctrl, means], index_unique="-")
+        cells = draw(chunk, n=n, library_size=_LIBRARY_SIZE, seed=seed + 1 + i)
+        both = ad.concat([ctrl, cells], index_unique="-")
         both.obs[key] = both.obs[key].astype(str)
-        ate = model_ate(both, control_label=control, perturbation_key=key, perturbations=chunk, normalized=True)
+        ate = model_ate(both, control_label=control, perturbation_key=key, perturbations=chunk, normalized=not sampled)
         frames.append(pd.DataFrame(ate.X, index=ate.obs_names, columns=ate.var_names))
     if not frames:
         return pd.DataFrame(columns=pm.registry["genes"], dtype=np.float64)
