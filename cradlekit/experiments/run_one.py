@@ -4,8 +4,9 @@ Evaluation (SPEC §4), at the run's QC multiple ``k``:
 
 * data ATE: QC-passed cells (``artifact_k<k> = 0``) of every split, as the authors do; for a
   cell split (single-perturbation datasets) the held-out scope uses the ``test`` cells only;
-* model ATE: ``predict_mean`` (expected expression at library size 1e4, artifact off) of
-  ``evaluation.n_model_cells`` cells per perturbation and as many controls;
+* model ATE: ``evaluation.n_model_cells`` generated cells per perturbation and as many controls
+  (library size 1e4, artifact off): sampled counts from ``generate``, log-normalised (default,
+  ``evaluation.model_ate: sampled``), or expected expressions from ``predict_mean`` (``expected``);
 * ATE-ρ, ATE-R², top-``jaccard_k`` Jaccard on the held-out perturbations (``heldout_*``: the
   test combinations; every perturbation for a cell split) and on all perturbations (``all_*``);
 * QCPR: ``evaluation.n_qcpr_cells`` generated counts per perturbation (control included), judged
