@@ -23,6 +23,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from _mini_book import write_mini_book
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
@@ -169,14 +170,8 @@ def test_a_cell_error_fails_the_build(tmp_path):
     """The book's configuration turns a failing cell into a failed build (not a page with a traceback)."""
     if not JUPYTER_BOOK.exists():
         pytest.skip(f"jupyter-book is not installed next to {sys.executable} (pip install -e '.[book]')")
-    book = tmp_path / "book"
-    book.mkdir()
-    shutil.copy(BOOK / "_config.yml", book / "_config.yml")
-    shutil.copytree(BOOK / "_vendor", book / "_vendor")
-    (book / "_toc.yml").write_text("format: jb-book\nroot: page\n")
-    (book / "page.md").write_text(
-        "---\nkernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\nfile_format: mystnb\n---\n\n"
-        "# A broken page\n\n```{code-cell} ipython3\nraise ValueError('this cell fails on purpose')\n```\n"
+    book = write_mini_book(
+        tmp_path / "book", "# A broken page\n\n```{code-cell} ipython3\nraise ValueError('this cell fails on purpose')\n```\n"
     )
     proc = subprocess.run([str(JUPYTER_BOOK), "build", str(book)], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from _mini_book import write_mini_book
 
 HERE = Path(__file__).resolve().parent
 BOOK = HERE.parent / "book"
@@ -37,15 +37,7 @@ BUILD_TIMEOUT = 300  # seconds for `jupyter-book build` (about 5 s here)
 PAGE_TIMEOUT = 30  # seconds until the widgets are drawn (about 1 s here)
 WIDGET_TEXT = "cradlekit widget ok"
 
-PAGE = f'''---
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
-file_format: mystnb
----
-
-# Widgets
+PAGE = f'''# Widgets
 
 ```{{code-cell}} ipython3
 import ipywidgets as W
@@ -76,11 +68,7 @@ def built_book(tmp_path_factory) -> Path:
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     if not jupyter_book.is_file():
         _unavailable(f"{jupyter_book} not found: install the book extra (pip install -e '.[book]')")
-    root = tmp_path_factory.mktemp("mini_book")
-    shutil.copy(BOOK / "_config.yml", root / "_config.yml")
-    shutil.copytree(BOOK / "_vendor", root / "_vendor")
-    (root / "_toc.yml").write_text("format: jb-book\nroot: page\n")
-    (root / "page.md").write_text(PAGE)
+    root = write_mini_book(tmp_path_factory.mktemp("mini_book"), PAGE)
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(root / "_jupyter_runtime")}
     done = subprocess.run([str(jupyter_book), "build", str(root)], cwd=root, env=env, capture_output=True,
                           text=True, timeout=BUILD_TIMEOUT, check=False)  # fmt: skip

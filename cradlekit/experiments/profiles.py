@@ -8,12 +8,12 @@ A profile is a YAML file ``<directory>/<name>.yaml`` (the book keeps them in ``b
     torch_threads: 2          # null: leave torch's default
     executor: sequential      # or dask (the experiment grid)
     n_workers: 2
-    dataset: {name: norman_subset}                  # the chapters' real Perturb-seq data
     simulator: {n_cells: 3000, n_genes: 200, seed: 0}
     model_options: {latent_dim: 32, hidden_dim: 128}    # PerturbationModel(...) in chapters 4, 5, 8
     train: {max_epochs: 60, lr: 2.0e-3, batch_size: 256}  # PerturbationModel.train(...)
     generation: {n_cells: 300}
-    grid: {...}                # an experiment config (Tables 2/3, Figures 3/4); see load_config
+    grid: {...}                # an experiment config (Tables 2/3, Figures 3/4; its dataset is the
+                               # chapters' real Perturb-seq data); see load_config
 
 ``grid.output_dir`` is read relative to the profile's folder, so a rebuild of the book finds the
 runs of the previous build there and reuses them (the runner skips finished runs).
@@ -41,7 +41,7 @@ PROFILE_ENV = "CRADLEKIT_BOOK_PROFILE"
 #: The profiles the book ships.
 PROFILES = ("quick", "full")
 
-_KEYS = {"name", "description", "accelerator", "torch_threads", "executor", "n_workers", "dataset", "simulator",
+_KEYS = {"name", "description", "accelerator", "torch_threads", "executor", "n_workers", "simulator",
          "model_options", "train", "generation", "grid"}  # fmt: skip
 
 
@@ -59,8 +59,6 @@ class BookProfile:
         Threads for torch on the CPU (``None``: torch's default).
     executor, n_workers
         How :func:`~cradlekit.experiments.run_grid` runs the grid.
-    dataset
-        The real dataset the chapters train on (a manifest name, or ``simulator``).
     simulator
         Keyword arguments of :func:`cradlekit.data.simulate_perturbseq`.
     model_options, train
@@ -68,14 +66,14 @@ class BookProfile:
     generation
         ``n_cells``: cells generated per perturbation in the chapters' figures.
     grid
-        The experiment grid behind Tables 2/3 and Figures 3/4.
+        The experiment grid behind Tables 2/3 and Figures 3/4; its dataset (:attr:`dataset`) is
+        the real data the chapters train on.
     source
         The YAML file read.
     """
 
     name: str
     grid: ExperimentConfig
-    dataset: DatasetConfig
     description: str = ""
     accelerator: str = "auto"
     torch_threads: int | None = None
@@ -86,6 +84,11 @@ class BookProfile:
     train: dict[str, Any] = field(default_factory=dict)
     generation: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+
+    @property
+    def dataset(self) -> DatasetConfig:
+        """The real dataset the chapters train on: the grid's (a manifest name, or ``simulator``)."""
+        return self.grid.dataset
 
     @property
     def n_generate(self) -> int:
@@ -146,7 +149,7 @@ def load_profile(name: str | None = None, *, directory: str | os.PathLike = "pro
         raise ConfigError(f"{path}: unknown profile keys {unknown}; expected some of {sorted(_KEYS)}")
     if raw.get("name", chosen) != chosen:
         raise ConfigError(f"{path}: name {raw['name']!r} does not match the file name {chosen!r}")
-    for key in ("simulator", "model_options", "train", "generation", "dataset"):
+    for key in ("simulator", "model_options", "train", "generation"):
         if not isinstance(raw.get(key, {}), Mapping):
             raise ConfigError(f"{path}: {key} must be a mapping")
     if not isinstance(raw.get("grid"), Mapping):
@@ -155,9 +158,6 @@ def load_profile(name: str | None = None, *, directory: str | os.PathLike = "pro
     out = Path(grid.get("output_dir", f"_cache/{chosen}"))
     grid["output_dir"] = str(out if out.is_absolute() else (path.parent / out).resolve())
     grid.setdefault("name", f"book_{chosen}")
-    dataset = dict(raw.get("dataset") or grid.get("dataset") or {})
-    if "name" not in dataset:
-        raise ConfigError(f"{path}: dataset needs a name")
     executor = raw.get("executor", "sequential")
     if executor not in ("sequential", "dask"):
         raise ConfigError(f"{path}: executor must be sequential or dask, got {executor!r}")
@@ -169,7 +169,6 @@ def load_profile(name: str | None = None, *, directory: str | os.PathLike = "pro
         torch_threads=None if threads is None else int(threads),
         executor=executor,
         n_workers=int(raw.get("n_workers", 2)),
-        dataset=DatasetConfig(**dataset),
         simulator=dict(raw.get("simulator", {})),
         model_options=dict(raw.get("model_options", {})),
         train=dict(raw.get("train", {})),

@@ -35,7 +35,7 @@ from .._logging import logger
 from .config import ExperimentConfig
 from .grid import RunSpec, run_json_path, run_key, run_name, run_payload
 
-__all__ = ["run_one", "read_run", "METRICS", "can_generate"]
+__all__ = ["run_one", "read_run", "METRICS"]
 
 #: Metric columns of a result row (higher is better for every one).
 METRICS = (
@@ -44,13 +44,6 @@ METRICS = (
 )
 _LIBRARY_SIZE = 1e4
 _CHUNK_ENTRIES = 2**24  # generated values held at once by the model-ATE loop
-
-
-def can_generate(registry: dict[str, Any], label: str) -> bool:
-    """Whether a trained model can generate ``label`` (see :meth:`cradlekit.PerturbationModel.can_generate`)."""
-    from ..model._setup import can_generate as _can_generate
-
-    return _can_generate(registry, label)
 
 
 def read_run(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -157,7 +150,7 @@ def _evaluate(config: ExperimentConfig, spec: RunSpec, adata: Any, pm: Any) -> d
         heldout_split = None
     else:
         heldout, heldout_split = labels, "test"
-    ok = [p for p in labels if can_generate(pm.registry, p)]
+    ok = [p for p in labels if pm.can_generate(p)]
     scopes = {"heldout": (heldout, heldout_split), "all": (labels, None)}
     model_ate = _model_ate(pm, control, ok, e.n_model_cells, spec.seed, sampled=e.model_ate == "sampled")
     out: dict[str, Any] = {}

@@ -7,7 +7,14 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-__all__ = ["figure_image"]
+__all__ = ["figure_png", "figure_image"]
+
+
+def figure_png(fig: Figure, *, dpi: int = 80, bbox_inches: str | None = None) -> bytes:
+    """The figure as PNG bytes (``bbox_inches="tight"`` trims the white margin)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches=bbox_inches)
+    return buf.getvalue()
 
 
 def figure_image(fig: Figure, *, dpi: int = 110) -> Any:
@@ -25,6 +32,4 @@ def figure_image(fig: Figure, *, dpi: int = 110) -> Any:
     """
     from IPython.display import Image
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return Image(data=buf.getvalue(), format="png")
+    return Image(data=figure_png(fig, dpi=dpi, bbox_inches="tight"), format="png")

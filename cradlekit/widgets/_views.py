@@ -9,13 +9,13 @@ page and outside a kernel.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import ipywidgets as W
 import traitlets as T
 from matplotlib.figure import Figure
 
+from ..pl._image import figure_png
 from ._messages import message_html
 
 __all__ = ["Controller", "View", "new_figure", "figure_png", "FigureImage", "table_html"]
@@ -34,13 +34,6 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6
     fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
-
-
-def figure_png(fig: Figure, *, dpi: int = 80) -> bytes:
-    """The figure as PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
 
 
 def table_html(rows: list[list[Any]], header: list[str], *, css_class: str = "") -> str:
