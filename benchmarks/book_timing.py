@@ -8,7 +8,7 @@ Usage::
 
 Builds the book with ``jupyter-book build book/ --path-output <tmp>`` (every chapter executes), reads
 each chapter's execution time from the built "Execution statistics" page (myst-nb's record), and
-writes ``benchmarks/results/book_<profile>.md`` and ``.json`` with the total wall time, the machine
+writes ``benchmarks/results/book_<profile>[_warm].md`` and ``.json`` with the total wall time, the machine
 (CPU count, torch threads, GPU) and the per-chapter times.
 """
 
@@ -77,7 +77,7 @@ def main() -> None:
     record = {"profile": profile.name, "cache": "warm" if args.warm else "cold", "wall_seconds": round(wall, 1),
               "chapters": rows, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"book_{profile.name}"
+    name = f"book_{profile.name}" + ("_warm" if args.warm else "")
     (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1))
     lines = [f"# Book build, {profile.name} profile ({record['cache']} cache)", "",
              f"{record['date']}; {record['machine']['cpus']} CPUs, GPU: {record['machine']['gpu'] or 'none'}, "
