@@ -42,7 +42,7 @@ def pair(batch, **kw):
     mean, std = log_standardize_stats(batch["X"])
     model = CradleVAE(
         G, T, n_obs, 3 * batch["X"].shape[0], latent_dim=DZ, hidden_dim=H,
-        log_mean=mean, log_std=std, alpha=0.5, **kw,
+        log_mean=mean, log_std=std, alpha=0.5, **{"objective": None, **kw},
     )
     with torch.no_grad():  # move away from the symmetric initial values
         model.effects.mask_logits.normal_(0.0, 1.0)

@@ -58,8 +58,12 @@ def split_combinations(
 ) -> None:
     """Hold out a seeded fraction of the combinations as unseen test perturbations.
 
-    The unique combination labels are sorted, shuffled with ``np.random.default_rng(seed)`` and the first
-    ``ceil(holdout_fraction × n_combinations)`` are held out: all their cells go to ``test``. Every other
+    The unique combination labels are sorted and shuffled with ``np.random.default_rng(seed)``; walking
+    that order, a combination is held out while fewer than ``ceil(holdout_fraction × n_combinations)``
+    are, **provided every one of its targets keeps training cells** (a single perturbation of the
+    target, or a combination with it that is not held out): an unseen combination of trained targets
+    is what the held-out metrics are meant to evaluate, and a combination with an untrained target
+    cannot be generated at all. All cells of a held-out combination go to ``test``. Every other
     cell (controls, singles, remaining combinations) goes to ``train`` or ``val`` at random, stratified
     by perturbation: ``round(val_fraction × n)`` cells of a perturbation with ``n`` cells go to ``val``,
     always leaving at least one in ``train``.
@@ -87,8 +91,8 @@ def split_combinations(
         Categorical ``train`` / ``val`` / ``test``.
     ``uns[key_added]``
         ``kind='combinations'``, ``seed``, ``holdout_fraction``, ``val_fraction``, ``perturbation_key``,
-        ``heldout`` (held-out combinations, sorted), ``seen`` (every other perturbation, sorted) and
-        ``n_train``/``n_val``/``n_test``.
+        ``heldout`` (held-out combinations, sorted), ``seen`` (every other perturbation, sorted),
+        ``n_heldout_wanted`` and ``n_train``/``n_val``/``n_test``.
 
     Raises
     ------
@@ -112,12 +116,14 @@ def split_combinations(
         )
     rng = np.random.default_rng(seed)
     n_hold = min(combos.size, math.ceil(holdout_fraction * combos.size - 1e-9))
-    heldout = np.sort(rng.permutation(combos)[:n_hold])
+    members = {str(lab): parse_perturbation(str(lab), control_label=control) for lab in uniques}
+    heldout = np.sort(np.asarray(_eligible_holdout(rng.permutation(combos), members, n_hold), dtype=object)).astype(str)
+    if heldout.size < n_hold:
+        logger.warning(
+            "only %d of the %d wanted combinations can be held out with every target keeping training cells",
+            heldout.size, n_hold,
+        )
     seen = np.sort(np.setdiff1d(uniques.astype(str), heldout))
-    seen_targets = {t for lab in seen for t in parse_perturbation(lab, control_label=control)}
-    blind = [str(c) for c in heldout if not set(parse_perturbation(c, control_label=control)) <= seen_targets]
-    if blind:
-        logger.warning("held-out combinations with a target never seen in training: %s", blind)
 
     held_code = np.isin(uniques.astype(str), heldout)
     rank, sizes = _ranks_within_groups(codes, rng)
@@ -132,8 +138,27 @@ def split_combinations(
         "perturbation_key": key,
         "heldout": heldout.astype(str),
         "seen": seen.astype(str),
+        "n_heldout_wanted": int(n_hold),
     }
     _write(adata, assignment, key_added, meta)
+
+
+def _eligible_holdout(order: np.ndarray, members: dict[str, tuple[str, ...]], n_hold: int) -> list[str]:
+    """Walk ``order`` and hold out combinations whose targets all keep a non-held-out perturbation."""
+    support: dict[str, int] = {}
+    for targets in members.values():
+        for t in set(targets):
+            support[t] = support.get(t, 0) + 1
+    chosen: list[str] = []
+    for combo in order:
+        if len(chosen) >= n_hold:
+            break
+        targets = set(members[str(combo)])
+        if all(support[t] > 1 for t in targets):
+            chosen.append(str(combo))
+            for t in targets:
+                support[t] -= 1
+    return chosen
 
 
 def split_cells(

@@ -19,7 +19,7 @@ from .artifact_recovery import artifact_recovery
 from .ate import data_ate, model_ate
 from .metrics import JaccardResult, align_ate, ate_pearson, ate_r2, evaluate_perturbations, top_k_jaccard
 from .normalize import perturbseq_normalize
-from .qcpr import qc_pass_rate
+from .qcpr import criterion_pass_rates, data_pass_rates, qc_pass_rate
 from .rescue import rescue_artifacts
 
 __all__ = [
@@ -34,5 +34,7 @@ __all__ = [
     "JaccardResult",
     "evaluate_perturbations",
     "qc_pass_rate",
+    "criterion_pass_rates",
+    "data_pass_rates",
     "rescue_artifacts",
 ]

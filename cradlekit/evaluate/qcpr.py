@@ -14,11 +14,63 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._keys import QC_KS, artifact_key
+from .._keys import CRITERIA, QC_KS, artifact_key, flag_key
 from .._validation import check_obs_key
 from ..qc import apply_thresholds, pass_rate
 
-__all__ = ["qc_pass_rate"]
+__all__ = ["qc_pass_rate", "criterion_pass_rates", "data_pass_rates"]
+
+
+def criterion_pass_rates(labelled: AnnData, k: float) -> pd.Series:
+    """Percentage of cells passing each QC criterion at ``k``, and all of them (``"all"``).
+
+    Parameters
+    ----------
+    labelled
+        Cells labelled by :func:`cradlekit.qc.label_artifacts` or :func:`cradlekit.qc.apply_thresholds`
+        (e.g. generated cells, or the data on the generated cells' basis, :func:`data_pass_rates`).
+    k
+        MAD multiple.
+
+    Returns
+    -------
+    pandas.Series
+        Indexed by criterion (``total_counts``, ``n_genes``, ``mito``, ``ribo``, ``hb``,
+        ``doublet``) then ``all``; a criterion that was skipped (no flag column) is NaN.
+    """
+    out = {}
+    for criterion in CRITERIA:
+        col = flag_key(criterion, k)
+        out[criterion] = (
+            100.0 * (1.0 - float(np.asarray(labelled.obs[col], dtype=np.float64).mean()))
+            if col in labelled.obs and labelled.n_obs else np.nan
+        )
+    out["all"] = 100.0 * pass_rate(labelled, k)
+    return pd.Series(out, name=f"pass_rate_k{_k_value(k)}")
+
+
+def data_pass_rates(reference: AnnData, k: float, *, layer: str | None = None, artifact_key_: str | None = None) -> pd.DataFrame:
+    """Per-criterion pass rates of the data's own cells under the thresholds QCPR applies.
+
+    QCPR judges generated cells on the modelled genes (the *panel* basis when the data were
+    labelled with full-transcriptome metrics from ``obs``). This applies the same thresholds to the
+    data's cells on the same genes, with the data's own doublet calls, so a generated cell's rate
+    can be read beside the data's: ``all cells`` and ``QC-passed cells`` (``artifact_k<k> == 0``,
+    labelled on the data's own basis). QC-passed cells score below 100 % here exactly when the
+    panel metrics disagree with the full-transcriptome ones the labels used.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows ``all cells`` and ``QC-passed cells``, columns as :func:`criterion_pass_rates`.
+    """
+    cols = [c for c in ("predicted_doublet",) if c in reference.obs]
+    data = AnnData(X=reference.layers[layer] if layer else reference.X, obs=reference.obs[cols].copy(),
+                   var=pd.DataFrame(index=reference.var_names))
+    labelled = apply_thresholds(data, reference, ks=[k], run_scrublet=False, copy=True)
+    passed = np.asarray(reference.obs[artifact_key_ or artifact_key(k)], dtype=np.int64) == 0
+    rows = {"all cells": criterion_pass_rates(labelled, k), "QC-passed cells": criterion_pass_rates(labelled[passed], k)}
+    return pd.DataFrame(rows).T
 
 
 def qc_pass_rate(

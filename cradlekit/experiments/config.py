@@ -8,8 +8,9 @@ Example (``configs/smoke.yaml``)::
     models: [cradle, cvae]
     ks: [3, 5]
     seeds: [0, 1]
-    split: {kind: combinations, holdout_fraction: 0.25, seed: 0}
-    model_options: {latent_dim: 8, hidden_dim: 32, num_particles: 1}
+    split: {kind: combinations, holdout_fraction: 0.25, seed: run}   # split seed = the run's seed
+    model_options: {latent_dim: 8, hidden_dim: 32, num_particles: 1, objective: published}
+    variants: {cradle_exact: {model: cradle, options: {objective: exact}}}   # models: [..., cradle_exact]
     train: {max_epochs: 5, max_steps: 20, lr: 1.0e-3, batch_size: 256, accelerator: cpu}
     evaluation: {n_model_cells: 200, n_qcpr_cells: 20}
 
@@ -34,13 +35,17 @@ from ..models import MODELS
 __all__ = [
     "ConfigError", "DatasetConfig", "QCConfig", "SplitConfig", "CounterfactualConfig", "ModelOptions",
     "TrainOptions", "EvalOptions", "ExperimentConfig", "load_config", "config_from_dict", "SIMULATOR",
-    "CRADLE_MODELS",
+    "CRADLE_MODELS", "CRADLE_ONLY_OPTIONS", "RUN_SEED",
 ]
 
 #: Dataset name that selects :func:`cradlekit.data.simulate_perturbseq` instead of the manifest.
 SIMULATOR = "simulator"
-#: Models with the artifact latent (they take ``alpha``, ``published``, ``class_balanced``).
+#: Models with the artifact latent (they take ``alpha`` and the objective's options).
 CRADLE_MODELS = ("cradle", "cradle_wo_cf", "cradle_wo_causal")
+#: Options only CRADLE-VAE models take (dropped from the shared options for the baselines).
+CRADLE_ONLY_OPTIONS = ("alpha", "objective", "published", "class_balanced", "j2_cells_per_batch")
+#: ``split.seed`` value that makes each run's split seed its own seed (the authors' sweeps).
+RUN_SEED = "run"
 
 
 class ConfigError(ValueError):
@@ -74,13 +79,19 @@ class QCConfig:
 @dataclass(frozen=True)
 class SplitConfig:
     """``kind``: ``combinations`` (:func:`~cradlekit.data.split_combinations`) or ``cells``
-    (:func:`~cradlekit.data.split_cells`); their fractions; ``seed``: the split seed (one per grid)."""
+    (:func:`~cradlekit.data.split_cells`); their fractions; ``seed``: the split seed, ``"run"``
+    (default: each run's split seed is its seed, as in the authors' sweeps, so the ± of a table is
+    over splits) or an integer (one split for the whole grid)."""
 
     kind: str = "combinations"
     holdout_fraction: float = 0.25
     val_fraction: float = 0.2
     fractions: tuple[float, float, float] = (0.64, 0.16, 0.20)
-    seed: int = 0
+    seed: int | str = RUN_SEED
+
+    def seed_for(self, run_seed: int) -> int:
+        """The split seed of a run with seed ``run_seed``."""
+        return int(run_seed) if self.seed == RUN_SEED else int(self.seed)
 
 
 @dataclass(frozen=True)
@@ -95,24 +106,30 @@ class CounterfactualConfig:
 class ModelOptions:
     """Constructor options of :class:`~cradlekit.model.PerturbationModel` shared by every model.
 
-    ``alpha``, ``published`` and ``class_balanced`` are passed to the CRADLE-VAE models only
-    (``alpha`` not to ``cradle_wo_cf``); ``extra`` goes to every model unchanged.
+    ``alpha`` and the objective (``objective``: ``published``, the paper's, or ``exact``; or its
+    ingredients ``published``, ``class_balanced``) are passed to the CRADLE-VAE models only
+    (``alpha`` not to ``cradle_wo_cf``). ``mask_prior``: ``null`` keeps the paper's prior number of
+    active latent dimensions per perturbation, ``p x D = 0.01 x 200 = 2``, at a smaller
+    ``latent_dim``. ``extra`` goes to every model unchanged.
     """
 
     latent_dim: int = 200
     hidden_dim: int = 400
     num_particles: int = 5
     alpha: float | None = None
-    mask_prior: float = 0.01
-    published: bool = False
-    class_balanced: bool = False
+    mask_prior: float | None = 0.01
+    objective: str | None = "published"
+    published: bool | None = None
+    class_balanced: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class TrainOptions:
     """Arguments of :meth:`PerturbationModel.train`; ``torch_threads``: intra-op threads during a run
-    (1 keeps small networks fast and results identical between sequential and Dask runs; ``None``: unchanged)."""
+    (1 keeps small networks fast and results identical between sequential and Dask runs; ``None``: unchanged);
+    ``model_seed``: the training seed of every run (the authors fix it and vary the split seed);
+    ``None``: each run's seed."""
 
     max_epochs: int = 2000
     max_steps: int | None = None
@@ -123,6 +140,7 @@ class TrainOptions:
     grad_clip: float = 100.0
     accelerator: str = "auto"
     torch_threads: int | None = 1
+    model_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +161,12 @@ class EvalOptions:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """A whole grid: one dataset × ``models`` × ``ks`` × ``seeds``."""
+    """A whole grid: one dataset × ``models`` × ``ks`` × ``seeds``.
+
+    ``variants`` names further entries of ``models``: ``{name: {model: <registry name>, options:
+    {...}, label: "..."}}``, a registry model with its own options on top of ``model_options``
+    (e.g. CRADLE-VAE under the exact objective, or a rung of the SAMS-VAE -> CRADLE-VAE ladder).
+    """
 
     dataset: DatasetConfig
     models: tuple[str, ...]
@@ -157,6 +180,7 @@ class ExperimentConfig:
     counterfactual: CounterfactualConfig = CounterfactualConfig()
     model_options: ModelOptions = ModelOptions()
     model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     train: TrainOptions = TrainOptions()
     evaluation: EvalOptions = EvalOptions()
     description: str = ""
@@ -174,16 +198,26 @@ class ExperimentConfig:
         """Plain (YAML/JSON-serialisable) form; ``config_from_dict(c.to_dict()) == c``."""
         return _plain(dataclasses.asdict(self))
 
+    def base_model(self, model: str) -> str:
+        """The registry model of a ``models`` entry (itself, or a variant's ``model``)."""
+        return str(self.variants[model]["model"]) if model in self.variants else model
+
+    def model_label(self, model: str) -> str:
+        """Name of a ``models`` entry in tables (a variant's ``label``, else the entry)."""
+        return str(self.variants.get(model, {}).get("label") or model)
+
     def model_kwargs(self, model: str) -> dict[str, Any]:
-        """Keyword arguments of ``PerturbationModel(adata, model=model, ...)`` for this grid."""
+        """Keyword arguments of ``PerturbationModel(adata, model=base_model(model), ...)`` for this grid."""
         base = dataclasses.asdict(self.model_options)
         extra = base.pop("extra")
-        kwargs = {**base, **extra, **self.model_overrides.get(model, {})}
-        if model not in CRADLE_MODELS:
-            for key in ("alpha", "published", "class_balanced"):
-                if key not in self.model_overrides.get(model, {}):
+        own = {**self.model_overrides.get(model, {}), **self.variants.get(model, {}).get("options", {})}
+        kwargs = {**base, **extra, **own}
+        registry_model = self.base_model(model)
+        if registry_model not in CRADLE_MODELS:
+            for key in CRADLE_ONLY_OPTIONS:
+                if key not in own:
                     kwargs.pop(key, None)
-        elif model == "cradle_wo_cf" and "alpha" not in self.model_overrides.get(model, {}):
+        elif registry_model == "cradle_wo_cf" and "alpha" not in own:
             kwargs.pop("alpha", None)
         return kwargs
 
@@ -235,6 +269,7 @@ def config_from_dict(raw: Mapping[str, Any], *, source: str = "config") -> Exper
     if not isinstance(overrides, Mapping):
         raise ConfigError(f"{source}: model_overrides must map model names to option mappings")
     built["model_overrides"] = {str(m): dict(v or {}) for m, v in overrides.items()}
+    built["variants"] = _variants(raw.pop("variants", None) or {}, f"{source}: variants")
     allowed = {f.name for f in dataclasses.fields(ExperimentConfig)} - set(built)
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -269,6 +304,27 @@ def _section(cls: type, raw: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {err}") from None
 
 
+def _variants(raw: Any, where: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must map names to {{model: ..., options: {{...}}}}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in raw.items():
+        if not isinstance(spec, Mapping) or "model" not in spec:
+            raise ConfigError(f"{where}.{name} must be a mapping with a 'model' (a registry name)")
+        unknown = sorted(set(spec) - {"model", "options", "label"})
+        if unknown:
+            raise ConfigError(f"{where}.{name}: unknown key(s) {unknown}; allowed: ['label', 'model', 'options']")
+        if str(name) in MODELS:
+            raise ConfigError(f"{where}.{name}: a variant cannot reuse a registry model name")
+        if spec["model"] not in MODELS:
+            raise ConfigError(f"{where}.{name}.model {spec['model']!r} is not one of {sorted(MODELS)}")
+        options = spec.get("options") or {}
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"{where}.{name}.options must be a mapping")
+        out[str(name)] = {"model": str(spec["model"]), "options": dict(options), **({"label": str(spec["label"])} if spec.get("label") else {})}
+    return out
+
+
 def _list(value: Any, where: str, kind: type | tuple[type, ...]) -> list[Any]:
     if isinstance(value, (str, int, float)):
         value = [value]
@@ -293,15 +349,23 @@ def _validate(c: ExperimentConfig, source: str) -> None:
     def fail(msg: str) -> None:
         raise ConfigError(f"{source}: {msg}")
 
-    unknown = [m for m in c.models if m not in MODELS]
+    unknown = [m for m in c.models if m not in MODELS and m not in c.variants]
     if unknown:
-        fail(f"unknown model name(s) {unknown}; choose from {sorted(MODELS)}")
+        fail(f"unknown model name(s) {unknown}; choose from {sorted(MODELS)} or a name under 'variants'")
     bad_over = sorted(set(c.model_overrides) - set(c.models))
     if bad_over:
         fail(f"model_overrides for model(s) not in the grid: {bad_over}")
-    for model, opts in c.model_overrides.items():
-        if model not in CRADLE_MODELS and {"alpha", "published", "class_balanced"} & set(opts):
-            fail(f"model_overrides.{model}: alpha/published/class_balanced apply to CRADLE-VAE models only")
+    for model, opts in [*c.model_overrides.items(), *((m, v["options"]) for m, v in c.variants.items())]:
+        if c.base_model(model) not in CRADLE_MODELS and set(CRADLE_ONLY_OPTIONS) & set(opts):
+            fail(f"options of {model}: {sorted(set(CRADLE_ONLY_OPTIONS) & set(opts))} apply to CRADLE-VAE models only")
+    from ..models.cradle import OBJECTIVES
+
+    if c.model_options.objective is not None and c.model_options.objective not in OBJECTIVES:
+        fail(f"model_options.objective must be one of {sorted(OBJECTIVES)} or null, got {c.model_options.objective!r}")
+    if c.split.seed != RUN_SEED and (isinstance(c.split.seed, bool) or not isinstance(c.split.seed, int) or c.split.seed < 0):
+        fail(f"split.seed must be {RUN_SEED!r} or a non-negative integer, got {c.split.seed!r}")
+    if c.train.model_seed is not None and (isinstance(c.train.model_seed, bool) or not isinstance(c.train.model_seed, int)):
+        fail(f"train.model_seed must be an integer or null, got {c.train.model_seed!r}")
     if any(s < 0 for s in c.seeds):
         fail(f"seeds must be non-negative integers, got {list(c.seeds)}")
     _validate_dataset(c.dataset, fail)

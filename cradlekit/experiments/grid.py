@@ -25,7 +25,8 @@ __all__ = [
 ]
 
 #: Bumped when a change to run_one makes old cached results incomparable.
-RUNNER_VERSION = 2  # 2: model ATE from sampled counts by default (evaluation.model_ate)
+RUNNER_VERSION = 3  # 2: model ATE from sampled counts; 3: split seed per run, eligible held-out
+# combinations, one "all" set for every model, objective arms, per-criterion QCPR
 #: Dataset keyword arguments that say where a file is, not what is in it (kept out of the keys).
 _LOCATION_KWARGS = ("path", "cache_dir", "local_dirs", "download", "verify")
 #: Table order of the models (the paper's, ablations last).
@@ -67,11 +68,14 @@ def _data_payload(config: ExperimentConfig) -> dict[str, Any]:
     }
 
 
-def prepared_key(config: ExperimentConfig, k: int | float | None = None) -> str:
-    """Key of the prepared AnnData: QC labels + split (``k=None``), plus the CF references of ``k``."""
+def prepared_key(config: ExperimentConfig, k: int | float | None = None, split_seed: int | None = None) -> str:
+    """Key of the prepared AnnData: QC labels (``k=None``), plus the split of ``split_seed`` and the
+    CF references of ``k``."""
     payload: dict[str, Any] = {"data": _data_payload(config), "ks": sorted(float(x) for x in config.ks)}
+    payload["data"].pop("split")  # QC labels do not depend on the split
     if k is not None:
-        payload.update(k=float(k), counterfactual=dataclasses.asdict(config.counterfactual))
+        payload.update(k=float(k), counterfactual=dataclasses.asdict(config.counterfactual),
+                       split=dataclasses.asdict(config.split), split_seed=split_seed)
     return _digest(payload)
 
 
@@ -82,7 +86,9 @@ def run_payload(config: ExperimentConfig, spec: RunSpec) -> dict[str, Any]:
         "data": _data_payload(config),
         "counterfactual": dataclasses.asdict(config.counterfactual),
         "model": spec.model,
+        "base_model": config.base_model(spec.model),
         "model_kwargs": config.model_kwargs(spec.model),
+        "split_seed": config.split.seed_for(spec.seed),
         "train": dataclasses.asdict(config.train),
         "evaluation": dataclasses.asdict(config.evaluation),
         "k": float(spec.k),

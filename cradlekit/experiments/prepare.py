@@ -1,9 +1,10 @@
 """Prepared data of a grid, cached in the output folder.
 
-``prepared/<key>_qc_split.h5ad``
-    The dataset with QC labels for every ``k`` of the grid (computed once) and the split.
-``prepared/<key>_k<k>.h5ad``
-    The same plus the counterfactual references of ``artifact_k<k>``.
+``prepared/<key>_qc.h5ad``
+    The dataset with QC labels for every ``k`` of the grid (computed once).
+``prepared/<key>_s<split seed>_k<k>.h5ad``
+    The same plus the split of one split seed and the counterfactual references of
+    ``artifact_k<k>`` (references use cells of the same split, so they depend on it).
 
 Files are written atomically (temporary file, then rename), so concurrent workers never read a
 half-written file; the runner prepares every file before it starts runs.
@@ -22,7 +23,7 @@ from .._logging import logger
 from .config import SIMULATOR, ExperimentConfig
 from .grid import prepared_key
 
-__all__ = ["load_raw", "prepare_data", "prepare_all", "read_prepared", "prepared_path"]
+__all__ = ["load_raw", "prepare_data", "prepare_all", "read_prepared", "prepared_path", "split_seeds"]
 
 _CACHE: dict[tuple[str, float], AnnData] = {}
 
@@ -38,13 +39,18 @@ def load_raw(config: ExperimentConfig) -> AnnData:
 
 
 def _base_path(config: ExperimentConfig) -> Path:
-    return config.output_path / "prepared" / f"{prepared_key(config)}_qc_split.h5ad"
+    return config.output_path / "prepared" / f"{prepared_key(config)}_qc.h5ad"
 
 
-def prepared_path(config: ExperimentConfig, k: int | float) -> Path:
-    """Path of the prepared AnnData of ``k`` (QC labels, split, CF references of ``artifact_k<k>``)."""
+def split_seeds(config: ExperimentConfig) -> list[int]:
+    """The distinct split seeds of the grid's runs."""
+    return sorted({config.split.seed_for(s) for s in config.seeds})
+
+
+def prepared_path(config: ExperimentConfig, k: int | float, split_seed: int) -> Path:
+    """Path of the prepared AnnData of ``k`` and ``split_seed`` (QC labels, split, CF references)."""
     tag = artifact_key(k).removeprefix("artifact_")
-    return config.output_path / "prepared" / f"{prepared_key(config, k)}_{tag}.h5ad"
+    return config.output_path / "prepared" / f"{prepared_key(config, k, split_seed)}_s{split_seed}_{tag}.h5ad"
 
 
 def _write_atomic(adata: AnnData, path: Path) -> None:
@@ -55,7 +61,6 @@ def _write_atomic(adata: AnnData, path: Path) -> None:
 
 
 def _prepare_base(config: ExperimentConfig) -> AnnData:
-    from ..data import split_cells, split_combinations
     from ..qc import label_artifacts
 
     path = _base_path(config)
@@ -66,18 +71,23 @@ def _prepare_base(config: ExperimentConfig) -> AnnData:
     logger.info("prepared data: QC labels for k in %s on %d cells x %d genes", list(config.ks), *adata.shape)
     qc = config.qc
     label_artifacts(adata, ks=tuple(config.ks), precomputed=qc.precomputed, run_scrublet=qc.run_scrublet, seed=qc.seed)
-    s = config.split
-    if s.kind == "combinations":
-        split_combinations(adata, holdout_fraction=s.holdout_fraction, val_fraction=s.val_fraction, seed=s.seed)
-    else:
-        split_cells(adata, fractions=s.fractions, seed=s.seed)
     _write_atomic(adata, path)
     logger.info("prepared data: wrote %s", path)
     return adata
 
 
-def prepare_data(config: ExperimentConfig, k: int | float, *, base: AnnData | None = None) -> Path:
-    """Make (or find) the prepared AnnData of ``k`` and return its path.
+def _split(adata: AnnData, config: ExperimentConfig, split_seed: int) -> None:
+    from ..data import split_cells, split_combinations
+
+    s = config.split
+    if s.kind == "combinations":
+        split_combinations(adata, holdout_fraction=s.holdout_fraction, val_fraction=s.val_fraction, seed=split_seed)
+    else:
+        split_cells(adata, fractions=s.fractions, seed=split_seed)
+
+
+def prepare_data(config: ExperimentConfig, k: int | float, split_seed: int, *, base: AnnData | None = None) -> Path:
+    """Make (or find) the prepared AnnData of ``k`` and ``split_seed`` and return its path.
 
     Parameters
     ----------
@@ -85,15 +95,18 @@ def prepare_data(config: ExperimentConfig, k: int | float, *, base: AnnData | No
         The grid.
     k
         QC MAD multiple; the references use ``artifact_k<k>``.
+    split_seed
+        Seed of the split (:meth:`SplitConfig.seed_for` of a run's seed).
     base
-        The labelled and split data, if already in memory (not modified).
+        The QC-labelled data, if already in memory (not modified).
     """
     from ..data import counterfactual_references
 
-    path = prepared_path(config, k)
+    path = prepared_path(config, k, split_seed)
     if path.exists():
         return path
     adata = (_prepare_base(config) if base is None else base).copy()
+    _split(adata, config, split_seed)
     cf = config.counterfactual
     counterfactual_references(adata, artifact_key=artifact_key(k), n_max=cf.n_max, seed=cf.seed)
     _write_atomic(adata, path)
@@ -101,11 +114,12 @@ def prepare_data(config: ExperimentConfig, k: int | float, *, base: AnnData | No
     return path
 
 
-def prepare_all(config: ExperimentConfig) -> dict[int | float, Path]:
-    """Prepared files for every ``k`` of the grid (QC labels computed at most once)."""
-    missing = [k for k in config.ks if not prepared_path(config, k).exists()]
+def prepare_all(config: ExperimentConfig) -> dict[tuple[int | float, int], Path]:
+    """Prepared files for every ``(k, split seed)`` of the grid (QC labels computed at most once)."""
+    wanted = [(k, s) for k in config.ks for s in split_seeds(config)]
+    missing = [w for w in wanted if not prepared_path(config, *w).exists()]
     base = _prepare_base(config) if missing else None
-    return {k: prepare_data(config, k, base=base) for k in config.ks}
+    return {(k, s): prepare_data(config, k, s, base=base) for k, s in wanted}
 
 
 def read_prepared(path: str | os.PathLike) -> AnnData:

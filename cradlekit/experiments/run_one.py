@@ -2,20 +2,33 @@
 
 Evaluation (SPEC §4), at the run's QC multiple ``k``:
 
+* the run's data: QC labels, the split of its split seed (``split.seed: run``: the run's seed,
+  as in the authors' sweeps) and the counterfactual references of ``artifact_k<k>``; training
+  seed ``train.model_seed`` (the authors fix it) or the run's seed;
 * data ATE: QC-passed cells (``artifact_k<k> = 0``) of every split, as the authors do; for a
   cell split (single-perturbation datasets) the held-out scope uses the ``test`` cells only;
 * model ATE: ``evaluation.n_model_cells`` generated cells per perturbation and as many controls
   (library size 1e4, artifact off): sampled counts from ``generate``, log-normalised (default,
   ``evaluation.model_ate: sampled``), or expected expressions from ``predict_mean`` (``expected``);
 * ATE-ρ, ATE-R², top-``jaccard_k`` Jaccard on the held-out perturbations (``heldout_*``: the
-  test combinations; every perturbation for a cell split) and on all perturbations (``all_*``);
+  unseen test combinations; every perturbation for a cell split) and on ``all_*``: every
+  perturbation with training cells -- **the same set, and n, for every model** (sVAE+, which
+  cannot generate an unseen combination, has only its ``heldout_*`` missing); the run's JSON
+  also holds each held-out perturbation's own scores (``per_perturbation``);
 * QCPR: ``evaluation.n_qcpr_cells`` generated counts per perturbation (control included), judged
-  by the data's thresholds at ``k`` with scrublet on the generated cells; ``qcpr`` over all of
-  them, ``qcpr_heldout`` over the held-out perturbations; ``qcpr_doublets`` says whether
-  scrublet judged the doublet criterion.
+  by the data's thresholds at ``k``; the doublet criterion runs scrublet on **all the run's
+  generated cells together** (every perturbation in one set, as the authors' chunks spanning all
+  perturbations do: a set of 100 near-identical cells alone is its own reference and scrublet
+  then flags 30-50 % of it). ``qcpr`` over all of them, ``qcpr_heldout`` over the held-out
+  perturbations, ``qcpr_<criterion>`` per criterion, and ``data_qcpr_<criterion>`` /
+  ``data_qcpr`` for the data's QC-passed cells under the same thresholds on the same genes
+  (:func:`cradlekit.evaluate.data_pass_rates`), so a gain can be traced to a criterion;
+* the objective: ``objective`` (CRADLE-VAE's arm), and at the best epoch on validation cells
+  ``j2_share`` (J2 / total loss) and ``kl_z_b`` (KL of the basal latent per cell).
 
-Perturbations with a target the model never trained on (and, for sVAE+, any condition it was
-not trained on) cannot be generated: they are left out and counted in ``*_n_excluded``.
+Perturbations with a target the model never trained on cannot be generated; they are left out
+and counted in ``*_n_excluded`` (with eligible held-out draws this does not happen in a
+combination split).
 """
 
 from __future__ import annotations
@@ -42,6 +55,8 @@ METRICS = (
     "heldout_ate_pearson", "heldout_ate_r2", "heldout_jaccard",
     "all_ate_pearson", "all_ate_r2", "all_jaccard", "qcpr", "qcpr_heldout",
 )
+#: Per-criterion QCPR columns (generated cells) and the data's QC-passed cells on the same basis.
+QCPR_CRITERIA = ("total_counts", "n_genes", "mito", "ribo", "hb", "doublet")
 _LIBRARY_SIZE = 1e4
 _CHUNK_ENTRIES = 2**24  # generated values held at once by the model-ATE loop
 
@@ -82,11 +97,11 @@ def run_one(config: ExperimentConfig, model: str, k: int | float, seed: int, *, 
     if threads is not None:
         torch.set_num_threads(int(threads))
     try:
-        row, trained = _run(config, spec)
+        row, trained, details = _run(config, spec)
     finally:
         torch.set_num_threads(previous)
     if write:
-        _write(config, spec, row, trained)
+        _write(config, spec, row, trained, details)
     return row
 
 
@@ -94,27 +109,30 @@ def _run(config: ExperimentConfig, spec: RunSpec) -> tuple[dict[str, Any], Any]:
     from ..model import PerturbationModel
     from .prepare import prepare_data, read_prepared
 
-    adata = read_prepared(prepare_data(config, spec.k))
+    split_seed = config.split.seed_for(spec.seed)
+    adata = read_prepared(prepare_data(config, spec.k, split_seed))
     ak = spec.artifact_key
     logger.info("run %s: %s at k=%g, seed %d", run_name(config, spec), spec.model, spec.k, spec.seed)
-    pm = PerturbationModel(adata, model=spec.model, artifact_key=ak, **config.model_kwargs(spec.model))
+    pm = PerturbationModel(adata, model=config.base_model(spec.model), artifact_key=ak, **config.model_kwargs(spec.model))
     t = config.train
     start = time.perf_counter()
     pm.train(
         max_epochs=t.max_epochs, max_steps=t.max_steps, lr=t.lr, weight_decay=t.weight_decay,
-        batch_size=t.batch_size, patience=t.patience, grad_clip=t.grad_clip, seed=spec.seed,
-        accelerator=t.accelerator, progress_bar=False,
+        batch_size=t.batch_size, patience=t.patience, grad_clip=t.grad_clip,
+        seed=spec.seed if t.model_seed is None else t.model_seed, accelerator=t.accelerator, progress_bar=False,
     )
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     metrics = _evaluate(config, spec, adata, pm)
+    details = {"per_perturbation": metrics.pop("per_perturbation", {})}
     info = pm.train_info
     row = {
         "dataset": config.dataset.display,
         "model": spec.model,
         "k": spec.k,
         "seed": spec.seed,
-        "split": _split_label(config),
+        "split": _split_label(config, split_seed),
+        **objective_diagnostics(pm),
         **metrics,
         "epochs": int(info["epochs"]),
         "best_epoch": int(info["best_epoch"]),
@@ -128,18 +146,36 @@ def _run(config: ExperimentConfig, spec: RunSpec) -> tuple[dict[str, Any], Any]:
         "run": run_name(config, spec),
     }
     logger.info("run %s done: %s", row["run"], {m: _fmt(row[m]) for m in METRICS})
-    return row, pm
+    return row, pm, details
 
 
-def _split_label(config: ExperimentConfig) -> str:
+def _split_label(config: ExperimentConfig, split_seed: int) -> str:
     s = config.split
     if s.kind == "combinations":
-        return f"combinations holdout={s.holdout_fraction:g} seed={s.seed}"
-    return f"cells {'/'.join(f'{f:g}' for f in s.fractions)} seed={s.seed}"
+        return f"combinations holdout={s.holdout_fraction:g} seed={split_seed}"
+    return f"cells {'/'.join(f'{f:g}' for f in s.fractions)} seed={split_seed}"
+
+
+def objective_diagnostics(pm: Any) -> dict[str, Any]:
+    """``objective``, ``j2_share`` (J2 / loss) and ``kl_z_b`` (per cell) at the best epoch, on validation cells.
+
+    Read from the training history (validation records, else training ones); NaN where the model
+    has no such term (``objective`` ``None`` for the baselines).
+    """
+    best = int(pm.train_info.get("best_epoch", -1))
+    record = next((r for r in pm.history if int(r.get("epoch", -2)) == best), pm.history[-1] if pm.history else {})
+    prefix = "val_" if "val_loss" in record else "train_"
+    loss = float(record.get(f"{prefix}loss", math.nan))
+    j2 = float(record.get(f"{prefix}j2", math.nan))
+    return {
+        "objective": getattr(pm.module, "objective", None),
+        "j2_share": j2 / loss if loss else math.nan,
+        "kl_z_b": float(record.get(f"{prefix}kl_z_b", math.nan)),
+    }
 
 
 def _evaluate(config: ExperimentConfig, spec: RunSpec, adata: Any, pm: Any) -> dict[str, Any]:
-    from ..evaluate import data_ate, evaluate_perturbations
+    from ..evaluate import criterion_pass_rates, data_ate, data_pass_rates, evaluate_perturbations
 
     e, ak = config.evaluation, spec.artifact_key
     control = pm.registry["control_label"]
@@ -148,10 +184,11 @@ def _evaluate(config: ExperimentConfig, spec: RunSpec, adata: Any, pm: Any) -> d
     if config.split.kind == "combinations":
         heldout = sorted(str(p) for p in adata.uns["split"]["heldout"])
         heldout_split = None
+        seen = [p for p in labels if p not in set(heldout)]
     else:
-        heldout, heldout_split = labels, "test"
+        heldout, heldout_split, seen = labels, "test", labels
     ok = [p for p in labels if pm.can_generate(p)]
-    scopes = {"heldout": (heldout, heldout_split), "all": (labels, None)}
+    scopes = {"heldout": (heldout, heldout_split), "all": (seen, None)}
     model_ate = _model_ate(pm, control, ok, e.n_model_cells, spec.seed, sampled=e.model_ate == "sampled")
     out: dict[str, Any] = {}
     for scope, (wanted, split) in scopes.items():
@@ -164,36 +201,56 @@ def _evaluate(config: ExperimentConfig, spec: RunSpec, adata: Any, pm: Any) -> d
             out[f"{scope}_n_excluded"] += len(usable) - len(present)
             k_genes = min(e.jaccard_k, adata.n_vars)
             scores.update(evaluate_perturbations(model_ate, data, perturbations=present, k=k_genes))
+            if scope == "heldout" and present:
+                out["per_perturbation"] = _per_perturbation(model_ate, data, present, k_genes)
         for m in ("ate_pearson", "ate_r2", "jaccard"):
             out[f"{scope}_{m}"] = float(scores[m])
         out[f"{scope}_n_perturbations"] = int(scores["n_perturbations"])
     generated = pm.generate([control, *ok], n=e.n_qcpr_cells, library_size=_LIBRARY_SIZE, seed=spec.seed)
-    per_group, out["qcpr_doublets"] = _qcpr(generated, adata, spec, e.run_scrublet, key)
+    labelled, out["qcpr_doublets"] = _qc_labelled(generated, adata, spec, e.run_scrublet)
+    passed = 1.0 - np.asarray(labelled.obs[ak], dtype=np.float64)
+    per_group = 100.0 * pd.Series(passed).groupby(labelled.obs[key].astype(str).to_numpy()).mean()
     out["qcpr"] = float(per_group.mean())  # equal cells per group: the pooled rate
     held = [p for p in heldout if p in per_group.index]
     out["qcpr_heldout"] = float(per_group.loc[held].mean()) if held else math.nan
+    out.update({f"qcpr_{c}": float(v) for c, v in criterion_pass_rates(labelled, spec.k).drop("all").items()})
+    data_rates = data_pass_rates(adata, spec.k).loc["QC-passed cells"]
+    out["data_qcpr"] = float(data_rates["all"])
+    out.update({f"data_qcpr_{c}": float(v) for c, v in data_rates.drop("all").items()})
     return out
 
 
-def _qcpr(generated: Any, adata: Any, spec: RunSpec, scrublet: bool, key: str) -> tuple[pd.Series, str]:
-    """QCPR per perturbation at the run's ``k``, and how doublets were judged.
+def _per_perturbation(model_ate: pd.DataFrame, data: Any, labels: list[str], k: int) -> dict[str, dict[str, float]]:
+    """ATE-ρ, ATE-R² and top-``k`` Jaccard of each perturbation on its own (over genes)."""
+    from ..evaluate import ate_pearson, ate_r2, top_k_jaccard
 
-    scrublet cannot score generated cells with (almost) no variable gene (a barely trained
-    model generates near-identical cells); the doublet criterion is then skipped and the row
-    says so in ``qcpr_doublets``.
+    jac = top_k_jaccard(model_ate, data, k=k, perturbations=labels).per_perturbation
+    return {
+        p: {"ate_pearson": ate_pearson(model_ate, data, perturbations=[p]),
+            "ate_r2": ate_r2(model_ate, data, perturbations=[p]), "jaccard": float(jac[p])}
+        for p in labels
+    }
+
+
+def _qc_labelled(generated: Any, adata: Any, spec: RunSpec, scrublet: bool) -> tuple[Any, str]:
+    """The generated cells labelled with the data's thresholds at ``k``, and how doublets were judged.
+
+    scrublet runs once on all the generated cells (every perturbation together). It cannot score
+    cells with (almost) no variable gene (a barely trained model generates near-identical
+    cells); the doublet criterion is then skipped and the row says so in ``qcpr_doublets``.
     """
-    from ..evaluate import qc_pass_rate
+    from ..qc import apply_thresholds
 
-    how = "scrublet" if scrublet else "skipped"
+    how = f"scrublet on all {generated.n_obs} generated cells together" if scrublet else "skipped"
     try:
-        table = qc_pass_rate(generated, adata, ks=[spec.k], run_scrublet=scrublet, seed=spec.seed, groupby=key)
+        labelled = apply_thresholds(generated, adata, ks=[spec.k], run_scrublet=scrublet, seed=spec.seed, copy=True)
     except ValueError as err:
         if not (scrublet and str(err).startswith("scrublet failed")):
             raise
         logger.warning("QCPR without the doublet criterion: %s", err)
         how = "skipped: scrublet failed on the generated cells"
-        table = qc_pass_rate(generated, adata, ks=[spec.k], run_scrublet=False, seed=spec.seed, groupby=key)
-    return table.iloc[:, 0], how
+        labelled = apply_thresholds(generated, adata, ks=[spec.k], run_scrublet=False, seed=spec.seed, copy=True)
+    return labelled, how
 
 
 def _model_ate(pm: Any, control: str, labels: list[str], n: int, seed: int, *, sampled: bool = True) -> pd.DataFrame:
@@ -222,7 +279,7 @@ def _model_ate(pm: Any, control: str, labels: list[str], n: int, seed: int, *, s
     return pd.concat(frames)
 
 
-def _write(config: ExperimentConfig, spec: RunSpec, row: dict[str, Any], model: Any) -> None:
+def _write(config: ExperimentConfig, spec: RunSpec, row: dict[str, Any], model: Any, details: dict[str, Any]) -> None:
     path = run_json_path(config, spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     if config.save_models:
@@ -231,6 +288,7 @@ def _write(config: ExperimentConfig, spec: RunSpec, row: dict[str, Any], model: 
         "row": _jsonable(row),
         "run": _jsonable(run_payload(config, spec)),
         "train_info": _jsonable(model.train_info),
+        "heldout_per_perturbation": _jsonable(details.get("per_perturbation", {})),
         "host": platform.node(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

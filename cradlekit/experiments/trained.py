@@ -4,7 +4,7 @@ Typical use (after :func:`~cradlekit.experiments.run_grid` with ``save_models: t
 
     from cradlekit.experiments import load_prepared, load_trained
 
-    adata = load_prepared(config, k=3)                    # QC labels, split, CF references of k = 3
+    adata = load_prepared(config, k=3, seed=0)            # QC labels, split of run seed 0, CF references of k = 3
     model = load_trained(config, "cradle", k=3, seed=0)   # a PerturbationModel on that AnnData
 """
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["load_prepared", "load_trained", "trained_model_path"]
 
 
-def load_prepared(config: ExperimentConfig, k: int | float, *, copy: bool = True) -> AnnData:
+def load_prepared(config: ExperimentConfig, k: int | float, *, seed: int | None = None, copy: bool = True) -> AnnData:
     """The prepared AnnData of ``k`` (QC labels for every ``k``, split, counterfactual references of ``k``).
 
     Parameters
@@ -33,6 +33,8 @@ def load_prepared(config: ExperimentConfig, k: int | float, *, copy: bool = True
         The grid.
     k
         A QC multiple of the grid.
+    seed
+        A run seed of the grid (its split seed picks the split); ``None``: the grid's first seed.
     copy
         Return a copy the caller may modify (the runner shares its cached object).
 
@@ -45,7 +47,8 @@ def load_prepared(config: ExperimentConfig, k: int | float, *, copy: bool = True
     """
     if float(k) not in {float(x) for x in config.ks}:
         raise ValueError(f"k={k} is not in the grid {config.name!r} (ks: {list(config.ks)})")
-    path = prepared_path(config, k)
+    seed = config.seeds[0] if seed is None else int(seed)
+    path = prepared_path(config, k, config.split.seed_for(seed))
     if not path.exists():
         raise FileNotFoundError(f"no prepared data for k={k} at {path}: run the grid first (run_grid)")
     adata = read_prepared(path)
@@ -70,7 +73,7 @@ def load_trained(
     model, k, seed
         The run.
     adata
-        The AnnData to attach (default: :func:`load_prepared` of ``k``).
+        The AnnData to attach (default: :func:`load_prepared` of ``k`` and ``seed``).
     accelerator
         Device to load the module on.
 
@@ -90,5 +93,5 @@ def load_trained(
         hint = "" if config.save_models else " (the grid has save_models: false)"
         raise FileNotFoundError(f"no saved model of ({model}, k={k}, seed={seed}) at {path}{hint}")
     if adata is None:
-        adata = load_prepared(config, k)
+        adata = load_prepared(config, k, seed=seed)
     return PerturbationModel.load(path, adata, accelerator=accelerator)

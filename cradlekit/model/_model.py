@@ -16,7 +16,7 @@ from .._logging import logger
 from ..models import PerturbationVAE, build_model
 from ..train import Callback, DeviceData, TrainConfig, Trainer, resolve_device
 from ._io import read_model_dir, write_model_dir
-from ._options import module_options, uses_counterfactual
+from ._options import DEFAULT_OBJECTIVE, module_options, uses_counterfactual
 from ._output import basal_latent, generated_anndata, requested_labels
 from ._setup import build_tensors, can_generate, cell_batches, check_genes, dosage_rows, register_anndata
 
@@ -56,9 +56,16 @@ class PerturbationModel:
         J2 weight (CRADLE-VAE); ``None``: 0.5, the SPEC value for combination datasets (use 0.05
         for Replogle, 0.1 for Adamson).
     mask_prior
-        Prior mask probability of CRADLE-VAE and SAMS-VAE (0.01; 0.001 for Replogle/Adamson).
-    published, class_balanced
-        CRADLE-VAE's published J2 formula and pass/fail reweighting (see :mod:`cradlekit.models.cradle`).
+        Prior mask probability of CRADLE-VAE and SAMS-VAE (0.01 at ``latent_dim=200``; 0.001 for
+        Replogle/Adamson). ``None``: keep the paper's 2 active dimensions per perturbation a priori
+        (``p = 2 / latent_dim``).
+    objective
+        CRADLE-VAE's objective: ``"published"`` (the authors' J2 summed over the batch and the
+        class-balanced reconstruction: the paper's numbers), ``"exact"`` (exact KL weighted
+        ``alpha x 512`` per cell, same reconstruction) or ``None`` (set the ingredients below);
+        see :mod:`cradlekit.models.cradle`. Ignored by the baselines.
+    published, class_balanced, j2_cells_per_batch
+        Ingredients of the objective (override the named one; CRADLE-VAE models only).
     **model_options
         Further constructor options of the model class (e.g. ``decoder_layers``, ``mask_beta``).
 
@@ -95,15 +102,17 @@ class PerturbationModel:
         latent_dim: int = 200,
         hidden_dim: int = 400,
         alpha: float | None = None,
-        mask_prior: float = 0.01,
-        published: bool = False,
-        class_balanced: bool = False,
+        mask_prior: float | None = 0.01,
+        objective: str | None = DEFAULT_OBJECTIVE,
+        published: bool | None = None,
+        class_balanced: bool | None = None,
         num_particles: int = 5,
         **model_options: Any,
     ):
         options = module_options(
             model, latent_dim=latent_dim, hidden_dim=hidden_dim, num_particles=num_particles, alpha=alpha,
-            mask_prior=mask_prior, published=published, class_balanced=class_balanced, **model_options,
+            mask_prior=mask_prior, objective=objective, published=published, class_balanced=class_balanced,
+            **model_options,
         )
         registry, (log_mean, log_std) = register_anndata(
             adata, model=model, artifact_key=artifact_key, split_key=split_key, layer=layer,

@@ -15,11 +15,27 @@ Auxiliary loss
     ``z_a_cf = (1 - a) u`` (:mod:`.divergence`). The three encoder evaluations needed per cell
     (``z_b``, its counterfactual, the reference) run as one batched forward.
 
-Options: ``published=True`` (published J2 formula and reduction), ``class_balanced=True`` (the
-published reweighting of passed / failed reconstruction by the batch failure fraction ``f``:
-passed cells weigh ``f``, failed cells ``1 - f``; a batch without failed cells then has no
-passed-cell reconstruction, as in the published code). Ablations: ``alpha=0`` (w/o CF, no J2
-computed) and ``causal=False`` (w/o Causal: ``u`` is a fixed learnable vector, no prior, no KL).
+Objectives (``objective=``), SPEC §3:
+
+``"published"`` (default)
+    The objective that produced the paper's numbers: the authors' J2 formula (their
+    ``kldiv_normal``, which drops the ``1/s2^2`` factor) **summed** over the cells of the batch,
+    plus the class-balanced reconstruction (passed cells weigh the batch failure fraction ``f``,
+    failed cells ``1 - f``; a batch without failed cells then has no passed-cell reconstruction, as
+    in the published code). ``alpha`` (0.5 for Norman) was tuned by the authors for this term.
+``"exact"`` (ours)
+    The exact Gaussian KL, averaged per cell and weighted ``alpha x 512`` (the authors' batch
+    size): the same scale as the published sum over a 512-cell batch, whatever the batch size, and
+    the same class-balanced reconstruction, so the KL formula is the only difference between the
+    arms.
+``None``
+    Set the ingredients yourself: ``published`` (formula and sum), ``class_balanced``,
+    ``j2_cells_per_batch`` (exact formula only; 1 is the per-cell average, which leaves J2 at
+    ~0.1 % of the objective). Explicit ingredients also override a named objective; the resolved
+    name (``objective`` attribute) is then ``"custom"`` unless they match one.
+
+Ablations: ``alpha=0`` (w/o CF, no J2 computed) and ``causal=False`` (w/o Causal: ``u`` is a
+fixed learnable vector, no prior, no KL); both follow the objective they ablate.
 
 Differences from the published code, on purpose: the reference encoder call shares the particle
 of ``(m, e, u)`` with the other two calls (the published code draws a second, independent
@@ -45,7 +61,45 @@ from .layers import GaussianEncoder
 from .likelihood import NegativeBinomialDecoder
 from .sparse_effects import SparseEffects, dosage_effects
 
-__all__ = ["CradleVAE", "CradleVAEWithoutCF", "CradleVAEWithoutCausal"]
+__all__ = ["CradleVAE", "CradleVAEWithoutCF", "CradleVAEWithoutCausal", "OBJECTIVES", "resolve_objective"]
+
+#: The authors' batch size: the exact arm weighs its per-cell KL ``alpha x 512``.
+REFERENCE_BATCH_SIZE = 512
+#: Named objectives -> (published J2 formula and sum, class-balanced reconstruction, exact-KL cells per batch).
+OBJECTIVES: dict[str, tuple[bool, bool, float]] = {
+    "published": (True, True, 1.0),
+    "exact": (False, True, float(REFERENCE_BATCH_SIZE)),
+}
+
+
+def resolve_objective(
+    objective: str | None,
+    published: bool | None = None,
+    class_balanced: bool | None = None,
+    j2_cells_per_batch: float | None = None,
+) -> tuple[str, bool, bool, float]:
+    """``(name, published, class_balanced, j2_cells_per_batch)`` of an objective and explicit ingredients.
+
+    ``objective=None`` starts from the per-cell exact KL without class balancing (all ingredients
+    off). The returned name is the named objective whose ingredients match, else ``"custom"``.
+
+    Raises
+    ------
+    ValueError
+        An unknown objective name or a non-positive ``j2_cells_per_batch``.
+    """
+    if objective is not None and objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {sorted(OBJECTIVES)} or None, got {objective!r}")
+    base = OBJECTIVES[objective] if objective is not None else (False, False, 1.0)
+    pub = base[0] if published is None else bool(published)
+    bal = base[1] if class_balanced is None else bool(class_balanced)
+    cells = base[2] if j2_cells_per_batch is None else float(j2_cells_per_batch)
+    if not cells > 0:
+        raise ValueError(f"j2_cells_per_batch must be positive, got {j2_cells_per_batch}")
+    if pub:
+        cells = 1.0  # the published sum has its own scale
+    name = next((n for n, v in OBJECTIVES.items() if v == (pub, bal, cells)), "custom")
+    return name, pub, bal, cells
 
 
 class CradleVAE(PerturbationVAE):
@@ -63,10 +117,10 @@ class CradleVAE(PerturbationVAE):
         Weight of J2 (0.5 Norman/Dixit, 0.05 Replogle, 0.1 Adamson); 0 disables it.
     causal
         ``u`` is a latent with prior N(0, I) and guide q(u); False: a fixed learnable vector.
-    published
-        Published J2 (inexact KL, summed over the batch).
-    class_balanced
-        Published reweighting of passed / failed reconstruction by the batch failure fraction.
+    objective
+        ``"published"`` (default), ``"exact"`` or ``None`` (see the module docstring).
+    published, class_balanced, j2_cells_per_batch
+        The ingredients of the objective; ``None`` takes the named objective's value.
     embedding_layers
         Hidden layers of q(e | m) (4).
     mask_init_logit, temperature
@@ -86,8 +140,10 @@ class CradleVAE(PerturbationVAE):
         mask_prior: float = 0.01,
         alpha: float = 0.5,
         causal: bool = True,
-        published: bool = False,
-        class_balanced: bool = False,
+        objective: str | None = "published",
+        published: bool | None = None,
+        class_balanced: bool | None = None,
+        j2_cells_per_batch: float | None = None,
         embedding_layers: int = 4,
         mask_init_logit: float = 0.0,
         temperature: float = 1.0,
@@ -99,8 +155,8 @@ class CradleVAE(PerturbationVAE):
         Dz, H = self.latent_dim, self.hidden_dim
         self.alpha = float(alpha)
         self.causal = bool(causal)
-        self.published = bool(published)
-        self.class_balanced = bool(class_balanced)
+        resolved = resolve_objective(objective, published, class_balanced, j2_cells_per_batch)
+        self.objective, self.published, self.class_balanced, self.j2_cells_per_batch = resolved
         self.effects = SparseEffects(
             n_perturbations, Dz, H, embedding_layers, mask_prior, mask_init_logit, temperature
         )
@@ -230,6 +286,7 @@ class CradleVAE(PerturbationVAE):
             cf_mask,
             self.alpha,
             published=self.published,
+            cells_per_batch=self.j2_cells_per_batch,
         )
         return j2, {"j2": j2}
 

@@ -6,11 +6,15 @@ with the same perturbation and ``z_a_cf = (1 - a) u``.
 
 Two versions:
 
-exact (default)
+exact
     The closed-form KL between diagonal Gaussians, summed over latent dimensions, averaged over
     particles, and **averaged over the cells of the batch** (cells without a reference count as
-    zero, the denominator is the batch size) -- the same per-cell normalisation as the ELBO, so
-    ``alpha`` does not depend on the batch size.
+    zero, the denominator is the batch size), then multiplied by ``cells_per_batch``: with
+    ``cells_per_batch = 512`` (the authors' batch size, the ``exact`` objective of
+    :class:`~cradlekit.models.CradleVAE`) the term is on the published scale -- ``alpha x 512``
+    per cell -- whatever the batch size; with ``cells_per_batch = 1`` it is a per-cell average like
+    the ELBO (the weight the authors' ``alpha`` was *not* tuned for: J2 then carries ~0.1 % of the
+    objective).
 published
     The formula of the authors' ``kldiv_normal``: ``-0.5 * (1 + log s1^2 - log s2^2 - (m1 - m2)^2
     - s1^2 / s2^2)``, which drops the ``1 / s2^2`` factor of the squared mean difference, **summed**
@@ -55,6 +59,7 @@ def counterfactual_loss(
     alpha: float,
     *,
     published: bool = False,
+    cells_per_batch: float = 1.0,
 ) -> torch.Tensor:
     """J2 from the encoder's distribution parameters.
 
@@ -71,6 +76,9 @@ def counterfactual_loss(
         Weight of the loss.
     published
         Use the published formula and reduction (see the module docstring).
+    cells_per_batch
+        Exact version only: the per-cell average is multiplied by this (512 puts it on the
+        published scale of a sum over a 512-cell batch).
 
     Returns
     -------
@@ -83,4 +91,4 @@ def counterfactual_loss(
     n_lead = per_cell.dim() - 1
     per_particle = per_cell.sum(-1) if published else per_cell.mean(-1)
     value = per_particle.mean() if n_lead else per_particle
-    return alpha * value
+    return alpha * value if published else alpha * float(cells_per_batch) * value

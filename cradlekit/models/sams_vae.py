@@ -4,6 +4,10 @@ Model: ``m_t ~ Bernoulli(p)^D``, ``e_t ~ N(0, I)``, ``z_b ~ N(0, I)``,
 ``z = z_b + sum_t D_it (e_t * m_t)``, ``x ~ NB(l softmax(f_dec(z)), theta)``.
 Guide: ``q(m_t)`` Gumbel-softmax logits, ``q(e_t | m_t)`` residual MLP of ``[m_t, onehot(t)]``,
 ``q(z_b | x, z_p)`` MLP of ``[log-standardised x, z_p]`` (the correlated guide).
+
+``decoder_input="concat"`` decodes ``[z_b, z_p]`` (2 D wide) instead of ``z_b + z_p``: CRADLE-VAE's
+decoder input without the artifact block. It is the first rung of the ladder from SAMS-VAE to
+CRADLE-VAE (``configs/norman_ladder.yaml``), not a published model.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class SamsVAE(PerturbationVAE):
         See :class:`~cradlekit.models.base.PerturbationVAE`.
     mask_prior, embedding_layers, mask_init_logit, temperature
         See :class:`~cradlekit.models.sparse_effects.SparseEffects`.
+    decoder_input
+        ``"sum"`` (SAMS-VAE: ``f_dec(z_b + z_p)``) or ``"concat"`` (``f_dec([z_b, z_p])``).
     """
 
     name: ClassVar[str] = "sams_vae"
@@ -46,15 +52,25 @@ class SamsVAE(PerturbationVAE):
         embedding_layers: int = 4,
         mask_init_logit: float = 0.0,
         temperature: float = 1.0,
+        decoder_input: str = "sum",
         **kwargs: Any,
     ):
         super().__init__(n_genes, n_perturbations, n_obs_per_perturbation, n_train, **kwargs)
+        if decoder_input not in ("sum", "concat"):
+            raise ValueError(f"decoder_input must be 'sum' or 'concat', got {decoder_input!r}")
+        self.decoder_input = decoder_input
         Dz, H = self.latent_dim, self.hidden_dim
         self.effects = SparseEffects(
             n_perturbations, Dz, H, embedding_layers, mask_prior, mask_init_logit, temperature
         )
         self.basal_encoder = GaussianEncoder([n_genes, Dz], Dz, H, self.encoder_layers)
-        self.decoder = NegativeBinomialDecoder([Dz], n_genes, H, self.decoder_layers)
+        blocks = [Dz] if decoder_input == "sum" else [Dz, Dz]
+        self.decoder = NegativeBinomialDecoder(blocks, n_genes, H, self.decoder_layers)
+
+    def _frequencies(self, z_b: torch.Tensor, z_p: torch.Tensor) -> torch.Tensor:
+        if self.decoder_input == "sum":
+            return self.decoder.frequencies(z_b + z_p)
+        return self.decoder.frequencies(z_b, z_p)  # the first layer broadcasts its parts
 
     def model(self, batch: Batch) -> None:
         """p(x, z_b, m, e | D)."""
@@ -65,7 +81,7 @@ class SamsVAE(PerturbationVAE):
             z_p = dosage_effects(ctx.D, e * m)
             with self._cells(ctx):
                 z_b = pyro.sample("z_b", self._latent_prior(ctx, ctx.batch_size, self.latent_dim))
-                rho = self.decoder.frequencies(z_b + z_p)
+                rho = self._frequencies(z_b, z_p)
                 pyro.sample("x", self.decoder.distribution(rho, ctx.library), obs=ctx.X)
 
     def guide(self, batch: Batch) -> None:
@@ -81,4 +97,4 @@ class SamsVAE(PerturbationVAE):
 
     def _generative_frequencies(self, D: torch.Tensor, artifact: bool) -> torch.Tensor:
         z_b = torch.randn((D.shape[0], self.latent_dim), device=D.device)
-        return self.decoder.frequencies(z_b + self.effects.sample_effects(D))
+        return self._frequencies(z_b, self.effects.sample_effects(D))

@@ -82,7 +82,8 @@ class SVAEPlus(PerturbationVAE):
         See :class:`~cradlekit.models.base.PerturbationVAE`.
     mask_beta
         ``beta`` of the ``Beta(1, beta)`` prior on mask probabilities (SAMS-VAE's
-        ``mask_beta_concentration_2``; sweep it).
+        ``mask_beta_concentration_2``): 2, the SAMS-VAE authors' Norman sweep (SPEC §3); 1 is the
+        flat prior, whose mask KL is exactly 0 (no sparsity).
     mask_init_logit
         Initial logit of the mask probabilities.
     temperature
@@ -98,7 +99,7 @@ class SVAEPlus(PerturbationVAE):
         n_obs_per_perturbation: Any,
         n_train: int,
         *,
-        mask_beta: float = 1.0,
+        mask_beta: float = 2.0,
         mask_init_logit: float = 0.0,
         temperature: float = 1.0,
         **kwargs: Any,
