@@ -124,7 +124,7 @@ def _run(config: ExperimentConfig, spec: RunSpec) -> tuple[dict[str, Any], Any]:
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     metrics = _evaluate(config, spec, adata, pm)
-    details = {"per_perturbation": metrics.pop("per_perturbation", {})}
+    details = {"per_perturbation": metrics.pop("per_perturbation", {}), "heldout_ate": metrics.pop("heldout_ate", {})}
     info = pm.train_info
     row = {
         "dataset": config.dataset.display,
@@ -203,6 +203,7 @@ def _evaluate(config: ExperimentConfig, spec: RunSpec, adata: Any, pm: Any) -> d
             scores.update(evaluate_perturbations(model_ate, data, perturbations=present, k=k_genes))
             if scope == "heldout" and present:
                 out["per_perturbation"] = _per_perturbation(model_ate, data, present, k_genes)
+                out["heldout_ate"] = _ate_vectors(model_ate, data, present)
         for m in ("ate_pearson", "ate_r2", "jaccard"):
             out[f"{scope}_{m}"] = float(scores[m])
         out[f"{scope}_n_perturbations"] = int(scores["n_perturbations"])
@@ -230,6 +231,15 @@ def _per_perturbation(model_ate: pd.DataFrame, data: Any, labels: list[str], k: 
             "ate_r2": ate_r2(model_ate, data, perturbations=[p]), "jaccard": float(jac[p])}
         for p in labels
     }
+
+
+def _ate_vectors(model_ate: pd.DataFrame, data: Any, labels: list[str]) -> dict[str, Any]:
+    """Model and data ATE of each held-out perturbation over the genes (4 decimals), for gene-level analysis."""
+    from ..evaluate import align_ate
+
+    m, d = align_ate(model_ate, data, perturbations=labels)
+    return {"genes": [str(g) for g in d.columns],
+            **{p: {"model": np.round(m.loc[p].to_numpy(), 4).tolist(), "data": np.round(d.loc[p].to_numpy(), 4).tolist()} for p in labels}}
 
 
 def _qc_labelled(generated: Any, adata: Any, spec: RunSpec, scrublet: bool) -> tuple[Any, str]:
@@ -289,6 +299,7 @@ def _write(config: ExperimentConfig, spec: RunSpec, row: dict[str, Any], model: 
         "run": _jsonable(run_payload(config, spec)),
         "train_info": _jsonable(model.train_info),
         "heldout_per_perturbation": _jsonable(details.get("per_perturbation", {})),
+        "heldout_ate": _jsonable(details.get("heldout_ate", {})),
         "host": platform.node(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
