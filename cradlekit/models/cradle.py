@@ -290,6 +290,35 @@ class CradleVAE(PerturbationVAE):
         )
         return j2, {"j2": j2}
 
+    @torch.no_grad()
+    def counterfactual_kl(self, batch: Batch, *, seed: int = 0) -> torch.Tensor:
+        """Exact ``KL(q(z_b | x_cf_ref, z_p, z_a_cf) || q(z_b | x, z_p, z_a_cf))`` per cell (one guide draw).
+
+        The quantity J2 penalises, measured the same way for every CRADLE-VAE variant (also
+        ``alpha = 0``, where J2 is not trained), so a w/o-CF model can be compared with the full
+        one on validation cells. Needs ``X_cf`` and ``cf_mask`` in ``batch``; cells without a
+        reference are NaN. The global RNG is left as it was.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B,)`` nats per cell.
+        """
+        from .divergence import gaussian_kl
+
+        with torch.random.fork_rng(devices=[]), poutine.block():
+            torch.manual_seed(int(seed))
+            tr = poutine.trace(self.guide).get_trace(batch)
+        m, e = tr.nodes["m"]["value"], tr.nodes["e"]["value"]
+        u = tr.nodes["u"]["value"] if self.causal else self.u
+        X = batch["X"].to(next(self.parameters()).dtype)
+        z_p = dosage_effects(batch["D"].to(X.dtype), e * m)
+        z_a_cf = (1.0 - self._artifact(batch)) * u
+        cf_loc, cf_scale = self.basal_encoder(self.normalize(X), z_p, z_a_cf)
+        ref_loc, ref_scale = self.basal_encoder(self.normalize(batch["X_cf"].to(X.dtype)), z_p, z_a_cf)
+        kl = gaussian_kl(ref_loc, ref_scale, cf_loc, cf_scale).sum(-1)
+        return torch.where(batch["cf_mask"].to(torch.bool), kl, torch.full_like(kl, float("nan")))
+
     # ------------------------------------------------------------------ generation
     def _artifact_draw(self, n: int, device: torch.device) -> torch.Tensor:
         if not self.causal:
