@@ -203,7 +203,10 @@ def get_entry(
         return name
     entries = manifest if isinstance(manifest, Mapping) else load_manifest(manifest)
     if name not in entries:
-        raise MissingKeyError(f"unknown dataset {name!r}; the manifest lists {sorted(entries)}")
+        raise MissingKeyError(
+            f"unknown dataset {name!r}; the manifest lists {sorted(entries)} (for your own data pass the "
+            "path of an .h5ad file)"
+        )
     return entries[name]
 
 
