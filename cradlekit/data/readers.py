@@ -26,7 +26,8 @@ from .._keys import CONTROL_LABEL, PERTURBATION_KEY, UNS_KEY
 from .._logging import logger
 from .._validation import check_raw_counts
 from ..errors import MissingKeyError, UnknownControlError
-from .download import expected_checksum, fetch
+from .derive import DERIVATIONS
+from .download import expected_checksum, fetch, file_digest
 from .manifest import DatasetEntry, get_entry
 from .normalizers import get_normalizer, require_obs_columns
 from .perturbations import standardize_perturbations
@@ -116,9 +117,19 @@ def load_dataset(
         raise TypeError(f"load_dataset({name!r}): {given} apply to your own .h5ad path only; a manifest "
                         "dataset's layout comes from its entry")
     entry = get_entry(name, manifest)
-    file = fetch(entry, path=path, cache_dir=cache_dir, local_dirs=local_dirs, verify=verify, download=download)
+    already_derived = (
+        entry.derive is not None and path is not None and entry.derived_sha256 is not None
+        and Path(path).is_file() and file_digest(path) == entry.derived_sha256
+    )
+    if already_derived:  # the derived file itself (e.g. ../shared/data/...counts500.h5ad), verified
+        file = Path(path)
+    else:
+        file = fetch(entry, path=path, cache_dir=cache_dir, local_dirs=local_dirs, verify=verify, download=download)
     adata, read_info = _read(file, entry, subset=subset, select=select)
     counts_from = "X"
+    if entry.derive is not None and not already_derived:
+        adata = DERIVATIONS[entry.derive](adata)
+        counts_from = f"X derived from the upstream file ({entry.derive}, cradlekit.data.derive)"
     if entry.counts_layer is not None:
         if entry.counts_layer not in adata.layers:
             raise MissingKeyError(
@@ -132,10 +143,11 @@ def load_dataset(
     check_raw_counts(adata.X, what=f"{entry.name}: counts from {counts_from} of {file.name}")
     _set_gene_symbols(adata, entry)
     expected = expected_checksum(entry, cache_dir)
+    checksum = f"{expected[0]}:{expected[1]}" if (expected and verify) else "unverified"
     meta = {
         "filename": file.name,
         "path": str(file),
-        "checksum": f"{expected[0]}:{expected[1]}" if (expected and verify) else "unverified",
+        "checksum": f"sha256:{entry.derived_sha256}" if already_derived else checksum,
         "counts_from": counts_from,
         **read_info,
     }
