@@ -12,6 +12,7 @@ Typical use::
 """
 
 from .counterfactual import counterfactual_references
+from .example import write_example_screen
 from .download import fetch
 from .manifest import DatasetEntry, get_entry, load_manifest, manifest_path
 from .perturbations import (
@@ -55,4 +56,5 @@ __all__ = [
     "standardize_dataset",
     "standardize_perturbations",
     "true_ate_frame",
+    "write_example_screen",
 ]
