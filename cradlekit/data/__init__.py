@@ -12,7 +12,7 @@ Typical use::
 """
 
 from .counterfactual import counterfactual_references
-from .example import write_example_screen
+from .example import EXAMPLE_QC_METRICS, write_example_screen
 from .download import fetch
 from .manifest import DatasetEntry, get_entry, load_manifest, manifest_path
 from .perturbations import (
@@ -32,6 +32,7 @@ from .simulate import simulate_perturbseq, true_ate_frame
 from .splits import split_cells, split_combinations, split_summary
 
 __all__ = [
+    "EXAMPLE_QC_METRICS",
     "DatasetEntry",
     "canonical_label",
     "canonicalize_labels",
