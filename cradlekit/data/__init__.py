@@ -27,7 +27,7 @@ from .perturbations import (
     standardize_perturbations,
 )
 from .readers import load_dataset, standardize_dataset
-from .setup import read_h5ad, setup
+from .own import read_h5ad, setup
 from .simulate import simulate_perturbseq, true_ate_frame
 from .splits import split_cells, split_combinations, split_summary
 

@@ -166,7 +166,7 @@ def _is_path(name: Any, manifest: Any) -> bool:
 
 
 def _load_own(path: Path, *, perturbation_key: str | None, control_label: str | None, **options: Any) -> AnnData:
-    from .setup import read_h5ad, setup
+    from .own import read_h5ad, setup
 
     adata = read_h5ad(path)
     if perturbation_key is not None or control_label is not None:
