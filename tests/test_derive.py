@@ -50,3 +50,52 @@ def test_norman_subset_derived_from_upstream_equals_the_shipped_file(shared_data
     norman = derived.obs["dataset"] == "norman19"
     ratio = derived.obs.loc[norman, "norm_lib_size_implied"] / derived.obs.loc[norman, "ncounts"]
     assert 0.98 < ratio.min() and ratio.max() < 0.998
+
+
+def test_norman_subset_and_pbmc_load_from_their_upstream_urls(shared_data_file, tmp_path, monkeypatch):
+    """The manifest's upstream URLs, served locally from the upstream copies (same paths), give the data."""
+    import dataclasses
+    import functools
+    import http.server
+    import shutil
+    import threading
+    from urllib.parse import urlparse
+
+    from cradlekit.data import get_entry, load_dataset
+
+    monkeypatch.delenv("CRADLEKIT_DATA_DIRS", raising=False)
+    monkeypatch.delenv("CRADLEKIT_SHARED_DATA", raising=False)
+    root = tmp_path / "raw.githubusercontent.com"
+    copies = {"norman_subset": shared_data_file(UPSTREAM),
+              "pbmc_qc": shared_data_file("pbmc_10k_protein_v3_subset200_scvi_testdata.h5ad")}
+    for name, copy in copies.items():
+        target = root / urlparse(get_entry(name).url).path.lstrip("/")
+        target.parent.mkdir(parents=True)
+        shutil.copy(copy, target)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        local = f"http://127.0.0.1:{httpd.server_address[1]}"
+        loaded = {}
+        for name in copies:
+            entry = get_entry(name)
+            assert entry.url.startswith("https://raw.githubusercontent.com/")
+            # the same URL path on a local server, and no local copies: the download path is used
+            entry = dataclasses.replace(entry, url=local + urlparse(entry.url).path, search_dirs=())
+            loaded[name] = load_dataset(entry, cache_dir=tmp_path / "cache", subset="all" if entry.subset else None)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    downloaded = {p.name for p in (tmp_path / "cache").rglob("*.h5ad")}
+    assert {"perturbench_devel.h5ad", "pbmc_10k_protein_v3_subset200_scvi_testdata.h5ad"} <= downloaded
+    shipped = ad.read_h5ad(shared_data_file(DERIVED))
+    norman = loaded["norman_subset"]
+    assert norman.shape == (5961, 500) and (norman.X != shipped.X).nnz == 0
+    assert str(tmp_path / "cache") in norman.uns["cradlekit"]["dataset"]["path"]
+    assert norman.uns["cradlekit"]["dataset"]["checksum"] == f"sha256:{get_entry('norman_subset').sha256}"
+    assert loaded["pbmc_qc"].shape == (200, 16727)

@@ -40,6 +40,8 @@ def test_canonicalize_each_case_with_the_cells_counted():
     assert "repeated" in messages and "1 cells" in messages  # A+A
     assert "control inside a combination" in messages  # control+C
     assert "empty member" in messages and "2 cells" in messages  # A++B and D+
+    with pytest.raises(ValueError, match="empty perturbation label"):  # "" is not the control
+        ck.data.parse_perturbation("")
     for bad in (["A", "", "control"], ["A", None, "control", np.nan], ["A", "   ", "control"]):
         n_bad = sum(1 for x in bad if x is None or (isinstance(x, float)) or not str(x).strip())
         with pytest.raises(MissingKeyError, match=f"^{n_bad} of {len(bad)} cells have an empty or missing"):

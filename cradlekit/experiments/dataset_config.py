@@ -7,6 +7,7 @@ each problem a one-line :class:`ConfigError` naming the file and the field.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,10 +79,17 @@ class DatasetConfig:
         """
         if not self.is_file:
             return {}
-        from ..data.download import file_digest
-
+        stat = Path(self.path).stat()
         setup = {k: v for k, v in self.setup_kwargs().items() if v is not None}
-        return {"file_sha256": file_digest(self.path), "setup": setup}
+        return {"file_sha256": _digest(str(self.path), stat.st_size, stat.st_mtime_ns), "setup": setup}
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, hashed once per (path, size, modification time)."""
+    from ..data.download import file_digest
+
+    return file_digest(path)
 
 
 
