@@ -259,7 +259,8 @@ def perturbation_info(
     if key is None or control is None:
         raise MissingKeyError(
             "perturbation key/control label unknown: pass perturbation_key= and control_label=, "
-            "or call cradlekit.data.standardize_perturbations first"
+            "or set your data up first: cradlekit.data.setup(adata, perturbation_key=..., control_label=...) "
+            "(standardize_perturbations does the labels only)"
         )
     check_obs_key(adata, key, what="perturbation key")
     check_control_label(adata, key, control)

@@ -80,6 +80,8 @@ def label_artifacts(
     batch_thresholds
         Flag each cell against its own batch's thresholds (scanpy-style per-sample QC) instead
         of the dataset-wide ones (the paper's rule, the default). Needs ``batch_key``.
+        ``uns['qc']['thresholds']`` keeps the dataset-wide thresholds (those
+        :func:`apply_thresholds` uses for generated cells).
     gene_symbols
         ``var`` column with gene symbols when ``var_names`` are not symbols.
     use_approx_neighbors
