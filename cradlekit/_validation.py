@@ -12,6 +12,15 @@ from anndata import AnnData
 from .errors import EmptyPerturbationError, InvalidCountsError, MissingKeyError, UnknownControlError
 
 
+#: How to get a backed AnnData into memory (shown in every error about one).
+BACKED_HINT = (
+    "adata is backed (opened with backed='r'): its matrix stays on disk, where cradlekit cannot "
+    "compute on it. Load it into memory with `adata = adata.to_memory()` (or "
+    "`cradlekit.data.read_h5ad(path)`; for a file larger than memory, select cells first: "
+    "`adata[mask].to_memory()`)"
+)
+
+
 def get_counts(adata: AnnData, layer: str | None = None):
     """Return ``adata.X`` or ``adata.layers[layer]``, raising a clear error if the layer is absent."""
     if layer is None:
@@ -27,8 +36,11 @@ def check_raw_counts(X, *, what: str = "adata.X") -> None:
     """Raise :class:`InvalidCountsError` unless ``X`` holds finite, non-negative integer counts.
 
     Float dtypes are accepted when every value is a whole number (10x files often store
-    counts as float32). Only the stored values of a sparse matrix are inspected.
+    counts as float32). Only the stored values of a sparse matrix are inspected. A matrix still on
+    disk (a backed AnnData) is refused with :data:`BACKED_HINT`.
     """
+    if not (isinstance(X, np.ndarray) or sp.issparse(X)) and type(X).__module__.split(".")[0] in ("h5py", "anndata"):
+        raise InvalidCountsError(f"{what} is on disk, not in memory: {BACKED_HINT}")
     values = X.data if sp.issparse(X) else np.asarray(X).ravel()
     if values.dtype == bool or not np.issubdtype(values.dtype, np.number):
         raise InvalidCountsError(f"{what} has dtype {values.dtype}; expected integer UMI counts")

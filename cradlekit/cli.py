@@ -5,6 +5,10 @@ simulate → QC at 3/4/5 MAD → combination split → counterfactual references
 CRADLE-VAE training → treatment-effect recovery and QC pass rate of generated cells, written
 to an output folder with a Markdown summary.
 
+``cradlekit qc IN OUT`` labels QC artifacts of a file (``--precomputed METRIC=COLUMN`` for
+full-transcriptome metrics in obs). Errors in the input or config print one line (``--debug``
+before the command shows the traceback).
+
 ``cradlekit run CONFIG`` runs an experiment grid (models × QC k × seeds, see
 :mod:`cradlekit.experiments`), skipping finished runs; ``cradlekit table RESULTS.csv`` renders
 Tables 2 and 3 from a results file.
@@ -13,6 +17,7 @@ Tables 2 and 3 from a results file.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -142,13 +147,31 @@ def _train_and_evaluate(adata, args: argparse.Namespace, out: Path, timings: dic
     ]
 
 
+def _metric_pairs(pairs: Sequence[str] | None) -> dict[str, str] | None:
+    out = {}
+    for pair in pairs or ():
+        metric, sep, column = pair.partition("=")
+        if not sep or not metric or not column:
+            raise ValueError(f"--precomputed {pair!r}: write METRIC=COLUMN, e.g. --precomputed total_counts=ncounts")
+        out[metric.strip()] = column.strip()
+    return out or None
+
+
 def _qc(args: argparse.Namespace) -> int:
-    import anndata as ad
+    from . import data, qc
 
-    from . import qc
-
-    adata = ad.read_h5ad(args.input)
-    qc.label_artifacts(adata, ks=tuple(args.k), layer=args.layer, run_scrublet=not args.no_scrublet, seed=args.seed)
+    adata = data.read_h5ad(args.input)
+    precomputed = _metric_pairs(args.precomputed)
+    if args.perturbation_key or args.control_label:
+        if not (args.perturbation_key and args.control_label):
+            raise ValueError("pass both --perturbation-key and --control-label (or neither)")
+        data.setup(adata, perturbation_key=args.perturbation_key, control_label=args.control_label,
+                   separator=args.separator, qc_metrics=precomputed, batch_key=args.batch_key)
+    qc.label_artifacts(
+        adata, ks=tuple(args.k), layer=args.layer, run_scrublet=not args.no_scrublet, seed=args.seed,
+        precomputed=precomputed if precomputed else ("auto" if not args.no_precomputed else None),
+        batch_key=args.batch_key if args.batch_key else "auto", batch_thresholds=args.batch_thresholds,
+    )
     print(qc.qc_summary(adata).to_markdown())
     adata.write_h5ad(args.output)
     logger.info("wrote %s", args.output)
@@ -191,6 +214,7 @@ def _table(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The ``cradlekit`` argument parser."""
     parser = argparse.ArgumentParser(prog="cradlekit", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the main job on simulated data")
@@ -208,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     qcp.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")
     qcp.add_argument("--no-scrublet", action="store_true")
     qcp.add_argument("--seed", type=int, default=0)
+    qcp.add_argument("--precomputed", action="append", metavar="METRIC=COLUMN",
+                     help="a full-transcriptome metric already in obs, e.g. total_counts=total_counts_full "
+                          "(repeat for n_genes_by_counts, pct_counts_mt, pct_counts_ribo, pct_counts_hb, "
+                          "predicted_doublet); default: those a loader recorded, else computed from the genes")
+    qcp.add_argument("--no-precomputed", action="store_true", help="compute every metric from the genes in the file")
+    qcp.add_argument("--perturbation-key", default=None, help="obs column of perturbations (sets the file up)")
+    qcp.add_argument("--control-label", default=None, help="control label in that column")
+    qcp.add_argument("--separator", default="+", help="separator of combination members (default: %(default)s)")
+    qcp.add_argument("--batch-key", default=None, help="obs column of batches (scrublet and thresholds per batch)")
+    qcp.add_argument("--batch-thresholds", action="store_true", help="flag cells with their batch's thresholds")
     qcp.set_defaults(func=_qc)
 
     run = sub.add_parser("run", help="run an experiment grid from a YAML config (finished runs are skipped)")
@@ -227,8 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line interface."""
+    from .errors import CradlekitError
+    from .experiments.dataset_config import ConfigError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    if args.debug:
+        return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (CradlekitError, ConfigError, OSError, ValueError, TypeError) as err:
+        # bad input or a bad config: one line naming the problem and the fix, no traceback
+        message = " ".join(str(err).split())
+        print(f"cradlekit {args.command}: error: {type(err).__name__}: {message} "
+              "(--debug shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,6 +34,8 @@ def test_quick_profile_is_a_cpu_budget_on_local_data():
     assert set(p.grid.models) == {"cvae", "cpa_vae", "svae_plus", "sams_vae", "cradle", "cradle_wo_cf", "cradle_wo_causal"}
     assert tuple(p.grid.ks) == (3, 4, 5) and len(p.grid.seeds) >= 2  # a mean ± sd in every table cell
     assert p.grid.save_models  # chapters 7 and 8 reopen the trained models
+    assert p.grid.model_options.objective == "published" and p.grid.split.seed == "run"
+    assert p.grid.train.batch_size == 512  # the published J2 is a sum over the batch: its scale needs 512
     # the cache sits in the book folder, whatever the working directory
     assert Path(p.grid.output_dir) == (PROFILES.parent / "_cache" / "quick").resolve()
     assert p.train_kwargs(max_epochs=3)["max_epochs"] == 3 and p.train_kwargs()["accelerator"] == "cpu"
@@ -43,7 +45,11 @@ def test_full_profile_has_the_papers_settings():
     p = load_profile("full", directory=PROFILES)
     g = p.grid
     assert p.accelerator == "auto" and g.dataset.name == "norman"
-    assert len(expand_grid(g)) == 7 * 3 * 5
+    assert len(expand_grid(g)) == 8 * 3 * 5  # the seven models and our exact-KL arm
+    # the paper's objective and the authors' protocol
+    assert g.model_options.objective == "published" and g.model_kwargs("cradle")["objective"] == "published"
+    assert g.model_kwargs("cradle_exact")["objective"] == "exact" and g.base_model("cradle_exact") == "cradle"
+    assert g.split.seed == "run" and g.train.model_seed == 0 and g.model_options.mask_prior == 0.01
     assert g.model_options.latent_dim == 200 and g.model_options.hidden_dim == 400
     assert g.model_options.num_particles == 5 and g.model_options.alpha == 0.5
     assert (g.train.lr, g.train.batch_size, g.train.max_epochs, g.train.patience) == (3e-4, 512, 2000, 50)

@@ -32,7 +32,7 @@ def test_manifest_lists_every_dataset_with_required_fields():
         assert set(REQUIRED_FIELDS) <= set(raw[name]), name
         assert entry.format == "h5ad" and entry.filename.endswith(".h5ad")
         assert entry.description and entry.citation and entry.license and entry.doi
-        assert entry.local_env == "CRADLEKIT_DATA_DIRS" and entry.search_dirs == ("../shared/data",)
+        assert entry.local_env == "CRADLEKIT_DATA_DIRS" and entry.search_dirs == ("../shared/data", "../shared/data/sources")
         if entry.has_perturbations:
             assert callable(get_normalizer(entry.normalizer)) and entry.perturbation_key
     assert entries["pbmc_qc"].normalizer is None
@@ -44,8 +44,18 @@ def test_manifest_urls_checksums_and_layout_facts():
     assert e["dixit"].url == "https://ndownloader.figshare.com/files/34011689"
     assert e["replogle"].url.endswith("/files/35775507")
     assert e["adamson"].url.startswith("https://zenodo.org/records/7041849/files/AdamsonWeissman2016_GSM2406681")
-    assert e["norman_subset"].url is None and e["pbmc_qc"].url is None
-    assert e["norman_subset"].sha256 == "e6e6967a84982a92e34b6eea17abfc61d888b58b5c0d7792a39c81765f64d4f7"
+    # public upstream files at the commits named in shared/data/SOURCES.md
+    assert e["norman_subset"].url == (
+        "https://raw.githubusercontent.com/altoslabs/perturbench/d357dfae3b50968e800e9f5f273ff145080ae67c/"
+        "src/perturbench/data/resources/devel.h5ad"
+    )
+    assert e["pbmc_qc"].url == (
+        "https://raw.githubusercontent.com/scverse/scvi-tools/93dc4fae21917406673206320c8a3002433c4a5d/"
+        "tests/test_data/pbmc_10k_protein_v3.h5ad"
+    )
+    assert e["norman_subset"].sha256 == "220998f5630c813228c8661c86dd52244b9ac87127511289af90e0d900d8429b"
+    assert e["norman_subset"].size_bytes == 1142678 and e["norman_subset"].derive == "perturbench_counts"
+    assert e["norman_subset"].derived_sha256 == "e6e6967a84982a92e34b6eea17abfc61d888b58b5c0d7792a39c81765f64d4f7"
     assert e["pbmc_qc"].sha256 == "512fe360bd1cc79821f67959cc47e19b92bb7edbbb9351da5d1e9d70b35102a2"
     assert e["dixit"].known_hash is None  # trust on first use
     assert e["replogle"].known_hash.startswith("md5:")

@@ -37,7 +37,9 @@ def test_norman_subset_has_canonical_labels(norman_subset):
     assert (labels == "control").sum() == 100
     meta = adata.uns["cradlekit"]
     assert meta["perturbation_key"] == "perturbation" and meta["control_label"] == "control"
-    assert meta["dataset"]["checksum"].endswith("e6e6967a84982a92e34b6eea17abfc61d888b58b5c0d7792a39c81765f64d4f7")
+    # read from the upstream PerturBench file (verified), counts derived from it
+    assert meta["dataset"]["checksum"] == "sha256:220998f5630c813228c8661c86dd52244b9ac87127511289af90e0d900d8429b"
+    assert meta["dataset"]["filename"] == "perturbench_devel.h5ad" and "derived" in meta["dataset"]["counts_from"]
 
 
 def test_norman_subset_keeps_original_columns_and_counts(norman_subset):
@@ -64,8 +66,9 @@ def test_norman_subset_dosage_matrix(norman_subset):
 
 def test_norman_subset_all_parts(shared_data_file, tmp_path):
     path = shared_data_file(NORMAN_SUBSET)
-    adata = load_dataset("norman_subset", path=path, subset="all", cache_dir=tmp_path)
+    adata = load_dataset("norman_subset", path=path, subset="all", cache_dir=tmp_path)  # the derived file itself
     assert adata.n_obs == 5961 and adata.uns["cradlekit"]["dataset"]["subset"] == "all"
+    assert adata.uns["cradlekit"]["dataset"]["checksum"].endswith("e6e6967a84982a92e34b6eea17abfc61d888b58b5c0d7792a39c81765f64d4f7")
     with pytest.raises(MissingKeyError, match="mcfaline23"):
         load_dataset("norman_subset", path=path, subset="nope", cache_dir=tmp_path)
 

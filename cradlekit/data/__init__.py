@@ -3,6 +3,8 @@
 Typical use::
 
     import cradlekit as ck
+    adata = ck.data.load_dataset("screen.h5ad", perturbation_key="guide",   # your own file
+                                 control_label="non-targeting")             # (= read_h5ad + setup)
     adata = ck.data.load_dataset("norman_subset")          # or simulate_perturbseq()
     ck.qc.label_artifacts(adata)                            # obs artifact_k3/4/5, uns['qc']
     ck.data.split_combinations(adata, seed=0)               # obs['split'], 25 % combinations held out
@@ -10,10 +12,12 @@ Typical use::
 """
 
 from .counterfactual import counterfactual_references
+from .example import EXAMPLE_QC_METRICS, write_example_screen
 from .download import fetch
 from .manifest import DatasetEntry, get_entry, load_manifest, manifest_path
 from .perturbations import (
     canonical_label,
+    canonicalize_labels,
     dosage_matrix,
     is_combination,
     parse_perturbation,
@@ -23,12 +27,15 @@ from .perturbations import (
     standardize_perturbations,
 )
 from .readers import load_dataset, standardize_dataset
+from .own import read_h5ad, setup
 from .simulate import simulate_perturbseq, true_ate_frame
 from .splits import split_cells, split_combinations, split_summary
 
 __all__ = [
+    "EXAMPLE_QC_METRICS",
     "DatasetEntry",
     "canonical_label",
+    "canonicalize_labels",
     "counterfactual_references",
     "dosage_matrix",
     "fetch",
@@ -40,7 +47,9 @@ __all__ = [
     "parse_perturbation",
     "perturbation_info",
     "perturbation_targets",
+    "read_h5ad",
     "require_perturbations",
+    "setup",
     "simulate_perturbseq",
     "split_cells",
     "split_combinations",
@@ -48,4 +57,5 @@ __all__ = [
     "standardize_dataset",
     "standardize_perturbations",
     "true_ate_frame",
+    "write_example_screen",
 ]

@@ -66,6 +66,10 @@ class DatasetEntry:
     normalizer
         Name of the obs normaliser (see :mod:`cradlekit.data.readers`); ``None`` for a dataset
         without perturbations.
+    derive, derived_sha256
+        For an upstream file that is not yet raw counts: the derivation applied after reading
+        (see :data:`cradlekit.data.derive.DERIVATIONS`), and the sha256 of a file already derived
+        (accepted as ``path=`` and read without deriving again).
     """
 
     name: str
@@ -93,6 +97,8 @@ class DatasetEntry:
     precomputed_qc: Mapping[str, Any] = field(default_factory=dict)
     file_shape: tuple[int, int] | None = None
     paper_shape: tuple[int, int] | None = None
+    derive: str | None = None
+    derived_sha256: str | None = None
     local_env: str = "CRADLEKIT_DATA_DIRS"
     search_dirs: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
@@ -203,7 +209,10 @@ def get_entry(
         return name
     entries = manifest if isinstance(manifest, Mapping) else load_manifest(manifest)
     if name not in entries:
-        raise MissingKeyError(f"unknown dataset {name!r}; the manifest lists {sorted(entries)}")
+        raise MissingKeyError(
+            f"unknown dataset {name!r}; the manifest lists {sorted(entries)} (for your own data pass the "
+            "path of an .h5ad file)"
+        )
     return entries[name]
 
 
@@ -248,6 +257,14 @@ def _parse_entry(name: str, raw: Any, defaults: Mapping[str, Any], path: Path) -
             raise ManifestError(f"{where}: {key!r} must be a mapping")
     if values.get("normalizer") is not None and values.get("perturbation_key") is None:
         raise ManifestError(f"{where}: a dataset with a normalizer must name its perturbation_key")
+    if values.get("derive") is not None:
+        from .derive import DERIVATIONS
+
+        if values["derive"] not in DERIVATIONS:
+            raise ManifestError(f"{where}: derive {values['derive']!r} is not one of {sorted(DERIVATIONS)}")
+    derived = values.get("derived_sha256")
+    if derived is not None and not (isinstance(derived, str) and _SHA256.match(derived)):
+        raise ManifestError(f"{where}: derived_sha256 must be 64 lowercase hex digits, got {derived!r}")
     if values.get("subset") is not None and not {"column", "default"} <= set(values["subset"]):
         raise ManifestError(f"{where}: 'subset' needs 'column' and 'default'")
     if values.get("control_pattern") is not None:
@@ -277,7 +294,7 @@ def _check_checksums(values: dict[str, Any], where: str) -> None:
 def _check_optional_strings(values: dict[str, Any], where: str) -> None:
     for key in (
         "counts_layer", "gene_symbols", "perturbation_key", "control_pattern", "combo_sep",
-        "normalizer", "checksum_source", "doi", "local_env",
+        "normalizer", "checksum_source", "doi", "local_env", "derive",
     ):
         if values.get(key) is not None and not isinstance(values[key], str):
             raise ManifestError(f"{where}: {key!r} must be a string or null, got {values[key]!r}")

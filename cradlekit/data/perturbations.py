@@ -4,11 +4,19 @@ A cell's perturbation is a string in ``obs[perturbation_key]``: the control labe
 (``control`` by default), a single target (``KLF1``) or a combination of targets
 joined by ``+`` (``KLF1+MAP2K6``). Combinations are stored with their targets in
 sorted order so ``B+A`` and ``A+B`` are the same perturbation.
+
+One rule makes a label canonical, :func:`canonicalize_labels` (built on :func:`parse_perturbation`):
+targets are whitespace-stripped, sorted and de-duplicated, control members (``control+A``) and
+empty members (``A++B``) are dropped, and an empty or missing label is an error. The split, the
+dosage matrix, the data ATE and generation all go through it, so ``B+A`` and ``A+B`` are one
+perturbation everywhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -16,11 +24,13 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._keys import COMBO_SEP, CONTROL_LABEL, PERTURBATION_KEY, UNS_KEY
+from .._logging import logger
 from .._validation import check_control_label, check_groups_nonempty, check_labels, check_obs_key
 from ..errors import MissingKeyError
 
 __all__ = [
     "parse_perturbation",
+    "canonicalize_labels",
     "canonical_label",
     "standardize_perturbations",
     "perturbation_info",
@@ -39,13 +49,133 @@ def parse_perturbation(label: str, *, control_label: str = CONTROL_LABEL, sep: s
     ('A', 'B')
     >>> parse_perturbation("control")
     ()
+
+    Raises
+    ------
+    ValueError
+        For an empty (or whitespace-only) label: it is not the control.
     """
-    label = str(label)
-    if label == control_label:
-        return ()
-    parts = [p.strip() for p in label.split(sep)]
-    parts = [p for p in parts if p and p != control_label]
-    return tuple(sorted(set(parts)))
+    return _parse(label, controls=(control_label,), sep=sep)[0]
+
+
+def _parse(label, *, controls: Sequence[str], sep: str) -> tuple[tuple[str, ...], set[str]]:
+    """Targets of one label and the repairs made (``order``, ``whitespace``, ``duplicate``, ...)."""
+    text = str(label)
+    if not text.strip() or _is_missing(label):
+        raise ValueError(f"empty perturbation label {label!r}; it is neither a target nor the control")
+    stripped = text.strip()
+    if stripped in controls:
+        return (), ({"whitespace"} if stripped != text else set())
+    raw = text.split(sep) if sep else [text]
+    parts = [p.strip() for p in raw]
+    notes: set[str] = set()
+    if any(p != q for p, q in zip(parts, raw)):
+        notes.add("whitespace")
+    if any(not p for p in parts):
+        notes.add("empty member")
+    parts = [p for p in parts if p]
+    if any(p == controls[0] for p in parts):
+        notes.add("control member")
+    elif any(p in controls for p in parts):
+        notes.add("declared control member")  # e.g. Norman's 'KLF1+ctrl': how singles are written
+    parts = [p for p in parts if p not in controls]
+    if len(set(parts)) != len(parts):
+        notes.add("duplicate")
+    targets = tuple(sorted(set(parts)))
+    if list(targets) != parts and "duplicate" not in notes:
+        notes.add("order")
+    return targets, notes
+
+
+def _is_missing(label) -> bool:
+    try:
+        return bool(pd.isna(label))
+    except (TypeError, ValueError):
+        return False
+
+
+_WARN_NOTES = {
+    "duplicate": "a target repeated within a label (e.g. 'A+A') was counted once",
+    "control member": "a control inside a combination (e.g. 'control+A') was dropped",
+    "empty member": "an empty member (e.g. 'A++B' or 'A+') was dropped",
+}
+
+
+def canonicalize_labels(
+    labels: Iterable,
+    *,
+    control_label: str = CONTROL_LABEL,
+    sep: str = COMBO_SEP,
+    extra_control_labels: Sequence[str] = (),
+    new_control_label: str | None = None,
+    what: str = "labels",
+) -> pd.Series:
+    """The canonical label of every cell: the one rule used by split, dosage, ATE and generation.
+
+    Targets are whitespace-stripped, sorted (``B+A`` → ``A+B``) and de-duplicated; control members
+    and empty members are removed (with a warning giving the number of cells); controls become
+    ``new_control_label``.
+
+    Parameters
+    ----------
+    labels
+        One label per cell (a Series keeps its index).
+    control_label, extra_control_labels
+        Labels that denote control cells (also as members of a combination).
+    sep
+        Separator between the targets of a combination.
+    new_control_label
+        Label written for controls (default ``control_label``).
+    what
+        Name of the labels in messages (e.g. ``"adata.obs['guide']"``).
+
+    Returns
+    -------
+    pandas.Series
+        Canonical labels (strings), same length and index as ``labels``.
+
+    Raises
+    ------
+    cradlekit.errors.MissingKeyError
+        If a label is missing (NaN/None) or empty: the message gives the number of cells.
+
+    Warns
+    -----
+    UserWarning
+        When a duplicate, control or empty member was removed from a label.
+    """
+    series = labels if isinstance(labels, pd.Series) else pd.Series(list(labels), dtype=object)
+    new_control = control_label if new_control_label is None else new_control_label
+    controls = (control_label, *extra_control_labels)
+    missing = series.isna().to_numpy() | (series.astype(str).str.strip() == "").to_numpy()
+    if missing.any():
+        raise MissingKeyError(
+            f"{int(missing.sum())} of {len(series)} cells have an empty or missing perturbation label in "
+            f"{what}; label them (e.g. with the control label {control_label!r}) or drop them first"
+        )
+    text = series.astype(str)
+    mapping: dict[str, str] = {}
+    fixed: dict[str, list[str]] = {}
+    for label in pd.unique(text):  # loop over unique labels, not cells
+        targets, notes = _parse(label, controls=controls, sep=sep)
+        mapping[label] = canonical_label(targets, control_label=new_control, sep=COMBO_SEP)
+        for note in notes & set(_WARN_NOTES):
+            fixed.setdefault(note, []).append(label)
+    out = text.map(mapping)
+    counts = text.value_counts()
+    for note, examples in fixed.items():
+        n = int(counts[examples].sum())
+        msg = (f"{what}: {_WARN_NOTES[note]} in {n} cells ({len(examples)} labels, e.g. "
+               f"{examples[:3]} -> {[mapping[e] for e in examples[:3]]})")
+        logger.warning(msg)
+        warnings.warn(msg, UserWarning, stacklevel=2)
+    return out
+
+
+def cell_labels(adata: AnnData, key: str, control_label: str) -> pd.Series:
+    """Canonical labels of ``adata.obs[key]`` (see :func:`canonicalize_labels`), indexed by cell."""
+    check_obs_key(adata, key, what="perturbation key")
+    return canonicalize_labels(adata.obs[key], control_label=control_label, what=f"adata.obs[{key!r}]")
 
 
 def canonical_label(targets: Iterable[str], *, control_label: str = CONTROL_LABEL, sep: str = COMBO_SEP) -> str:
@@ -88,20 +218,23 @@ def standardize_perturbations(
     The same ``adata``, with
 
     ``obs[key_added]``
-        Categorical canonical labels (sorted targets joined by ``+``, controls ``new_control_label``).
+        Categorical canonical labels (see :func:`canonicalize_labels`; controls ``new_control_label``).
+    ``obs[key_added + '_original']``
+        The original labels, when ``key_added`` is the column that held them.
     ``uns['cradlekit']``
         ``perturbation_key``, ``control_label`` and ``combo_sep``.
     """
     check_control_label(adata, perturbation_key, control_label)
-    # NaN labels would silently become a perturbation named "nan"
+    # NaN or empty labels would silently become a perturbation named "nan" or the control
     raw = check_labels(adata, perturbation_key)
-    controls = {control_label, *extra_control_labels}
-    mapping = {}
-    for label in pd.unique(raw):  # loop over unique labels, not cells
-        parts = [p.strip() for p in str(label).split(sep)] if label not in controls else []
-        parts = [p for p in parts if p and p not in controls]
-        mapping[label] = canonical_label(parts, control_label=new_control_label)
-    adata.obs[key_added] = pd.Categorical(raw.map(mapping))
+    canonical = canonicalize_labels(
+        raw, control_label=control_label, sep=sep, extra_control_labels=extra_control_labels,
+        new_control_label=new_control_label, what=f"adata.obs[{perturbation_key!r}]",
+    )
+    original = f"{key_added}_original"
+    if key_added == perturbation_key and original not in adata.obs.columns:
+        adata.obs[original] = adata.obs[perturbation_key].copy()  # never lose the user's labels
+    adata.obs[key_added] = pd.Categorical(canonical)
     meta = dict(adata.uns.get(UNS_KEY, {}))
     meta.update(perturbation_key=key_added, control_label=new_control_label, combo_sep=COMBO_SEP)
     adata.uns[UNS_KEY] = meta
@@ -126,7 +259,8 @@ def perturbation_info(
     if key is None or control is None:
         raise MissingKeyError(
             "perturbation key/control label unknown: pass perturbation_key= and control_label=, "
-            "or call cradlekit.data.standardize_perturbations first"
+            "or set your data up first: cradlekit.data.setup(adata, perturbation_key=..., control_label=...) "
+            "(standardize_perturbations does the labels only)"
         )
     check_obs_key(adata, key, what="perturbation key")
     check_control_label(adata, key, control)
@@ -181,7 +315,7 @@ def dosage_matrix(
         The dosage matrix and its column names.
     """
     key, control = perturbation_info(adata, perturbation_key=perturbation_key, control_label=control_label)
-    labels = adata.obs[key].astype(str)
+    labels = cell_labels(adata, key, control)
     seen = perturbation_targets(labels, control_label=control)
     targets = list(seen if targets is None else targets)
     col = {t: j for j, t in enumerate(targets)}

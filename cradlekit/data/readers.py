@@ -26,7 +26,8 @@ from .._keys import CONTROL_LABEL, PERTURBATION_KEY, UNS_KEY
 from .._logging import logger
 from .._validation import check_raw_counts
 from ..errors import MissingKeyError, UnknownControlError
-from .download import expected_checksum, fetch
+from .derive import DERIVATIONS
+from .download import expected_checksum, fetch, file_digest
 from .manifest import DatasetEntry, get_entry
 from .normalizers import get_normalizer, require_obs_columns
 from .perturbations import standardize_perturbations
@@ -37,8 +38,14 @@ _TMP_KEY = "_cradlekit_source_label"
 
 
 def load_dataset(
-    name: str | DatasetEntry,
+    name: str | Path | DatasetEntry,
     *,
+    perturbation_key: str | None = None,
+    control_label: str | None = None,
+    separator: str = "+",
+    qc_metrics: Mapping[str, str] | None = None,
+    counts_layer: str | None = None,
+    batch_key: str | None = None,
     path: str | Path | None = None,
     cache_dir: str | Path | None = None,
     local_dirs: Sequence[str | Path] | None = None,
@@ -55,7 +62,12 @@ def load_dataset(
     ----------
     name
         Manifest name (``"norman"``, ``"dixit"``, ``"replogle"``, ``"adamson"``,
-        ``"norman_subset"``, ``"pbmc_qc"``) or an entry.
+        ``"norman_subset"``, ``"pbmc_qc"``), an entry, or the path of your own ``.h5ad`` file
+        (read into memory and prepared with :func:`cradlekit.data.setup` when
+        ``perturbation_key`` is given).
+    perturbation_key, control_label, separator, qc_metrics, counts_layer, batch_key
+        For a path only: passed to :func:`cradlekit.data.setup`. Without ``perturbation_key``
+        the file is returned as read (a file written after ``setup`` keeps its keys).
     path, cache_dir, local_dirs, verify, download
         Where the file is looked for and how it is checked; see :func:`~cradlekit.data.download.fetch`.
     subset
@@ -93,10 +105,31 @@ def load_dataset(
     ChecksumError, DatasetNotAvailableError
         See :func:`~cradlekit.data.download.fetch`.
     """
+    if _is_path(name, manifest):
+        return _load_own(
+            Path(name), perturbation_key=perturbation_key, control_label=control_label, separator=separator,
+            qc_metrics=qc_metrics, counts_layer=counts_layer, batch_key=batch_key,
+        )
+    own = {"perturbation_key": perturbation_key, "control_label": control_label, "qc_metrics": qc_metrics,
+           "counts_layer": counts_layer, "batch_key": batch_key}
+    given = sorted(k for k, v in own.items() if v is not None)
+    if given:
+        raise TypeError(f"load_dataset({name!r}): {given} apply to your own .h5ad path only; a manifest "
+                        "dataset's layout comes from its entry")
     entry = get_entry(name, manifest)
-    file = fetch(entry, path=path, cache_dir=cache_dir, local_dirs=local_dirs, verify=verify, download=download)
+    already_derived = (
+        entry.derive is not None and path is not None and entry.derived_sha256 is not None
+        and Path(path).is_file() and file_digest(path) == entry.derived_sha256
+    )
+    if already_derived:  # the derived file itself (e.g. ../shared/data/...counts500.h5ad), verified
+        file = Path(path)
+    else:
+        file = fetch(entry, path=path, cache_dir=cache_dir, local_dirs=local_dirs, verify=verify, download=download)
     adata, read_info = _read(file, entry, subset=subset, select=select)
     counts_from = "X"
+    if entry.derive is not None and not already_derived:
+        adata = DERIVATIONS[entry.derive](adata)
+        counts_from = f"X derived from the upstream file ({entry.derive}, cradlekit.data.derive)"
     if entry.counts_layer is not None:
         if entry.counts_layer not in adata.layers:
             raise MissingKeyError(
@@ -110,14 +143,45 @@ def load_dataset(
     check_raw_counts(adata.X, what=f"{entry.name}: counts from {counts_from} of {file.name}")
     _set_gene_symbols(adata, entry)
     expected = expected_checksum(entry, cache_dir)
+    checksum = f"{expected[0]}:{expected[1]}" if (expected and verify) else "unverified"
     meta = {
         "filename": file.name,
         "path": str(file),
-        "checksum": f"{expected[0]}:{expected[1]}" if (expected and verify) else "unverified",
+        "checksum": f"sha256:{entry.derived_sha256}" if already_derived else checksum,
         "counts_from": counts_from,
         **read_info,
     }
     return standardize_dataset(adata, entry, normalizer_options=normalizer_options, extra_info=meta)
+
+
+def _is_path(name: Any, manifest: Any) -> bool:
+    if isinstance(name, DatasetEntry):
+        return False
+    if isinstance(name, Path):
+        return True
+    text = str(name)
+    if text.endswith((".h5ad", ".h5")) or "/" in text or "\\" in text:
+        return True
+    return Path(text).expanduser().is_file()
+
+
+def _load_own(path: Path, *, perturbation_key: str | None, control_label: str | None, **options: Any) -> AnnData:
+    from .own import read_h5ad, setup
+
+    adata = read_h5ad(path)
+    if perturbation_key is not None or control_label is not None:
+        if perturbation_key is None or control_label is None:
+            raise MissingKeyError(f"{path.name}: pass both perturbation_key= and control_label= (got one)")
+        setup(adata, perturbation_key=perturbation_key, control_label=control_label, **options)
+    elif "perturbation_key" not in adata.uns.get(UNS_KEY, {}):
+        logger.warning(
+            "%s: no perturbation labels set up; pass perturbation_key= and control_label= (or call "
+            "cradlekit.data.setup) before split or model", path.name,
+        )
+    meta = dict(adata.uns.get(UNS_KEY, {}))
+    meta["dataset"] = {"name": path.stem, "path": str(path.resolve()), "filename": path.name}
+    adata.uns[UNS_KEY] = meta
+    return adata
 
 
 def standardize_dataset(

@@ -321,6 +321,7 @@ def simulate_perturbseq(
     adata.obsm["true_basal"] = z_b.astype(np.float32)
     adata.uns[UNS_KEY] = {
         "perturbation_key": PERTURBATION_KEY, "control_label": CONTROL_LABEL, "combo_sep": COMBO_SEP,
+        "whole_transcriptome": True,  # every simulated gene is here: QC metrics on X are the full ones
     }
     params = dict(
         n_cells=n_cells, n_genes=n_genes, n_single=n_single, n_combinations=n_combinations, latent_dim=latent_dim,

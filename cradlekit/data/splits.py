@@ -20,7 +20,7 @@ from .._keys import SPLIT_KEY
 from .._logging import logger
 from .._validation import check_obs_key
 from ..errors import EmptyPerturbationError
-from .perturbations import is_combination, parse_perturbation, perturbation_info
+from .perturbations import cell_labels, is_combination, parse_perturbation, perturbation_info
 
 __all__ = ["split_combinations", "split_cells", "split_summary", "SPLITS"]
 
@@ -104,7 +104,7 @@ def split_combinations(
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     key, control = perturbation_info(adata, perturbation_key=perturbation_key, control_label=control_label)
-    labels = adata.obs[key].astype(str).to_numpy()
+    labels = cell_labels(adata, key, control).to_numpy()  # B+A and A+B are one combination
     codes, uniques = pd.factorize(labels)
     uniques = np.asarray(uniques, dtype=object)
     combo_mask = is_combination(uniques, control_label=control)
@@ -209,8 +209,8 @@ def split_cells(
         raise EmptyPerturbationError("adata has no cells to split")
     key = ""
     if stratify:
-        key, _ = perturbation_info(adata, perturbation_key=perturbation_key, control_label=control_label)
-        codes, _ = pd.factorize(adata.obs[key].astype(str).to_numpy())
+        key, control = perturbation_info(adata, perturbation_key=perturbation_key, control_label=control_label)
+        codes, _ = pd.factorize(cell_labels(adata, key, control).to_numpy())
     else:
         codes = np.zeros(adata.n_obs, dtype=np.int64)
     rng = np.random.default_rng(seed)

@@ -29,7 +29,7 @@ from anndata import AnnData
 from .._keys import CONTROL_LABEL, PERTURBATION_KEY, SPLIT_KEY, UNS_KEY, artifact_key as _artifact_key
 from .._logging import logger
 from .._validation import check_control_label, check_labels, check_obs_key, check_raw_counts, get_counts
-from ..data.perturbations import perturbation_info
+from ..data.perturbations import canonicalize_labels, cell_labels, perturbation_info
 from ..errors import EmptyPerturbationError, InvalidCountsError, MissingKeyError
 from .normalize import TARGET_SUM, ZeroTotal, perturbseq_normalize
 
@@ -104,7 +104,7 @@ def data_ate(
         Counts that are not raw integers; a used cell with zero total (``zero_total="raise"``).
     """
     key, control = perturbation_info(adata, perturbation_key=perturbation_key, control_label=control_label)
-    labels = _labels(adata, key)
+    labels = _labels(adata, key, control)
     in_split = np.ones(adata.n_obs, dtype=bool)
     if split is not None:
         splits = [split] if isinstance(split, str) else list(split)
@@ -187,7 +187,7 @@ def model_ate(
     check_obs_key(generated, key, what="perturbation key")
     check_control_label(generated, key, control)
     _check_generation(generated.uns.get("generation"), normalized)
-    labels = _labels(generated, key)
+    labels = _labels(generated, key, control)
     everything = np.ones(generated.n_obs, dtype=bool)
     names, codes = _groups(labels, everything, everything, control, perturbations, on_empty, " among generated cells")
     means, n_cells = _group_means(
@@ -202,8 +202,10 @@ def model_ate(
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def _labels(adata: AnnData, key: str) -> np.ndarray:
-    return check_labels(adata, key).to_numpy()
+def _labels(adata: AnnData, key: str, control: str) -> np.ndarray:
+    """Canonical labels (``B+A`` and ``A+B`` are one group; see :func:`canonicalize_labels`)."""
+    check_labels(adata, key)
+    return cell_labels(adata, key, control).to_numpy()
 
 
 def _qc_passed(adata: AnnData, key: str) -> np.ndarray:
@@ -240,7 +242,8 @@ def _groups(
         names = sorted(set(pd.unique(labels[considered])) - {control})
     else:
         requested = [perturbations] if isinstance(perturbations, str) else perturbations
-        names = [p for p in dict.fromkeys(str(p) for p in requested) if p != control]
+        requested = canonicalize_labels([str(p) for p in requested], control_label=control, what="perturbations")
+        names = [p for p in dict.fromkeys(requested) if p != control]
     n_used = pd.Series(labels[used]).value_counts()
     if n_used.get(control, 0) == 0:
         raise EmptyPerturbationError(f"the control {control!r} has no cells{where}")

@@ -21,7 +21,6 @@ out-of-range fractions raise :class:`ConfigError` naming the offending entry.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 import yaml
 
 from ..models import MODELS
+from .dataset_config import SIMULATOR, ConfigError, DatasetConfig, validate_dataset
 
 __all__ = [
     "ConfigError", "DatasetConfig", "QCConfig", "SplitConfig", "CounterfactualConfig", "ModelOptions",
@@ -38,33 +38,12 @@ __all__ = [
     "CRADLE_MODELS", "CRADLE_ONLY_OPTIONS", "RUN_SEED",
 ]
 
-#: Dataset name that selects :func:`cradlekit.data.simulate_perturbseq` instead of the manifest.
-SIMULATOR = "simulator"
 #: Models with the artifact latent (they take ``alpha`` and the objective's options).
 CRADLE_MODELS = ("cradle", "cradle_wo_cf", "cradle_wo_causal")
 #: Options only CRADLE-VAE models take (dropped from the shared options for the baselines).
 CRADLE_ONLY_OPTIONS = ("alpha", "objective", "published", "class_balanced", "j2_cells_per_batch")
 #: ``split.seed`` value that makes each run's split seed its own seed (the authors' sweeps).
 RUN_SEED = "run"
-
-
-class ConfigError(ValueError):
-    """An invalid experiment configuration."""
-
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    """``name``: a manifest name for :func:`cradlekit.data.load_dataset` or ``simulator``;
-    ``kwargs``: keyword arguments of that function; ``label``: name shown in tables (default ``name``)."""
-
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    label: str | None = None
-
-    @property
-    def display(self) -> str:
-        """Label used in result rows and tables."""
-        return self.label or self.name
 
 
 @dataclass(frozen=True)
@@ -245,6 +224,15 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> ExperimentConfig:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: the config must be a YAML mapping, got {type(raw).__name__}")
+    raw = dict(raw)
+    dataset = raw.get("dataset")
+    if isinstance(dataset, str) and dataset.endswith(".h5ad"):
+        dataset = {"path": dataset}
+    if isinstance(dataset, Mapping) and isinstance(dataset.get("path"), str):
+        file = Path(dataset["path"]).expanduser()
+        if not file.is_absolute():  # relative to the config's folder, so a config travels with its data
+            file = (Path(path).resolve().parent / file).resolve()
+        raw["dataset"] = {**dataset, "path": str(file)}
     return config_from_dict({**raw, **{k: v for k, v in overrides.items() if v is not None}}, source=str(path))
 
 
@@ -283,7 +271,9 @@ def _section(cls: type, raw: Any, where: str) -> Any:
     if raw is None:
         raw = {}
     if cls is DatasetConfig and isinstance(raw, str):
-        raw = {"name": raw}
+        raw = {"path": raw} if raw.endswith(".h5ad") else {"name": raw}
+    if cls is DatasetConfig and isinstance(raw, Mapping) and raw.get("path") is not None and not raw.get("name"):
+        raw = {**raw, "name": Path(str(raw["path"])).stem}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a mapping, got {raw!r}")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -293,7 +283,7 @@ def _section(cls: type, raw: Any, where: str) -> Any:
     values = dict(raw)
     if cls is SplitConfig and "fractions" in values:
         values["fractions"] = tuple(float(f) for f in values["fractions"])
-    for key in ("kwargs", "extra"):
+    for key in ("kwargs", "extra", "qc_metrics"):
         if key in values:
             if not isinstance(values[key], Mapping):
                 raise ConfigError(f"{where}.{key} must be a mapping")
@@ -368,7 +358,7 @@ def _validate(c: ExperimentConfig, source: str) -> None:
         fail(f"train.model_seed must be an integer or null, got {c.train.model_seed!r}")
     if any(s < 0 for s in c.seeds):
         fail(f"seeds must be non-negative integers, got {list(c.seeds)}")
-    _validate_dataset(c.dataset, fail)
+    validate_dataset(c.dataset, fail)
     s = c.split
     if s.kind not in ("combinations", "cells"):
         fail(f"split.kind must be 'combinations' or 'cells', got {s.kind!r}")
@@ -403,24 +393,6 @@ def _validate(c: ExperimentConfig, source: str) -> None:
         fail("output_dir must not be empty")
     if not isinstance(c.save_models, bool):
         fail(f"save_models must be true or false, got {c.save_models!r}")
-
-
-def _validate_dataset(d: DatasetConfig, fail: Any) -> None:
-    from ..data import load_dataset, simulate_perturbseq
-
-    if d.name == SIMULATOR:
-        fn = simulate_perturbseq
-    else:
-        from ..data import load_manifest
-
-        names = sorted(load_manifest())
-        if d.name not in names:
-            fail(f"dataset.name {d.name!r} is neither {SIMULATOR!r} nor a manifest dataset {names}")
-        fn = load_dataset
-    params = set(inspect.signature(fn).parameters) - {"name"}
-    unknown = sorted(set(d.kwargs) - params)
-    if unknown:
-        fail(f"dataset.kwargs: {unknown} are not arguments of {fn.__name__} ({sorted(params)})")
 
 
 def _plain(value: Any) -> Any:

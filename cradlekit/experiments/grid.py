@@ -62,7 +62,7 @@ def _digest(payload: Any) -> str:
 def _data_payload(config: ExperimentConfig) -> dict[str, Any]:
     kwargs = {k: v for k, v in config.dataset.kwargs.items() if k not in _LOCATION_KWARGS}
     return {
-        "dataset": {"name": config.dataset.name, "kwargs": kwargs},
+        "dataset": {"name": config.dataset.name, "kwargs": kwargs, **config.dataset.identity()},
         "qc": dataclasses.asdict(config.qc),
         "split": dataclasses.asdict(config.split),
     }

@@ -29,10 +29,13 @@ _CACHE: dict[tuple[str, float], AnnData] = {}
 
 
 def load_raw(config: ExperimentConfig) -> AnnData:
-    """The dataset of the config: the simulator's output or :func:`cradlekit.data.load_dataset`."""
+    """The dataset of the config: the simulator's output, :func:`cradlekit.data.load_dataset` of a manifest
+    dataset, or your own file read and prepared with :func:`cradlekit.data.setup`."""
     from ..data import load_dataset, simulate_perturbseq
 
     d = config.dataset
+    if d.is_file:
+        return load_dataset(d.path, **d.setup_kwargs())
     if d.name == SIMULATOR:
         return simulate_perturbseq(**d.kwargs)
     return load_dataset(d.name, **d.kwargs)

@@ -14,7 +14,7 @@ import torch
 from anndata import AnnData
 
 from .._keys import COMBO_SEP, PERTURBATION_KEY, UNS_KEY
-from ..data.perturbations import canonical_label, parse_perturbation
+from ..data.perturbations import canonicalize_labels
 from ..models import PerturbationVAE
 from ..models.generation import seeded
 
@@ -28,7 +28,7 @@ def requested_labels(registry: Mapping[str, Any], perturbations: str | Sequence[
     if isinstance(perturbations, str):
         perturbations = [perturbations]
     control = registry["control_label"]
-    return [canonical_label(parse_perturbation(str(p), control_label=control), control_label=control) for p in perturbations]
+    return canonicalize_labels([str(p) for p in perturbations], control_label=control, what="perturbations").tolist()
 
 
 def generated_anndata(

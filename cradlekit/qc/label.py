@@ -15,7 +15,10 @@ from .._validation import check_obs_key, check_raw_counts, get_counts
 from .doublets import SCRUBLET_CHUNK_CELLS, resolve_doublets
 from .genes import GENE_SET_OF_CRITERION
 from .metrics import compute_metrics, counts_description
-from .record import build_record, log_summary, read_qc_uns, write_obs
+from .batches import apply_batch_flags, warn_batch_spread
+from .batches import batch_thresholds as batch_thresholds_of
+from .checks import cannot_fail, panel_warning
+from .record import build_record, log_summary, read_qc_uns, str_list, write_obs
 from .thresholds import MAD_CRITERIA, SIDE, compute_thresholds, k_label, normalize_ks
 
 __all__ = ["label_artifacts", "qc_summary", "qc_thresholds"]
@@ -29,7 +32,8 @@ def label_artifacts(
     precomputed: Mapping[str, str] | str | None = "auto",
     run_scrublet: bool = True,
     seed: int = 0,
-    batch_key: str | None = None,
+    batch_key: str | None = "auto",
+    batch_thresholds: bool = False,
     gene_symbols: str | None = None,
     use_approx_neighbors: bool | None = None,
     scrublet_chunk_size: int | None = SCRUBLET_CHUNK_CELLS,
@@ -69,8 +73,15 @@ def label_artifacts(
     seed
         scrublet's ``random_state``.
     batch_key
-        ``obs`` column; scrublet runs per batch (MAD thresholds stay dataset-wide, as in the
-        paper).
+        ``obs`` column of batches; scrublet runs per batch, each batch's own MAD thresholds are
+        recorded in ``uns['qc']['batches']`` and a warning is issued when they differ strongly
+        from batch to batch (see :mod:`cradlekit.qc.batches`). ``"auto"`` (default): the key
+        recorded by :func:`cradlekit.data.setup`, if any.
+    batch_thresholds
+        Flag each cell against its own batch's thresholds (scanpy-style per-sample QC) instead
+        of the dataset-wide ones (the paper's rule, the default). Needs ``batch_key``.
+        ``uns['qc']['thresholds']`` keeps the dataset-wide thresholds (those
+        :func:`apply_thresholds` uses for generated cells).
     gene_symbols
         ``var`` column with gene symbols when ``var_names`` are not symbols.
     use_approx_neighbors
@@ -112,8 +123,19 @@ def label_artifacts(
             ``mad_zero_guard``; ``rule`` (text); ``origin`` = ``"label_artifacts"``; and, when
             some metrics came from ``precomputed`` columns, ``panel``: ``thresholds``, ``stats``
             and ``metric_source`` recomputed from the counts of the genes in ``adata`` only (the
-            basis on which generated cells, which have only these genes, are judged).
+            basis on which generated cells, which have only these genes, are judged);
+            ``cannot_fail``: ``{k label: criteria}`` whose threshold no cell can cross (a
+            warning is issued, see :mod:`cradlekit.qc.checks`); with a batch key, ``batches``:
+            ``key``, ``per_batch_thresholds``, ``differ_strongly`` (criteria) and per batch
+            ``n_cells``, ``stats``, ``thresholds``.
             Skipped thresholds are NaN; everything survives ``write_h5ad``/``read_h5ad``.
+
+    Warns
+    -----
+    UserWarning
+        A threshold that cannot fail any cell; metrics computed on a small gene panel or on a
+        partial set of MT genes without ``precomputed`` full-transcriptome metrics; per-batch
+        thresholds that differ strongly.
 
     Raises
     ------
@@ -139,6 +161,11 @@ def label_artifacts(
         precomputed = dict(adata.uns.get(UNS_KEY, {}).get("precomputed_qc", {})) or None
         if precomputed:
             logger.info(f"using precomputed full-transcriptome QC metrics from obs: {precomputed}")
+    meta = adata.uns.get(UNS_KEY, {})
+    if batch_key == "auto":
+        batch_key = meta.get("batch_key")
+    if batch_thresholds and batch_key is None:
+        raise ValueError("batch_thresholds=True needs batch_key= (an obs column of batches)")
     counts = get_counts(adata, layer)
     check_raw_counts(counts, what=counts_description(layer))
     if batch_key is not None:
@@ -169,10 +196,25 @@ def label_artifacts(
         logger.warning(msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
 
+    panel_warning(
+        n_genes=adata.n_vars, n_mt_genes=metrics.gene_set_sizes.get("mito", 0),
+        metric_source=metrics.metric_source, whole_transcriptome=bool(meta.get("whole_transcriptome", False)),
+    )
     stats, thresholds = compute_thresholds(
         metrics.table, ks_t, skipped=metrics.skipped, mad_zero_guard=mad_zero_guard
     )
     write_obs(adata, metrics, doublets, thresholds, ks_t)
+    batch_record = None
+    if batch_key is not None:
+        batches = adata.obs[batch_key].astype(str).to_numpy()
+        per_batch = batch_thresholds_of(metrics.table, batches, ks_t, skipped=metrics.skipped,
+                                        mad_zero_guard=mad_zero_guard)
+        strong = warn_batch_spread(per_batch, stats, ks_t, batch_key=batch_key, skipped=metrics.skipped)
+        if batch_thresholds:
+            apply_batch_flags(adata, metrics.table, batches, per_batch, ks_t)
+        batch_record = {"key": batch_key, "per_batch_thresholds": bool(batch_thresholds),
+                        "differ_strongly": str_list(strong), "batches": per_batch}
+    impossible = cannot_fail(thresholds, ks_t, skipped=metrics.skipped)
     record = build_record(
         origin="label_artifacts",
         ks=ks_t,
@@ -197,6 +239,9 @@ def label_artifacts(
         )
         record["panel"] = {"thresholds": panel_thresholds, "stats": panel_stats,
                            "metric_source": dict(panel.metric_source)}
+    record["cannot_fail"] = {k: str_list(v) for k, v in impossible.items()}
+    if batch_record is not None:
+        record["batches"] = batch_record
     adata.uns[QC_UNS_KEY] = record
     log_summary(adata, ks_t, "label_artifacts")
     return adata if copy else None

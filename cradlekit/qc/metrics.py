@@ -91,7 +91,8 @@ def _row_nnz_positive(X) -> np.ndarray:
     return np.count_nonzero(np.asarray(X) > 0, axis=1).astype(np.float64)
 
 
-def _validate_precomputed(adata: AnnData, precomputed: Mapping[str, str] | None) -> dict[str, str]:
+def validate_precomputed(adata: AnnData, precomputed: Mapping[str, str] | None) -> dict[str, str]:
+    """Check a ``{metric: obs column}`` mapping: known metric names (:data:`PRECOMPUTABLE`), existing columns."""
     if precomputed is None:
         return {}
     if not isinstance(precomputed, Mapping):
@@ -221,7 +222,7 @@ def compute_metrics(
     where = counts_description(layer)
     if validate:
         check_raw_counts(X, what=where)
-    pre = _validate_precomputed(adata, precomputed)
+    pre = validate_precomputed(adata, precomputed)
     if sp.issparse(X) and X.format not in ("csr", "csc"):
         X = X.tocsr()
 
