@@ -24,7 +24,7 @@ from .config import ExperimentConfig, load_config
 from .grid import expand_grid, run_json_path
 from .paired import paired_comparison
 
-__all__ = ["load_runs", "ladder_table", "per_combination", "criterion_table", "sign_genes", "write_report", "LADDER"]
+__all__ = ["display_order", "load_runs", "ladder_table", "per_combination", "criterion_table", "sign_genes", "write_report", "LADDER"]
 
 #: The rungs from SAMS-VAE to CRADLE-VAE, one change each, with what the rung adds.
 LADDER = (
@@ -36,6 +36,14 @@ LADDER = (
     ("cradle_exact", "J2 exact KL x alpha x 512 instead (ours)"),
 )
 _HEADLINE = ("heldout_ate_pearson", "all_ate_pearson", "qcpr")
+#: Display order: the paper's models, then the variants in config order.
+_PAPER_ORDER = ("cvae", "cpa_vae", "svae_plus", "sams_vae", "cradle", "cradle_wo_cf", "cradle_wo_causal")
+
+
+def display_order(config: ExperimentConfig, present: Sequence[str]) -> list[str]:
+    """``present`` models in the paper's order, then the config's variants."""
+    order = [m for m in _PAPER_ORDER if m in config.models] + [m for m in config.models if m not in _PAPER_ORDER]
+    return [m for m in order if m in set(present)]
 _HB = ("HBA1", "HBA2", "HBB", "HBD", "HBE1", "HBG1", "HBG2", "HBM", "HBQ1", "HBZ")
 
 
@@ -167,7 +175,7 @@ def write_report(config: ExperimentConfig, out: str | Path | None = None) -> Pat
     paired_frames = []
     for k in ks:
         at_k = results[results["k"] == k]
-        present = [m for m in config.models if m in set(at_k["model"])]
+        present = display_order(config, at_k["model"].unique())
         lines += [f"## k = {k:g}: every model", "", _md(summary_table(at_k, present, labels, [*_HEADLINE, "heldout_ate_r2", "heldout_jaccard", "all_ate_r2", "all_jaccard"])), ""]
         baselines = [m for m in ("cvae", "cpa_vae", "svae_plus", "sams_vae", "cradle_wo_cf", "cradle_wo_causal") if m in present]
         for ref in ("cradle", "cradle_exact"):
