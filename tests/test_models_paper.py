@@ -203,7 +203,14 @@ def test_loss_is_the_papers_elbo(name):
 
 def test_cradle_published_objective_is_the_authors_formula():
     """published=True, class_balanced=True: the authors' kldiv_normal summed over cells and latent
-    dimensions, and the passed / failed reconstruction weighted f / (1 - f)."""
+    dimensions, and the passed / failed reconstruction weighted f / (1 - f).
+
+    As in the published loss module: ``kldiv_normal(q(z_b | x_cf_ref, z_p, (1 - a) u),
+    q(z_b | x, z_p, (1 - a) u))`` with ``logvar = 2 log(stddev)``, over the cells that have a
+    reference, times the J2 weight; reconstruction ``f (1 - a) log p(x) + (1 - f) a log p(x)`` with
+    ``f`` the batch's failed fraction. (The paper's Eq. 3 writes the KL's arguments the other way
+    round; the code, SPEC and this test put the reference first.)
+    """
     model, batch = build("cradle", full_batch(), alpha=0.5, published=True, class_balanced=True)
     v = draw(model, batch)
     got = loss_at(model, batch, v)
