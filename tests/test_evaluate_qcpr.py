@@ -87,15 +87,57 @@ def test_thresholds_come_from_reference_not_generated(reference, make_qc_adata):
     assert 100 * (1 - self_labelled.obs["artifact_k3"].mean()) > 60.0
 
 
-def test_scrublet_runs_on_generated(reference, make_qc_adata):
-    gen = make_qc_adata(n_cells=120, seed=3)
-    qcpr = qc_pass_rate(gen, reference, ks=(5,), seed=0)
-    labelled = gen.copy()
-    from cradlekit.qc import apply_thresholds
+def two_states_with_doublets(names: list[str], seed: int = 5) -> tuple[ad.AnnData, np.ndarray]:
+    """150 + 150 cells of two states (genes 13-72 or 73-132 up 8-fold) and 30 doublets, each the sum
+    of one cell of each state: doublets scrublet can find. Returns the cells and the doublet truth."""
+    rng = np.random.default_rng(seed)
+    mu = rng.gamma(0.6, 1.0, size=len(names))
+    mu[:3] *= 8.0  # mitochondrial
+    mu[3:7] *= 6.0  # ribosomal
+    mu[7:9] *= 0.05  # hemoglobin
 
-    apply_thresholds(labelled, reference, ks=(5,), seed=0)
-    assert labelled.uns["qc"]["scrublet"]["ran"]
-    assert qcpr[5] == pytest.approx(100 * (1 - labelled.obs["artifact_k5"].mean()))
+    def state(genes: slice, n: int) -> np.ndarray:
+        m = mu.copy()
+        m[genes] *= 8.0
+        lam = rng.lognormal(np.log(2000.0), 0.35, size=n)[:, None] * m / m.sum()
+        return rng.negative_binomial(4, 4.0 / (4.0 + lam))
+
+    a, b = state(slice(13, 73), 180), state(slice(73, 133), 180)
+    X = np.vstack([a[:150], b[:150], a[150:] + b[150:]])
+    gen = ad.AnnData(X=sp.csr_matrix(X.astype(np.float32)), var=pd.DataFrame(index=names))
+    gen.obs_names = [f"generated_{i}" for i in range(X.shape[0])]
+    return gen, np.r_[np.zeros(300, dtype=bool), np.ones(30, dtype=bool)]
+
+
+def test_scrublet_on_generated_cells_and_a_hand_count(reference):
+    """Scrublet runs on the generated cells and finds injected doublets; QCPR equals a hand count.
+
+    Oracles: the injected doublet truth, and the five MAD criteria recomputed with numpy from the
+    reference's stored thresholds (strict inequalities, SPEC §2). Calling 30 of 330 cells at random
+    would find ~3 of the 30 doublets (recall ~0.09), so recall >= 0.5 cannot come from chance.
+    """
+    names = list(reference.var_names)
+    gen, truth = two_states_with_doublets(names)
+    qcpr = qc_pass_rate(gen, reference, seed=0, inplace=True)
+    assert gen.uns["qc"]["scrublet"]["ran"]
+    called = gen.obs["predicted_doublet"].to_numpy().astype(bool)
+    assert called[truth].mean() >= 0.5, called[truth].mean()  # measured: 28 of 30
+    assert called[~truth].mean() <= 0.1, called[~truth].mean()
+
+    X = gen.X.toarray()
+    total, n_genes = X.sum(1), (X > 0).sum(1)
+    pct = {group: 100 * X[:, [names.index(g) for g in genes]].sum(1) / total
+           for group, genes in (("mito", ["MT-CO1", "MT-ND1", "MT-ATP6"]),
+                                ("ribo", ["RPL13A", "RPS4X", "RPLP0", "RPS27A"]), ("hb", ["HBB", "HBA1"]))}
+    thr = reference.uns["qc"]["thresholds"]
+    for k in (3, 4, 5):
+        t = thr[f"k{k}"]
+        fails = (total < t["total_counts"]["lower"]) | (n_genes < t["n_genes"]["lower"]) | called
+        for group in ("mito", "ribo", "hb"):
+            fails |= pct[group] > t[group]["upper"]
+        assert qcpr[k] == pytest.approx(100 * (1 - fails.mean()), abs=1e-9), k
+        assert (gen.obs[f"artifact_k{k}"].to_numpy() == fails).all()
+    assert qcpr[3] < qcpr[5] < 100 * (1 - called.mean()) + 1e-9  # MAD criteria matter, doublets fail at every k
 
 
 def test_errors(reference):

@@ -220,3 +220,21 @@ def test_no_combinations_and_no_artifacts():
     assert not a.obs["true_artifact"].any()
     assert len(a.uns["simulation"]["combinations"]) == 0
     assert a.obs["perturbation"].nunique() == 13
+
+
+def test_cell_states_are_opt_in():
+    """One state (the default) draws nothing extra; states shift z_b by their centres."""
+    one = simulate_perturbseq(n_cells=600, n_genes=150, n_single=4, n_combinations=2, true_ate_cells=20, seed=3)
+    also_one = simulate_perturbseq(n_cells=600, n_genes=150, n_single=4, n_combinations=2, true_ate_cells=20,
+                                   seed=3, n_cell_states=1)
+    assert "true_cell_state" not in one.obs and (one.X != also_one.X).nnz == 0
+    three = simulate_perturbseq(n_cells=600, n_genes=150, n_single=4, n_combinations=2, true_ate_cells=20,
+                                seed=3, n_cell_states=3, state_separation=3.0)
+    z, state = three.obsm["true_basal"], three.obs["true_cell_state"].to_numpy()
+    centres = np.stack([z[state == s].mean(0) for s in range(3)])
+    # the centres are N(0, 9 I) draws; within a state z_b has unit variance, so the means of ~200
+    # cells are within ~0.07 of their centres and far apart from each other
+    assert np.linalg.norm(centres[0] - centres[1]) > 2.0 and np.linalg.norm(centres[1] - centres[2]) > 2.0
+    assert np.allclose([z[state == s].std(0).mean() for s in range(3)], 1.0, atol=0.15)
+    with pytest.raises(ValueError, match="n_cell_states"):
+        simulate_perturbseq(n_cells=100, n_genes=150, n_cell_states=0)
