@@ -167,7 +167,7 @@ def write_report(config: ExperimentConfig, out: str | Path | None = None) -> Pat
     ks = sorted(results["k"].unique())
     lines = [f"# {config.name}: reproduction report", "",
              f"{config.description}. {len(results)} finished runs of {len(expand_grid(config))}; "
-             f"seeds (= split seeds) {sorted(results['seed'].unique())}; k {ks}. "
+             f"seeds (= split seeds) {sorted(int(v) for v in results['seed'].unique())}; k {[float(v) for v in ks]}. "
              f"Regenerate: `python -m cradlekit.experiments.report <config>`.", "",
              "Cells are mean ± sd (number of splits). \"All\" = every perturbation with training cells "
              f"(n = {int(results['all_n_perturbations'].median())}, the same for every model); held-out = the unseen "
