@@ -13,8 +13,9 @@ Example (``configs/smoke.yaml``)::
     train: {max_epochs: 5, max_steps: 20, lr: 1.0e-3, batch_size: 256, accelerator: cpu}
     evaluation: {n_model_cells: 200, n_qcpr_cells: 20}
 
-Every section and key is checked: unknown keys, unknown model names, a non-positive ``k`` and
-out-of-range fractions raise :class:`ConfigError` naming the offending entry.
+Every section and key is checked before anything runs: unknown keys, a value of the wrong type
+(e.g. ``lr: "3e-3"``, which YAML reads as text), unknown model names, an unknown ``accelerator``,
+a non-positive ``k`` and out-of-range fractions raise :class:`ConfigError` naming the offending entry.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,9 +293,77 @@ def _k(k: int | float) -> int | float:
     return int(k) if k.is_integer() else k
 
 
+#: Accepted ``train.accelerator`` values (checked when the config is read, not when a run starts).
+ACCELERATOR = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_TYPED = (ExperimentConfig, QCConfig, SplitConfig, CounterfactualConfig, ModelOptions, TrainOptions, EvalOptions)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether ``value`` has the annotated type (``bool`` is not a number; an int is a float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_conforms(v, a) for v, a in zip(value, args))
+    if origin is dict:
+        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items())
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is tuple:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_types(obj: Any, where: str, fail: Any) -> None:
+    """Check every field of a config dataclass (and its sections, except ``dataset``) against its type."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, name = getattr(obj, f.name), f"{where}{f.name}"
+        if f.name == "dataset" and type(obj) is ExperimentConfig:
+            continue  # checked by _validate_dataset
+        if isinstance(value, _TYPED):
+            _check_types(value, f"{name}.", fail)
+            continue
+        if not _conforms(value, hints[f.name]):
+            hint = ""
+            if isinstance(value, str):
+                try:
+                    float(value)
+                    hint = f" (YAML reads {value} as text: write it with a decimal point, e.g. 3.0e-3, or without quotes)"
+                except ValueError:
+                    pass
+            fail(f"{name} must be {_type_name(hints[f.name])}, got {value!r} ({type(value).__name__}){hint}")
+
+
 def _validate(c: ExperimentConfig, source: str) -> None:
     def fail(msg: str) -> None:
         raise ConfigError(f"{source}: {msg}")
+
+    _check_types(c, "", fail)
+    if not ACCELERATOR.match(c.train.accelerator):
+        fail(f"train.accelerator must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps', got {c.train.accelerator!r}")
 
     unknown = [m for m in c.models if m not in MODELS]
     if unknown:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .._atomic import write_text_atomic
 from ..errors import CheckpointError
 from ..train import load_checkpoint, save_checkpoint
 
@@ -65,19 +66,9 @@ def write_model_dir(
     path.mkdir(parents=True, exist_ok=True)
     # each file is written to a temporary name and renamed: an interruption never leaves half a file
     save_checkpoint({k: v.detach().cpu() for k, v in state.items()}, path / MODEL_FILE)
-    _write_text(path / REGISTRY_FILE, meta_text)
-    _write_text(path / HISTORY_FILE, json.dumps(_jsonable(history)))
+    write_text_atomic(path / REGISTRY_FILE, meta_text)
+    write_text_atomic(path / HISTORY_FILE, json.dumps(_jsonable(history)))
     return path
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _read_json(path: Path, remedy: str) -> Any:
