@@ -6,6 +6,27 @@ strings, lists, tuples and dicts, read back with ``torch.load(..., weights_only=
 holds any other Python object is refused, never unpickled. Its ``"run"`` entry (see
 :meth:`cradlekit.train.Trainer.run_record`) says what run wrote it; resuming compares it with the
 current run (:func:`run_differences`) and refuses a different one.
+
+``last.pt`` (format ``cradlekit.checkpoint/2``) holds:
+
+``format``
+    ``"cradlekit.checkpoint/2"``; a file without it (older cradlekit) is not resumed.
+``run``
+    The run record: ``module_class`` (class name), ``parameters`` (name -> shape), ``training``
+    (``batch_size``, ``weight_decay``, ``grad_clip``, ``seed``, ``val_seed``), ``data`` (a fingerprint
+    of the training data) and whatever the caller adds (``PerturbationModel``: ``model`` =
+    ``{"name", "options"}``, ``genes``).
+``changes``
+    Settings changed on resume: ``[{"epoch", "setting", "from", "to"}, ...]``.
+``module``, ``optimizer``, ``best_state``
+    State dicts (tensors); ``best_state`` may be ``None``.
+``epoch``, ``step``, ``best_loss``, ``best_epoch``, ``bad_epochs``, ``history``, ``config``
+    Loop counters, per-epoch records and the :class:`~cradlekit.train.TrainConfig` as a dict.
+``rng``, ``shuffle_rng``
+    Every random-number-generator state as tensors and numbers (:func:`~cradlekit.train.get_rng_state`).
+
+``best.pt`` holds ``format``, ``run``, ``module`` (the best weights), ``epoch`` and ``loss``.
+Both are written only at epoch boundaries, atomically (:func:`save_checkpoint`).
 """
 
 from __future__ import annotations

@@ -245,14 +245,12 @@ class Trainer:
         """Whether the stopping rules already hold (checked before each epoch, so a resumed run that
         was interrupted after its last epoch does not run one more)."""
         cfg = self.config
-        if self.epoch >= cfg.max_epochs:
-            return True
         if cfg.patience is not None and self.history and self._bad_epochs >= cfg.patience:
             if not self.stopped_early:
                 logger.info("early stopping at epoch %d (best epoch %d)", self.epoch, self.best_epoch)
             self.stopped_early = True
             return True
-        return cfg.max_steps is not None and self.step >= cfg.max_steps
+        return self.epoch >= cfg.max_epochs or (cfg.max_steps is not None and self.step >= cfg.max_steps)
 
     def _save_last(self, path: Path) -> None:
         save_checkpoint(self.state_dict(), path)
