@@ -24,8 +24,6 @@ import dataclasses
 import inspect
 import os
 import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 import yaml
 
 from ..models import MODELS
+from ._typecheck import check_types
 
 __all__ = [
     "ConfigError", "DatasetConfig", "QCConfig", "SplitConfig", "CounterfactualConfig", "ModelOptions",
@@ -295,73 +294,13 @@ def _k(k: int | float) -> int | float:
 
 #: Accepted ``train.accelerator`` values (checked when the config is read, not when a run starts).
 ACCELERATOR = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_TYPED = (ExperimentConfig, QCConfig, SplitConfig, CounterfactualConfig, ModelOptions, TrainOptions, EvalOptions)
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    """Whether ``value`` has the annotated type (``bool`` is not a number; an int is a float)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin is tuple:
-        if not isinstance(value, tuple):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_conforms(v, args[0]) for v in value)
-        return len(args) == len(value) and all(_conforms(v, a) for v, a in zip(value, args))
-    if origin is dict:
-        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items())
-    return isinstance(value, hint) if isinstance(hint, type) else True
-
-
-def _type_name(hint: Any) -> str:
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
-    if origin is tuple:
-        return "a list"
-    if origin is dict:
-        return "a mapping"
-    return names.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def _check_types(obj: Any, where: str, fail: Any) -> None:
-    """Check every field of a config dataclass (and its sections, except ``dataset``) against its type."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value, name = getattr(obj, f.name), f"{where}{f.name}"
-        if f.name == "dataset" and type(obj) is ExperimentConfig:
-            continue  # checked by _validate_dataset
-        if isinstance(value, _TYPED):
-            _check_types(value, f"{name}.", fail)
-            continue
-        if not _conforms(value, hints[f.name]):
-            hint = ""
-            if isinstance(value, str):
-                try:
-                    float(value)
-                    hint = f" (YAML reads {value} as text: write it with a decimal point, e.g. 3.0e-3, or without quotes)"
-                except ValueError:
-                    pass
-            fail(f"{name} must be {_type_name(hints[f.name])}, got {value!r} ({type(value).__name__}){hint}")
 
 
 def _validate(c: ExperimentConfig, source: str) -> None:
     def fail(msg: str) -> None:
         raise ConfigError(f"{source}: {msg}")
 
-    _check_types(c, "", fail)
+    check_types(c, fail, skip=("dataset",))  # dataset: checked by _validate_dataset
     if not ACCELERATOR.match(c.train.accelerator):
         fail(f"train.accelerator must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps', got {c.train.accelerator!r}")
 
