@@ -18,9 +18,12 @@ _FIT = ("train", "val")
 
 
 def _sums(X, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell and per-gene totals of ``X[rows]`` (float64), cheap for sparse and backed matrices."""
-    sub = X[rows]
-    return np.asarray(sub.sum(axis=1), dtype=np.float64).ravel(), np.asarray(sub.sum(axis=0), dtype=np.float64).ravel()
+    """Per-cell totals of ``X[rows]`` and per-gene totals over ``rows`` (float64), without copying ``X``."""
+    weights = np.zeros(X.shape[0], dtype=np.float64)
+    weights[rows] = 1.0
+    per_cell = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()[rows]
+    per_gene = np.asarray(X.T @ weights, dtype=np.float64).ravel()
+    return per_cell, per_gene
 
 
 def data_fingerprint(adata: AnnData, registry: Mapping[str, Any]) -> dict[str, Any]:

@@ -270,11 +270,10 @@ class PerturbationModel:
             patience=patience, grad_clip=grad_clip, seed=seed, checkpoint_every=checkpoint_every,
             checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir), progress_bar=progress_bar,
         )
-        run_info = {
-            "model": {"name": self.registry["model"], "options": self.module_options},
-            "genes": list(self.registry["genes"]),
-            "data": self._fingerprint(),
-        }
+        run_info = {"model": {"name": self.registry["model"], "options": self.module_options},
+                    "genes": list(self.registry["genes"])}
+        if checkpoint_dir is not None:  # the record is only written to (and checked against) checkpoints
+            run_info["data"] = self._fingerprint()
         self._trainer = Trainer(self.module, train_data, val_data, config=config, callbacks=list(callbacks), run_info=run_info)
         try:
             with pyro.validation_enabled(False):  # skips per-sample support checks; restored on exit
