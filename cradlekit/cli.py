@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._atomic import write_h5ad_atomic, write_text_atomic
 from ._logging import logger
 
 
@@ -52,7 +53,7 @@ def _demo(args: argparse.Namespace) -> int:
     n_ref = int(adata.obs["cf_has_reference"].sum())
     model_lines = _train_and_evaluate(adata, args, out, timings) if args.epochs > 0 else []
 
-    adata.write_h5ad(out / "demo.h5ad")
+    write_h5ad_atomic(adata, out / "demo.h5ad")
     lines = [
         "# cradlekit demo (simulated Perturb-seq)",
         "",
@@ -80,7 +81,7 @@ def _demo(args: argparse.Namespace) -> int:
         "\n".join(f"- {k}: {v:.2f}" for k, v in timings.items()),
         "",
     ]
-    (out / "summary.md").write_text("\n".join(lines))
+    write_text_atomic(out / "summary.md", "\n".join(lines))
     logger.info("wrote %s and %s", out / "demo.h5ad", out / "summary.md")
     print("\n".join(lines))  # the CLI's output is its report
     return 0
@@ -173,7 +174,7 @@ def _qc(args: argparse.Namespace) -> int:
         batch_key=args.batch_key if args.batch_key else "auto", batch_thresholds=args.batch_thresholds,
     )
     print(qc.qc_summary(adata).to_markdown())
-    adata.write_h5ad(args.output)
+    write_h5ad_atomic(adata, args.output)  # temporary file + rename: safe when output is the input
     logger.info("wrote %s", args.output)
     return 0
 

@@ -20,6 +20,8 @@ __all__ = [
     "ManifestError",
     "UnknownPerturbationError",
     "GeneMismatchError",
+    "CheckpointError",
+    "CheckpointMismatchError",
 ]
 
 
@@ -65,3 +67,11 @@ class UnknownPerturbationError(EmptyPerturbationError):
 
 class GeneMismatchError(MissingKeyError):
     """An AnnData's genes (names or order) differ from those a model was trained on."""
+
+
+class CheckpointError(CradlekitError, OSError):
+    """A checkpoint or saved-model file cannot be read safely (damaged, truncated, or holding Python objects)."""
+
+
+class CheckpointMismatchError(CradlekitError, ValueError):
+    """A checkpoint was written by a different run (model, settings, genes or data) than the one resuming it."""

@@ -69,7 +69,10 @@ def test_corrupt_cached_file_is_refetched(server, isolated_data_env, cradlekit_l
     again = fetch(_entry(server.url), cache_dir=isolated_data_env)
     assert again.read_bytes() == CONTENT
     assert server.hits == {"/toy.h5ad": 2}
-    assert any("corrupt" in r.getMessage() for r in cradlekit_log.records if r.levelname == "WARNING")
+    moved = list((isolated_data_env / ".moved-aside").iterdir())  # moved aside, not deleted
+    assert len(moved) == 1 and moved[0].read_bytes() == CONTENT[:-5] + b"XXXXX"
+    warnings = [r.getMessage() for r in cradlekit_log.records if r.levelname == "WARNING"]
+    assert any("corrupt" in w and str(moved[0]) in w for w in warnings)
 
 
 def test_size_mismatch_is_corruption(server, isolated_data_env):
@@ -79,10 +82,12 @@ def test_size_mismatch_is_corruption(server, isolated_data_env):
     assert server.hits["/toy.h5ad"] == 2
 
 
-def test_wrong_hash_download_raises_and_leaves_nothing(server, isolated_data_env):
-    with pytest.raises(ChecksumError, match="does not match"):
+def test_wrong_hash_download_raises_and_is_kept_aside(server, isolated_data_env):
+    with pytest.raises(ChecksumError, match="does not match.*moved to") as err:
         fetch(_entry(server.url, sha256="0" * 64), cache_dir=isolated_data_env)
-    assert not (isolated_data_env / "toy.h5ad").exists()
+    assert not (isolated_data_env / "toy.h5ad").exists()  # never used as the dataset
+    moved = isolated_data_env / ".moved-aside" / f"toy.h5ad.sha256-{SHA[:33]}"
+    assert moved.read_bytes() == CONTENT and str(moved) in str(err.value)
 
 
 def test_md5_only_entry_is_checked(server, isolated_data_env):
@@ -126,21 +131,63 @@ def test_data_dirs_env_is_pathsep_separated(tmp_path, monkeypatch, isolated_data
     assert fetch(_entry(url=None), cache_dir=isolated_data_env) == b / "toy.h5ad"
 
 
-def test_trust_on_first_use_sidecar(server, isolated_data_env):
+def _h5ad_bytes(tmp_path, n: int = 5) -> bytes:
+    import anndata as ad
+    import numpy as np
+
+    path = tmp_path / f"real{n}.h5ad"
+    ad.AnnData(np.arange(n * 3, dtype=np.float32).reshape(n, 3)).write_h5ad(path)
+    return path.read_bytes()
+
+
+def test_trust_on_first_use_sidecar(server, isolated_data_env, tmp_path):
+    real = _h5ad_bytes(tmp_path)
+    (server.root / "toy.h5ad").write_bytes(real)
     entry = _entry(server.url, sha256=None)
     path = fetch(entry, cache_dir=isolated_data_env)
     sidecar = isolated_data_env / "toy.h5ad.sha256"
-    assert sidecar.read_text().split() == [SHA, "toy.h5ad"]
+    assert sidecar.read_text().split() == [hashlib.sha256(real).hexdigest(), "toy.h5ad"]
     assert fetch(entry, cache_dir=isolated_data_env) == path and server.hits == {"/toy.h5ad": 1}
     # a corrupt cached copy is checked against the first-use record and downloaded again
     path.write_bytes(b"damaged")
-    assert fetch(entry, cache_dir=isolated_data_env).read_bytes() == CONTENT
+    assert fetch(entry, cache_dir=isolated_data_env).read_bytes() == real
     assert server.hits == {"/toy.h5ad": 2}
     # upstream changed: the new download no longer matches what was trusted first
-    (server.root / "toy.h5ad").write_bytes(b"a different release")
+    (server.root / "toy.h5ad").write_bytes(_h5ad_bytes(tmp_path, 6))
     path.unlink()
     with pytest.raises(ChecksumError, match="first-use record"):
         fetch(entry, cache_dir=isolated_data_env)
+
+
+def test_truncated_first_download_is_not_trusted(server, isolated_data_env, tmp_path):
+    real = _h5ad_bytes(tmp_path)
+    (server.root / "toy.h5ad").write_bytes(real[: len(real) // 2])  # an interrupted transfer
+    entry = _entry(server.url, sha256=None)
+    with pytest.raises(DatasetNotAvailableError, match="does not open as an h5ad.*no checksum was recorded") as err:
+        fetch(entry, cache_dir=isolated_data_env)
+    moved = isolated_data_env / ".moved-aside" / "toy.h5ad.unreadable"
+    assert str(moved) in str(err.value) and moved.read_bytes() == real[: len(real) // 2]
+    assert not (isolated_data_env / "toy.h5ad.sha256").exists()
+    (server.root / "toy.h5ad").write_bytes(real)  # the real file is not blocked by a wrong record
+    assert fetch(entry, cache_dir=isolated_data_env).read_bytes() == real
+    assert (isolated_data_env / "toy.h5ad.sha256").read_text().split()[0] == hashlib.sha256(real).hexdigest()
+    # a truncated file already in the cache without a record is moved aside too, not trusted
+    (isolated_data_env / "toy.h5ad.sha256").unlink()
+    (isolated_data_env / "toy.h5ad").write_bytes(real[:100])
+    assert fetch(entry, cache_dir=isolated_data_env).read_bytes() == real
+
+
+def test_corrupt_cache_offline_keeps_the_file_and_says_where(isolated_data_env):
+    cache = isolated_data_env
+    cache.mkdir(parents=True)
+    (cache / "toy.h5ad").write_bytes(CONTENT)
+    entry = _entry(_closed_port_url(), sha256="0" * 64)  # e.g. a wrong third-party checksum
+    for _ in range(2):  # every call: nothing lost
+        with pytest.raises(DatasetNotAvailableError) as err:
+            fetch(entry, cache_dir=cache, timeout=5)
+        moved = cache / ".moved-aside" / f"toy.h5ad.sha256-{SHA[:33]}"
+        assert moved.read_bytes() == CONTENT and str(moved) in str(err.value) and "verify=False" in str(err.value)
+    assert fetch(entry, path=moved, verify=False, cache_dir=cache) == moved  # the way on that the message gives
 
 
 def test_verified_file_is_not_rehashed(server, isolated_data_env, monkeypatch):

@@ -291,3 +291,87 @@ def test_model_ate_from_sampled_or_expected_cells(grid, tmp_path):
         assert a[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
     assert abs(a["all_ate_pearson"] - b["all_ate_pearson"]) > 1e-3  # the NB noise of sampled cells
     assert a["qcpr"] == pytest.approx(b["qcpr"])  # QCPR uses sampled cells either way
+
+
+# ------------------------------------------------------------------ shared folders (issue 12)
+_HOLDER = """
+import fcntl, os, pathlib, shutil, sys, time
+lock, go, src, dst = sys.argv[1:]
+fh = open(lock, "a+")
+fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+print("locked", flush=True)
+while not pathlib.Path(go).exists():
+    time.sleep(0.02)
+if src != "-":  # finish the run: its JSON appears, then the lock is released
+    shutil.copy(src, dst + ".tmp")
+    os.replace(dst + ".tmp", dst)
+"""
+
+
+def test_two_runners_share_the_work(grid, tmp_path, monkeypatch):
+    """Another runner holds one missing run: this runner does the other, waits, and does not repeat it."""
+    import subprocess
+    import sys
+
+    from cradlekit.experiments.locks import RunLock
+
+    config, first = grid
+    config = copy_grid(config, tmp_path / "shared")
+    theirs, mine = RunSpec("cvae", 5, 1), RunSpec("cradle", 5, 1)
+    saved = tmp_path / "theirs.json"
+    shutil.copy(run_json_path(config, theirs), saved)
+    for spec in (theirs, mine):
+        run_json_path(config, spec).unlink()
+    lock = runner_module._lock(config, theirs).path
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    go = tmp_path / "go"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(lock), str(go), str(saved), str(run_json_path(config, theirs))],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    assert not RunLock(lock).acquire()  # the other runner really holds it
+    trained = []
+    real = runner_module.run_one
+    monkeypatch.setattr(runner_module, "run_one", lambda c, m, k, s, **kw: trained.append((m, k, s)) or real(c, m, k, s, **kw))
+
+    def release_theirs(spec, row):  # the other runner finishes once this one has done its own run
+        if spec == mine:
+            go.touch()
+
+    result = run_grid(config, callback=release_theirs)
+    holder.wait(timeout=60)
+    assert trained == [("cradle", 5, 1)]  # the held run was not trained again
+    assert result.ran == [mine] and theirs in result.cached and len(result.cached) == 7
+    pd.testing.assert_frame_equal(result.results[STABLE], first.results[STABLE])
+
+
+def test_a_dead_runners_lock_does_not_block(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from cradlekit.experiments.locks import RunLock
+
+    lock = tmp_path / "x.lock"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(lock), str(tmp_path / "never"), "-", "-"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    assert not RunLock(lock).acquire()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert RunLock(lock).acquire()  # released by the operating system
+
+
+def test_results_cover_every_matching_run_in_a_shared_folder(grid, tmp_path, cradlekit_log):
+    """Two grids in one folder: each results.csv has every run with matching settings, not just its own."""
+    config, first = grid
+    config = copy_grid(config, tmp_path / "two_grids")
+    only_cvae = config.replace(models=["cvae"])  # a second grid over the same folder (all its runs cached)
+    result = run_grid(only_cvae)
+    assert not result.ran and len(result.cached) == 4
+    assert len(result.results) == 8  # the cradle runs of the first grid are kept
+    assert list(result.results["model"][:4]) == ["cvae"] * 4  # this grid's own runs first
+    assert set(pd.read_csv(config.output_path / "results.csv")["config_hash"]) == set(first.results["config_hash"])
+    assert "CRADLE-VAE" in (config.output_path / "table2.md").read_text()
+    other = config.replace(train={**config.to_dict()["train"], "lr": 1e-3})  # other settings: not mixed in
+    assert runner_module.collect_results(other).empty
+    assert "8 finished run(s)" in cradlekit_log.text

@@ -114,3 +114,12 @@ def test_svae_plus_default_prior_is_sparse():
     from cradlekit.models import SVAEPlus
 
     assert SVAEPlus(5, 3, np.ones(3), 10, latent_dim=4, hidden_dim=8).mask_beta == 2.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n_cells": -10}, "n_cells must be a positive integer"),
+    ({"n_genes": "300"}, "n_genes must be"),
+])
+def test_simulator_arguments_are_checked_when_the_config_is_read(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        config_from_dict({**GRID, "dataset": {"name": "simulator", "kwargs": kwargs}})

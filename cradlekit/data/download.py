@@ -8,11 +8,13 @@ Where :func:`fetch` looks, in order:
    ``../shared/data`` next to a source checkout) - a copy whose checksum does not match is
    skipped with a warning;
 3. the cache, ``cache_dir=`` or ``$CRADLEKIT_CACHE`` or ``~/.cache/cradlekit`` - a corrupt cached
-   file is logged, deleted and downloaded again, never used;
+   file is logged, moved aside into ``<cache>/.moved-aside/`` (never deleted: the checksum, not the
+   file, may be wrong) and downloaded again, never used;
 4. a download with :mod:`pooch` into the cache, checked against the manifest's hash.
 
 **Trust on first use.** When the manifest knows no checksum for a dataset, the sha256 of the first
-download is written next to it in ``<file>.sha256`` (``sha256sum`` format). Later loads, local
+download is written next to it in ``<file>.sha256`` (``sha256sum`` format), but only once the file
+opens as a valid h5ad (a truncated download is moved aside and nothing is recorded). Later loads, local
 copies and re-downloads are checked against that record; if upstream really changed the file,
 delete the sidecar to trust the new one.
 
@@ -50,6 +52,7 @@ __all__ = [
     "SHARED_DATA_ENV",
 ]
 
+MOVED_ASIDE = ".moved-aside"
 CACHE_ENV = "CRADLEKIT_CACHE"
 DATA_DIRS_ENV = "CRADLEKIT_DATA_DIRS"
 SHARED_DATA_ENV = "CRADLEKIT_SHARED_DATA"
@@ -221,25 +224,34 @@ def fetch(
         )
 
     cached = cache / entry.filename
-    if cached.is_file():
-        if expected is None:
-            _record_first_use(entry, cached, note="found in the cache without a checksum record")
-            return cached
+    if cached.is_file() and expected is not None:
         ok, found = _matches(cached, expected, entry.size_bytes, cache)
         if ok:
             logger.info("%s: using cached %s", entry.name, cached)
             return cached
+        moved = _move_aside(cached, cache, found)
         logger.warning(
-            "%s: cached file %s is corrupt (found %s, expected %s %s from %s); deleting it and "
-            "downloading again", entry.name, cached, found, expected[0], expected[1], expected[2],
+            "%s: cached file %s is corrupt (found %s, expected %s %s from %s); moved it to %s (not deleted) "
+            "and looking for a replacement", entry.name, cached, found, expected[0], expected[1], expected[2], moved,
         )
-        cached.unlink()
-        _stamp(cached, cache).unlink(missing_ok=True)
+    if cached.is_file():  # no checksum record: usable only if it opens as an h5ad
+        problem = _h5ad_problem(entry, cached)
+        if problem is None:
+            _record_first_use(entry, cached, note="found in the cache without a checksum record")
+            return cached
+        moved = _move_aside(cached, cache, "unreadable")
+        logger.warning("%s: cached file %s %s; moved it to %s, no checksum recorded", entry.name, cached, problem, moved)
 
     if entry.url is None or not download:
         why = "it is local-only (no public URL)" if entry.url is None else "download=False"
-        raise DatasetNotAvailableError(_not_available(entry, dirs, cache, expected, why))
-    return _download(entry, cache, expected, progressbar=progressbar, timeout=timeout, dirs=dirs)
+        raise DatasetNotAvailableError(_not_available(entry, dirs, cache, expected, why) + _moved_note(cache, entry))
+    try:
+        return _download(entry, cache, expected, progressbar=progressbar, timeout=timeout, dirs=dirs)
+    except DatasetNotAvailableError as err:
+        note = _moved_note(cache, entry)
+        if not note:
+            raise
+        raise DatasetNotAvailableError(f"{err}{note}") from err.__cause__
 
 
 def _use_explicit(
@@ -277,34 +289,77 @@ def _download(
     size = f" ({entry.size_bytes / 1e9:.2f} GB)" if entry.size_bytes else ""
     logger.info("%s: downloading %s%s into %s", entry.name, entry.url, size, cache)
     cache.mkdir(parents=True, exist_ok=True)
-    known = f"{expected[0]}:{expected[1]}" if expected else None
     try:
         with _quiet_pooch():
-            out = pooch.retrieve(
+            out = pooch.retrieve(  # checked below, so a mismatching file is moved aside, not deleted
                 entry.url,
-                known_hash=known,
+                known_hash=None,
                 fname=entry.filename,
                 path=cache,
                 progressbar=progressbar,
                 downloader=pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout),
             )
-    except ValueError as err:  # pooch: hash of the downloaded file does not match
-        src = expected[2] if expected else "the manifest"
-        raise ChecksumError(
-            f"{entry.name}: the file downloaded from {entry.url} does not match the checksum from "
-            f"{src} and was deleted ({err}). If upstream changed the file on purpose, update the "
-            "manifest (or delete the first-use record)."
-        ) from err
     except (requests.exceptions.RequestException, OSError) as err:
         raise DatasetNotAvailableError(
             _not_available(entry, dirs, cache, expected, f"the download failed ({err})")
         ) from err
     out_path = Path(out)
     if expected is None:
+        problem = _h5ad_problem(entry, out_path)
+        if problem is not None:
+            moved = _move_aside(out_path, cache, "unreadable")
+            raise DatasetNotAvailableError(
+                f"{entry.name}: the file downloaded from {entry.url} {problem} (an interrupted download?). It was "
+                f"moved to {moved} and no checksum was recorded; try again."
+            )
         _record_first_use(entry, out_path, note="first download")
     else:
-        _matches(out_path, expected, entry.size_bytes, cache)  # writes the stamp (pooch already checked)
+        ok, found = _matches(out_path, expected, entry.size_bytes, cache)  # also writes the stamp
+        if not ok:
+            moved = _move_aside(out_path, cache, found)
+            raise ChecksumError(
+                f"{entry.name}: the file downloaded from {entry.url} does not match the checksum from "
+                f"{expected[2]}: expected {expected[0]} {expected[1]}, found {found}. It was moved to {moved} "
+                "(not deleted). If upstream changed the file on purpose, update the manifest (or delete the "
+                "first-use record); if the checksum is wrong, use it with fetch(..., path=..., verify=False)."
+            )
     return out_path
+
+
+def _h5ad_problem(entry: DatasetEntry, path: Path) -> str | None:
+    """Why ``path`` is not a readable h5ad (``None`` when it opens, or the entry is not an h5ad)."""
+    if str(entry.format).lower() != "h5ad":
+        return None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            missing = [k for k in ("obs", "var") if k not in fh]
+    except Exception as err:  # noqa: BLE001 - any failure to open means "not usable"
+        return f"does not open as an h5ad ({type(err).__name__}: {str(err)[:160]})"
+    return f"is not an AnnData file (no {', '.join(missing)})" if missing else None
+
+
+def _move_aside(path: Path, cache: Path, found: str) -> Path:
+    """Rename ``path`` into ``<cache>/.moved-aside/`` (same file system: no copy), named by what was
+    found (``sha256 <hex>``, ``unreadable``, a size), so a file moved aside twice is one file."""
+    tag = "".join(c if c.isalnum() else "-" for c in found.split(" (")[0])[:40].strip("-")
+    dest = cache / MOVED_ASIDE / f"{path.name}.{tag}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, dest)
+    _stamp(path, cache).unlink(missing_ok=True)
+    return dest
+
+
+def _moved_note(cache: Path, entry: DatasetEntry) -> str:
+    moved = sorted((cache / MOVED_ASIDE).glob(f"{entry.filename}.*"))
+    if not moved:
+        return ""
+    listed = "".join(f"\n  - {m}" for m in moved)
+    return (
+        f"\nCopies that failed their check were moved aside (not deleted):{listed}\nIf you know one is good "
+        f"(e.g. the published checksum is wrong), use it with fetch(..., path=<that file>, verify=False)."
+    )
 
 
 def _record_first_use(entry: DatasetEntry, path: Path, *, note: str) -> None:

@@ -14,14 +14,16 @@ Example (``configs/smoke.yaml``)::
     train: {max_epochs: 5, max_steps: 20, lr: 1.0e-3, batch_size: 256, accelerator: cpu}
     evaluation: {n_model_cells: 200, n_qcpr_cells: 20}
 
-Every section and key is checked: unknown keys, unknown model names, a non-positive ``k`` and
-out-of-range fractions raise :class:`ConfigError` naming the offending entry.
+Every section and key is checked before anything runs: unknown keys, a value of the wrong type
+(e.g. ``lr: "3e-3"``, which YAML reads as text), unknown model names, an unknown ``accelerator``,
+a non-positive ``k`` and out-of-range fractions raise :class:`ConfigError` naming the offending entry.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,9 @@ from typing import Any
 import yaml
 
 from ..models import MODELS
+from ._typecheck import check_types
 from .dataset_config import SIMULATOR, ConfigError, DatasetConfig, validate_dataset
+from .variants import read_variants
 
 __all__ = [
     "ConfigError", "DatasetConfig", "QCConfig", "SplitConfig", "CounterfactualConfig", "ModelOptions",
@@ -257,7 +261,7 @@ def config_from_dict(raw: Mapping[str, Any], *, source: str = "config") -> Exper
     if not isinstance(overrides, Mapping):
         raise ConfigError(f"{source}: model_overrides must map model names to option mappings")
     built["model_overrides"] = {str(m): dict(v or {}) for m, v in overrides.items()}
-    built["variants"] = _variants(raw.pop("variants", None) or {}, f"{source}: variants")
+    built["variants"] = read_variants(raw.pop("variants", None) or {}, f"{source}: variants")
     allowed = {f.name for f in dataclasses.fields(ExperimentConfig)} - set(built)
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -294,27 +298,6 @@ def _section(cls: type, raw: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {err}") from None
 
 
-def _variants(raw: Any, where: str) -> dict[str, dict[str, Any]]:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must map names to {{model: ..., options: {{...}}}}")
-    out: dict[str, dict[str, Any]] = {}
-    for name, spec in raw.items():
-        if not isinstance(spec, Mapping) or "model" not in spec:
-            raise ConfigError(f"{where}.{name} must be a mapping with a 'model' (a registry name)")
-        unknown = sorted(set(spec) - {"model", "options", "label"})
-        if unknown:
-            raise ConfigError(f"{where}.{name}: unknown key(s) {unknown}; allowed: ['label', 'model', 'options']")
-        if str(name) in MODELS:
-            raise ConfigError(f"{where}.{name}: a variant cannot reuse a registry model name")
-        if spec["model"] not in MODELS:
-            raise ConfigError(f"{where}.{name}.model {spec['model']!r} is not one of {sorted(MODELS)}")
-        options = spec.get("options") or {}
-        if not isinstance(options, Mapping):
-            raise ConfigError(f"{where}.{name}.options must be a mapping")
-        out[str(name)] = {"model": str(spec["model"]), "options": dict(options), **({"label": str(spec["label"])} if spec.get("label") else {})}
-    return out
-
-
 def _list(value: Any, where: str, kind: type | tuple[type, ...]) -> list[Any]:
     if isinstance(value, (str, int, float)):
         value = [value]
@@ -335,9 +318,17 @@ def _k(k: int | float) -> int | float:
     return int(k) if k.is_integer() else k
 
 
+#: Accepted ``train.accelerator`` values (checked when the config is read, not when a run starts).
+ACCELERATOR = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
 def _validate(c: ExperimentConfig, source: str) -> None:
     def fail(msg: str) -> None:
         raise ConfigError(f"{source}: {msg}")
+
+    check_types(c, fail, skip=("dataset",))  # dataset: checked by validate_dataset
+    if not ACCELERATOR.match(c.train.accelerator):
+        fail(f"train.accelerator must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps', got {c.train.accelerator!r}")
 
     unknown = [m for m in c.models if m not in MODELS and m not in c.variants]
     if unknown:

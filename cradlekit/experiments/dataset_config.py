@@ -119,6 +119,24 @@ def validate_dataset(d: DatasetConfig, fail: Any) -> None:
     unknown = sorted(set(d.kwargs) - params)
     if unknown:
         fail(f"dataset.kwargs: {unknown} are not arguments of {fn.__name__} ({sorted(params)})")
+    if fn is simulate_perturbseq:
+        _check_simulator_kwargs(d.kwargs, fail)
+
+
+def _check_simulator_kwargs(kwargs: dict[str, Any], fail: Any) -> None:
+    """Types of the simulator's arguments, and positive cell and gene counts, before anything runs."""
+    import typing
+
+    from ..data import simulate_perturbseq
+    from ._typecheck import conforms
+
+    hints = typing.get_type_hints(simulate_perturbseq)
+    for key, value in kwargs.items():
+        if key in hints and not conforms(value, hints[key]):
+            fail(f"dataset.kwargs.{key} must be {hints[key]}, got {value!r}")
+    for key in ("n_cells", "n_genes", "true_ate_cells", "chunk_size"):
+        if key in kwargs and kwargs[key] < 1:
+            fail(f"dataset.kwargs.{key} must be a positive integer, got {kwargs[key]!r}")
 
 
 def _validate_file(d: DatasetConfig, fail: Any) -> None:

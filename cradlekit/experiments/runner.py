@@ -3,13 +3,22 @@
 Every finished run leaves ``runs/<model>_k<k>_s<seed>_<key>.json`` in the output folder (written
 atomically by :func:`~cradlekit.experiments.run_one.run_one`). A run whose JSON exists is not
 run again, so re-running a grid is free and an interrupted grid resumes where it stopped.
-At the end the rows of the grid's runs are collected (in :func:`~.grid.expand_grid` order) into
-``results.csv`` (and ``results.parquet`` when pyarrow is installed) and the tables are rendered.
+
+Several runners may share an output folder: each run is taken under a lock
+(:class:`~.locks.RunLock`, released by the operating system if the runner dies), a runner skips
+runs another one holds, and at the end waits for them (and runs any whose holder failed).
+
+At the end every finished run in the folder whose settings match the config (its cache key is the
+one this config gives its model, k and seed; :func:`collect_results`) is collected into
+``results.csv`` (and ``results.parquet`` when pyarrow is installed) and the tables are rendered, so
+two grids sharing a folder, or two runners, each leave a table of all the matching runs. Files are
+written atomically.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +27,11 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from .._atomic import atomic_path
 from .._logging import logger
 from .config import ExperimentConfig
-from .grid import RunSpec, expand_grid, run_json_path
+from .grid import MODEL_ORDER, RunSpec, expand_grid, run_json_path, run_key, run_name
+from .locks import LOCK_DIR, RunLock
 from .prepare import prepare_all
 from .run_one import METRICS, read_run, run_one
 from .tables import write_tables
@@ -125,6 +136,22 @@ def run_grid(
     return result
 
 
+def _lock(config: ExperimentConfig, spec: RunSpec) -> RunLock:
+    return RunLock(config.output_path / "runs" / LOCK_DIR / f"{run_name(config, spec)}.lock")
+
+
+def _done_elsewhere(config: ExperimentConfig, spec: RunSpec, result: GridResult, callback: Callable | None) -> bool:
+    """With the run's lock held: whether another runner finished it meanwhile (then it counts as cached)."""
+    row = read_run(run_json_path(config, spec))
+    if row is None:
+        return False
+    logger.info("run %s was finished by another runner", run_name(config, spec))
+    result.cached.append(spec)
+    if callback is not None:
+        callback(spec, row)
+    return True
+
+
 def _finish(config: ExperimentConfig, spec: RunSpec, result: GridResult, callback: Callable | None) -> None:
     result.ran.append(spec)
     if callback is not None:
@@ -138,27 +165,71 @@ def _fail(spec: RunSpec, err: BaseException, result: GridResult, on_error: str) 
     result.failed[spec] = f"{type(err).__name__}: {err}"
 
 
+def _run_locked(config, spec, result, on_error, callback) -> None:
+    if _done_elsewhere(config, spec, result, callback):
+        return
+    try:
+        run_one(config, spec.model, spec.k, spec.seed)
+    except Exception as err:
+        _fail(spec, err, result, on_error)
+        return
+    _finish(config, spec, result, callback)
+
+
 def _run_sequential(config, todo, result, on_error, callback) -> None:
+    busy = []
     for spec in todo:
-        try:
-            run_one(config, spec.model, spec.k, spec.seed)
-        except Exception as err:
-            _fail(spec, err, result, on_error)
+        lock = _lock(config, spec)
+        if not lock.acquire():
+            logger.info("run %s is held by another runner (%s); doing the others first", run_name(config, spec), lock.path)
+            busy.append(spec)
             continue
-        _finish(config, spec, result, callback)
+        try:
+            _run_locked(config, spec, result, on_error, callback)
+        finally:
+            lock.release()
+    for spec in busy:  # wait for the other runner; run it here if it gave up or died
+        with _lock(config, spec):
+            _run_locked(config, spec, result, on_error, callback)
 
 
 def _run_dask(config, todo, result, on_error, callback, client, n_workers) -> None:
-    from distributed import as_completed
-
     own = client is None
     if own:
         client = local_dask_client(n_workers)
     try:
-        futures = {
-            client.submit(run_one, config, s.model, s.k, s.seed, pure=False): s
-            for s in todo
-        }
+        claimed, busy = [], []
+        for spec in todo:
+            lock = _lock(config, spec)
+            if lock.acquire():
+                claimed.append((spec, lock))
+            else:
+                busy.append(spec)
+        _dask_batch(config, claimed, result, on_error, callback, client)
+        later = []
+        for spec in busy:
+            lock = _lock(config, spec)
+            lock.acquire(blocking=True)
+            if _done_elsewhere(config, spec, result, callback):
+                lock.release()
+            else:
+                later.append((spec, lock))
+        _dask_batch(config, later, result, on_error, callback, client)
+    finally:
+        if own:
+            cluster = client.cluster
+            client.close()
+            cluster.close()
+
+
+def _dask_batch(config, claimed, result, on_error, callback, client) -> None:
+    """Run the claimed ``(spec, lock)`` pairs on the cluster; each lock is released when its run ends."""
+    from distributed import as_completed
+
+    locks = dict(claimed)
+    try:
+        todo = [spec for spec, _ in claimed if not _done_elsewhere(config, spec, result, callback)]
+        futures = {client.submit(run_one, config, s.model, s.k, s.seed, pure=False): s for s in todo}
         try:
             for future in as_completed(list(futures)):
                 spec = futures[future]
@@ -167,20 +238,45 @@ def _run_dask(config, todo, result, on_error, callback, client, n_workers) -> No
                 except Exception as err:
                     _fail(spec, err, result, on_error)
                     continue
+                finally:
+                    locks[spec].release()
                 _finish(config, spec, result, callback)
         finally:
             client.cancel([f for f in futures if not f.done()])
     finally:
-        if own:
-            cluster = client.cluster
-            client.close()
-            cluster.close()
+        for lock in locks.values():
+            lock.release()
 
 
 def collect_results(config: ExperimentConfig) -> pd.DataFrame:
-    """The finished runs of the grid as one row each, in grid order (k, model, seed)."""
-    rows = [row for spec in expand_grid(config) if (row := read_run(run_json_path(config, spec))) is not None]
-    frame = pd.DataFrame(rows)
+    """Every finished run in ``config``'s output folder whose settings match ``config``, one row each.
+
+    A run matches when the cache key in its JSON is the key ``config`` gives its (model, k, seed):
+    the grid's own runs, and runs of other grids in the same folder that used the same data,
+    options and training settings. Rows come in grid order (k, model, seed), then the other matching
+    runs; runs made with other settings are left out (and counted in the log).
+    """
+    order = {spec: i for i, spec in enumerate(expand_grid(config))}
+    found: list[tuple[tuple, dict[str, Any]]] = []
+    other = 0
+    for path in sorted((config.output_path / "runs").glob("*.json")):
+        try:
+            row = json.loads(path.read_text())["row"]
+            spec = RunSpec(str(row["model"]), row["k"], int(row["seed"]))
+            matches = row.get("config_hash") == run_key(config, spec)
+        except (OSError, ValueError, KeyError, TypeError):
+            logger.warning("unreadable run file %s left out of the results", path)
+            continue
+        if not matches:
+            other += 1
+            continue
+        rank = MODEL_ORDER.index(spec.model) if spec.model in MODEL_ORDER else len(MODEL_ORDER)
+        key = (0, order[spec], 0, "", 0) if spec in order else (1, float(spec.k), rank, spec.model, spec.seed)
+        found.append((key, row))
+    if other:
+        logger.info("%d finished run(s) in %s were made with other settings and are not in this grid's results",
+                    other, config.output_path / "runs")
+    frame = pd.DataFrame([row for _, row in sorted(found, key=lambda item: item[0])])
     for col in METRICS:
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
@@ -192,12 +288,14 @@ def write_results(results: pd.DataFrame, out: str | Path) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"csv": out / "results.csv"}
-    results.to_csv(files["csv"], index=False)
+    with atomic_path(files["csv"]) as tmp:
+        results.to_csv(tmp, index=False)
     if importlib.util.find_spec("pyarrow") is None:
         logger.debug("pyarrow not installed: no results.parquet")
     else:
         files["parquet"] = out / "results.parquet"
-        results.to_parquet(files["parquet"], index=False)
+        with atomic_path(files["parquet"]) as tmp:
+            results.to_parquet(tmp, index=False)
     if len(results):
         files.update(write_tables(results, out))
     return files

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .._atomic import write_text_atomic
+
 __all__ = ["MODEL_NAMES", "TABLE_COLUMNS", "TABLE2_MODELS", "TABLE3_MODELS", "summarize", "rank_marks",
            "render_table", "write_tables"]
 
@@ -189,6 +191,6 @@ def write_tables(results: pd.DataFrame, out: str | Path) -> dict[str, Path]:
             continue
         for fmt, ext in (("md", "md"), ("html", "html")):
             path = out / f"{name}.{ext}"
-            path.write_text(render_table(results, models, fmt=fmt, title=title))
+            write_text_atomic(path, render_table(results, models, fmt=fmt, title=title))
             files[f"{name}_{ext}"] = path
     return files

@@ -14,7 +14,9 @@ from typing import Any
 
 import torch
 
-from ..train import save_checkpoint
+from .._atomic import write_text_atomic
+from ..errors import CheckpointError
+from ..train import load_checkpoint, save_checkpoint
 
 __all__ = ["write_model_dir", "read_model_dir", "MODEL_FILE", "REGISTRY_FILE", "HISTORY_FILE", "FORMAT"]
 
@@ -62,10 +64,18 @@ def write_model_dir(
     except TypeError as err:
         raise TypeError(f"model metadata is not JSON-serialisable ({err}); use plain values in model options") from None
     path.mkdir(parents=True, exist_ok=True)
+    # each file is written to a temporary name and renamed: an interruption never leaves half a file
     save_checkpoint({k: v.detach().cpu() for k, v in state.items()}, path / MODEL_FILE)
-    (path / REGISTRY_FILE).write_text(meta_text)
-    (path / HISTORY_FILE).write_text(json.dumps(_jsonable(history)))
+    write_text_atomic(path / REGISTRY_FILE, meta_text)
+    write_text_atomic(path / HISTORY_FILE, json.dumps(_jsonable(history)))
     return path
+
+
+def _read_json(path: Path, remedy: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is damaged or truncated ({type(err).__name__}: {err}); {remedy}") from None
 
 
 def read_model_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[dict[str, Any]]]:
@@ -77,15 +87,22 @@ def read_model_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
         If the folder lacks ``model.pt`` or ``registry.json``.
     ValueError
         If ``registry.json`` is not a cradlekit model record.
+    cradlekit.errors.CheckpointError
+        If a file is damaged or truncated, or ``model.pt`` holds Python objects (it is loaded with
+        ``weights_only=True`` and never unpickled); the message names the file.
     """
     path = Path(path)
     for name in (MODEL_FILE, REGISTRY_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path / name} not found: not a folder written by PerturbationModel.save")
-    meta = json.loads((path / REGISTRY_FILE).read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path / REGISTRY_FILE} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    state = torch.load(path / MODEL_FILE, map_location="cpu", weights_only=True)
+    remedy = "save the model again from its training session, or retrain it (its checkpoint_dir's best.pt holds the best weights)"
+    meta = _read_json(path / REGISTRY_FILE, remedy)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{path / REGISTRY_FILE} has format {found!r}, expected {FORMAT!r}")
+    state = load_checkpoint(path / MODEL_FILE, what="saved model", remedy=remedy)
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"saved model {path / MODEL_FILE} does not hold a dict of tensors; {remedy}")
     history_file = path / HISTORY_FILE
-    history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    history = _read_json(history_file, remedy) if history_file.is_file() else []
     return state, meta, history

@@ -15,6 +15,7 @@ from .._keys import CF_LAYER, SPLIT_KEY, artifact_key as _artifact_key
 from .._logging import logger
 from ..models import PerturbationVAE, build_model
 from ..train import Callback, DeviceData, TrainConfig, Trainer, resolve_device
+from ._fingerprint import data_fingerprint
 from ._io import read_model_dir, write_model_dir
 from ._options import DEFAULT_OBJECTIVE, module_options, uses_counterfactual
 from ._output import basal_latent, generated_anndata, requested_labels
@@ -135,6 +136,7 @@ class PerturbationModel:
         self._device_data: tuple[torch.device, DeviceData, DeviceData | None] | None = None
         self._trainer: Trainer | None = None
         self._log_stats: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._data_fingerprint: dict[str, Any] | None = None
 
     def _build_module(self, seed: int) -> PerturbationVAE:
         """A freshly initialised module; ``seed`` fixes its weights (the global RNG is left as it was)."""
@@ -193,6 +195,14 @@ class PerturbationModel:
         self._device_data = (device, train, val)
         return train, val
 
+    def _fingerprint(self) -> dict[str, Any]:
+        """The training data's fingerprint (computed once per AnnData)."""
+        if self._data_fingerprint is None:
+            if self.adata is None:
+                raise ValueError("this model was loaded without adata; pass adata= to PerturbationModel.load to train it")
+            self._data_fingerprint = data_fingerprint(self.adata, self.registry)
+        return self._data_fingerprint
+
     def train(
         self,
         *,
@@ -233,6 +243,11 @@ class PerturbationModel:
             Folder for ``last.pt`` (every ``checkpoint_every`` epochs) and ``best.pt``.
         resume
             Continue from ``checkpoint_dir/last.pt`` when it exists (weights, optimiser, RNG states).
+            The checkpoint must come from the same run: model and options, genes (names and order),
+            training data (cells, split, labels, counts; see :func:`~cradlekit.model._fingerprint.data_fingerprint`)
+            and ``batch_size``, ``weight_decay``, ``grad_clip``, ``seed``. ``max_epochs``, ``max_steps``,
+            ``patience`` and ``lr`` may change (e.g. a lower ``lr`` after a NaN loss): the new values
+            apply to the restored optimiser and are listed in ``train_info["resume_changes"]``.
         callbacks
             Objects with ``on_train_start/on_epoch_end/on_train_end`` or functions of the epoch
             record (``epoch``, ``step``, ``train_loss``, ``val_loss`` and every loss part).
@@ -247,7 +262,12 @@ class PerturbationModel:
         Raises
         ------
         cradlekit.errors.NonFiniteLossError
-            On a NaN/inf loss, naming the epoch and step.
+            On a NaN/inf loss, naming the epoch and step (``last.pt`` keeps the last completed epoch).
+        cradlekit.errors.CheckpointMismatchError
+            ``resume=True`` and ``last.pt`` was written by a different run; the message names the
+            differing fields (nothing is changed; use a fresh ``checkpoint_dir`` or ``resume=False``).
+        cradlekit.errors.CheckpointError
+            ``last.pt`` is damaged or holds Python objects (it is never unpickled).
         """
         device = resolve_device(accelerator)
         if not self.is_trained:
@@ -259,7 +279,11 @@ class PerturbationModel:
             patience=patience, grad_clip=grad_clip, seed=seed, checkpoint_every=checkpoint_every,
             checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir), progress_bar=progress_bar,
         )
-        self._trainer = Trainer(self.module, train_data, val_data, config=config, callbacks=list(callbacks))
+        run_info = {"model": {"name": self.registry["model"], "options": self.module_options},
+                    "genes": list(self.registry["genes"])}
+        if checkpoint_dir is not None:  # the record is only written to (and checked against) checkpoints
+            run_info["data"] = self._fingerprint()
+        self._trainer = Trainer(self.module, train_data, val_data, config=config, callbacks=list(callbacks), run_info=run_info)
         try:
             with pyro.validation_enabled(False):  # skips per-sample support checks; restored on exit
                 history = self._trainer.fit(resume=resume)
@@ -271,7 +295,7 @@ class PerturbationModel:
         self.train_info = {
             "device": str(device), "seed": int(seed), "epochs": trainer.epoch, "steps": trainer.step,
             "best_epoch": trainer.best_epoch, "best_loss": trainer.best_loss, "stopped_early": trainer.stopped_early,
-            "lr": lr, "batch_size": batch_size,
+            "lr": lr, "batch_size": batch_size, "resume_changes": [dict(c) for c in trainer.changes],
         }
         logger.info("trained %d epochs (%d steps) on %s; best epoch %d", trainer.epoch, trainer.step, device, trainer.best_epoch)
         return self.history

@@ -24,6 +24,7 @@ from .._validation import check_labels, check_raw_counts, get_counts
 from ..data.perturbations import canonical_label, dosage_matrix, parse_perturbation, perturbation_info, perturbation_targets
 from ..errors import EmptyPerturbationError, GeneMismatchError, MissingKeyError, UnknownPerturbationError
 from ..models import MODELS, condition_onehot, log_standardize_stats, unique_conditions
+from ._degenerate import check_trainable
 
 __all__ = ["register_anndata", "build_tensors", "dosage_rows", "check_genes", "REGISTRY_VERSION"]
 
@@ -180,6 +181,7 @@ def register_anndata(
         n_obs = condition_onehot(D_train, table).sum(0)
     else:
         n_obs = (D_train != 0).sum(0)
+    check_trainable(adata.n_vars, conditions if conditions is not None else targets, n_obs.tolist(), control=control)
     log_mean, log_std = log_standardize_stats(X[np.flatnonzero(is_train)])
     registry = {
         "version": REGISTRY_VERSION,

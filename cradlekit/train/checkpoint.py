@@ -1,29 +1,175 @@
-"""Training checkpoints: everything needed to resume a run exactly where it stopped."""
+"""Training checkpoints: everything needed to resume a run exactly where it stopped, and a record of
+which run wrote them.
+
+A checkpoint (``last.pt``, ``best.pt``) is a ``torch.save`` of a dict holding only tensors, numbers,
+strings, lists, tuples and dicts, read back with ``torch.load(..., weights_only=True)``: a file that
+holds any other Python object is refused, never unpickled. Its ``"run"`` entry (see
+:meth:`cradlekit.train.Trainer.run_record`) says what run wrote it; resuming compares it with the
+current run (:func:`run_differences`) and refuses a different one.
+
+``last.pt`` (format ``cradlekit.checkpoint/2``) holds:
+
+``format``
+    ``"cradlekit.checkpoint/2"``; a file without it (older cradlekit) is not resumed.
+``run``
+    The run record: ``module_class`` (class name), ``parameters`` (name -> shape), ``training``
+    (``batch_size``, ``weight_decay``, ``grad_clip``, ``seed``, ``val_seed``), ``data`` (a fingerprint
+    of the training data) and whatever the caller adds (``PerturbationModel``: ``model`` =
+    ``{"name", "options"}``, ``genes``).
+``changes``
+    Settings changed on resume: ``[{"epoch", "setting", "from", "to"}, ...]``.
+``module``, ``optimizer``, ``best_state``
+    State dicts (tensors); ``best_state`` may be ``None``.
+``epoch``, ``step``, ``best_loss``, ``best_epoch``, ``bad_epochs``, ``history``, ``config``
+    Loop counters, per-epoch records and the :class:`~cradlekit.train.TrainConfig` as a dict.
+``rng``, ``shuffle_rng``
+    Every random-number-generator state as tensors and numbers (:func:`~cradlekit.train.get_rng_state`).
+
+``best.pt`` holds ``format``, ``run``, ``module`` (the best weights), ``epoch`` and ``loss``.
+Both are written only at epoch boundaries, atomically (:func:`save_checkpoint`).
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "LAST", "BEST"]
+from ..errors import CheckpointError, CheckpointMismatchError
+
+__all__ = [
+    "save_checkpoint", "load_checkpoint", "run_differences", "check_same_run", "plain",
+    "LAST", "BEST", "FORMAT",
+]
 
 LAST = "last.pt"
 BEST = "best.pt"
+FORMAT = "cradlekit.checkpoint/2"
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` atomically (temporary file, then rename), so a kill never leaves half a file."""
+    """Write ``state`` atomically (temporary file, flushed to disk, then renamed), so an interruption or
+    a kill at any moment leaves either the previous file or the new one, never half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
-    return torch.load(Path(path), map_location=map_location, weights_only=False)
+def load_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", what: str = "checkpoint", remedy: str | None = None
+) -> dict[str, Any]:
+    """Read a file written by :func:`save_checkpoint` with ``weights_only=True``.
+
+    Parameters
+    ----------
+    path
+        The file.
+    map_location
+        Device for the tensors.
+    what, remedy
+        Words for the error message: what the file is, and what the user can do instead.
+
+    Raises
+    ------
+    cradlekit.errors.CheckpointError
+        If the file is damaged or truncated, or holds Python objects other than tensors and plain
+        containers (such a file could run code when unpickled, so it is refused). The message names the
+        file and what to do.
+    """
+    path = Path(path)
+    remedy = remedy or (
+        f"resume from the best weights in {path.with_name(BEST)} if it loads, or start a fresh run "
+        "(a new checkpoint_dir, or resume=False, which overwrites this folder's checkpoints)"
+    )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as err:
+        if "weights_only" in str(err) or "Weights only" in str(err):
+            raise CheckpointError(
+                f"{what} {path} holds Python objects that cradlekit will not unpickle (loading them could run "
+                f"code): it was not written by this version of cradlekit, or it was altered. Do not load it "
+                f"with torch.load(weights_only=False) unless you wrote it yourself; {remedy}."
+            ) from None
+        raise CheckpointError(f"{what} {path} is damaged or not a cradlekit file ({_short(err)}); {remedy}.") from None
+    except Exception as err:  # noqa: BLE001 - truncated zips raise RuntimeError, EOFError, ...
+        raise CheckpointError(
+            f"{what} {path} is damaged or truncated ({_short(err)}); {remedy}."
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{what} {path} does not hold a cradlekit state (got {type(state).__name__}); {remedy}.")
+    return state
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` as plain JSON types (tuples become lists, NumPy scalars numbers), for comparable records."""
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list) and len(value) > 6:
+        return f"{len(value)} items"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def run_differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Fields in which two run records differ, each as ``"name: saved -> current"``."""
+    out: list[str] = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        if key not in saved or key not in current:
+            where = "checkpoint" if key in saved else "current run"
+            out.append(f"{name}: only in the {where}")
+            continue
+        a, b = saved[key], current[key]
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out.extend(run_differences(a, b, prefix=f"{name}."))
+        elif a != b:
+            detail = f"{_describe(a)} -> {_describe(b)}"
+            if isinstance(a, list) and isinstance(b, list):
+                first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                at = lambda v: repr(v[first]) if first < len(v) else "(end)"  # noqa: E731
+                detail += f", first difference at position {first}: {at(a)} -> {at(b)}"
+            out.append(f"{name}: {detail}")
+    return out
+
+
+def check_same_run(saved: Mapping[str, Any] | None, current: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Raise :class:`~cradlekit.errors.CheckpointMismatchError` unless the checkpoint at ``path`` was
+    written by the run described by ``current`` (its ``"run"`` record is ``saved``)."""
+    ways = (
+        "Either train in a fresh checkpoint_dir, or pass resume=False to start a new run here "
+        "(it overwrites this folder's checkpoints)."
+    )
+    if saved is None:
+        raise CheckpointMismatchError(
+            f"{path} does not say which run wrote it (written by an older cradlekit?), so it cannot be resumed safely. {ways}"
+        )
+    diffs = run_differences(plain(saved), plain(current))
+    if diffs:
+        shown = "; ".join(diffs[:12]) + (f"; and {len(diffs) - 12} more" if len(diffs) > 12 else "")
+        raise CheckpointMismatchError(
+            f"{path} was written by a different run (checkpoint -> now): {shown}. Resuming would mix the two runs. {ways}"
+        )

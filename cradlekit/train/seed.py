@@ -1,4 +1,8 @@
-"""Seeds and random-number-generator state, so runs and resumed runs are reproducible."""
+"""Seeds and random-number-generator state, so runs and resumed runs are reproducible.
+
+:func:`get_rng_state` returns only tensors, numbers, strings, tuples and dicts, so a checkpoint
+that holds it loads with ``torch.load(..., weights_only=True)`` (no pickled NumPy objects).
+"""
 
 from __future__ import annotations
 
@@ -18,10 +22,15 @@ def seed_everything(seed: int) -> None:
 
 
 def get_rng_state() -> dict:
-    """Capture every global RNG state (Python, NumPy, torch CPU, CUDA when present)."""
+    """Capture every global RNG state (Python, NumPy, torch CPU, CUDA when present) in plain types."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -31,8 +40,11 @@ def get_rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     """Restore states captured by :func:`get_rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    keys = np.asarray(npy["keys"].cpu().numpy(), dtype=np.uint32)
+    np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

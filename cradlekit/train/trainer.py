@@ -14,11 +14,17 @@ from tqdm.auto import tqdm
 from .._logging import logger
 from ..errors import NonFiniteLossError
 from .callbacks import Callback, as_callback
-from .checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from .checkpoint import BEST, FORMAT, LAST, check_same_run, load_checkpoint, plain, save_checkpoint
 from .device_data import DeviceData
+from .fingerprint import data_fingerprint
 from .seed import get_rng_state, seed_everything, set_rng_state
 
-__all__ = ["TrainConfig", "Trainer", "LossModule"]
+__all__ = ["TrainConfig", "Trainer", "LossModule", "MUST_MATCH", "MAY_CHANGE"]
+
+#: Training settings a resumed run must share with the checkpoint (they shape the trajectory).
+MUST_MATCH = ("batch_size", "weight_decay", "grad_clip", "seed", "val_seed")
+#: Settings a resume may change: applied to the restored state (``lr`` to the optimiser) and recorded.
+MAY_CHANGE = ("lr", "max_epochs", "max_steps", "patience")
 
 
 class LossModule(Protocol):
@@ -92,12 +98,24 @@ class Trainer:
         :class:`TrainConfig`.
     callbacks
         Objects with ``on_train_start/on_epoch_end/on_train_end`` or functions of the epoch record.
+    run_info
+        JSON-serialisable facts that identify the run beyond the module and settings (e.g. ``model``,
+        ``genes``, ``data``); recorded in every checkpoint by :meth:`run_record`. Without a ``data``
+        entry the trainer records a digest of ``train_data`` and ``val_data``.
 
     Notes
     -----
     ``fit(resume=True)`` continues from ``checkpoint_dir/last.pt`` when it exists: parameters,
     optimiser, epoch, best state, history and every random-number-generator state are restored,
-    so a resumed run follows the same trajectory as one that was never interrupted.
+    so a resumed run follows the same trajectory as one that was never interrupted. The checkpoint
+    must come from the same run (:meth:`run_record`: module class and parameter shapes, the
+    :data:`MUST_MATCH` settings, ``run_info``), otherwise :class:`~cradlekit.errors.CheckpointMismatchError`
+    names the differing fields. The :data:`MAY_CHANGE` settings may differ: the new values apply (a new
+    ``lr`` to the restored optimiser) and each change is recorded in :attr:`changes`.
+
+    Checkpoints are written only at epoch boundaries (every ``checkpoint_every`` epochs, when the best
+    loss improves, and when the loop ends at a boundary); an interruption (Ctrl-C, an exception, a
+    NaN loss) in the middle of an epoch leaves the last boundary's ``last.pt`` in place.
     """
 
     def __init__(
@@ -108,8 +126,14 @@ class Trainer:
         *,
         config: TrainConfig | None = None,
         callbacks: Sequence[Callback | Callable[[dict[str, Any]], Any]] = (),
+        run_info: dict[str, Any] | None = None,
     ):
         self.module = module
+        self.run_info = dict(run_info or {})
+        self.changes: list[dict[str, Any]] = []
+        self._consistent = True  # the state is at an epoch boundary (safe to checkpoint)
+        self._saved_epoch = -1
+        self._record: dict[str, Any] | None = None
         self.train_data = train_data
         self.val_data = val_data
         self.config = config or TrainConfig()
@@ -143,9 +167,26 @@ class Trainer:
         return Path(self.config.checkpoint_dir) if self.config.checkpoint_dir else None
 
     # ------------------------------------------------------------------ state
+    def run_record(self) -> dict[str, Any]:
+        """What identifies this run: module class, parameter shapes, the :data:`MUST_MATCH` settings,
+        ``run_info`` (and a digest of the data when ``run_info`` has no ``data``)."""
+        cls = type(self.module)
+        record = {
+            "module_class": cls.__qualname__,  # not the module: a script may run as __main__
+            "parameters": {k: list(v.shape) for k, v in self.module.state_dict().items()},
+            "training": {k: getattr(self.config, k) for k in MUST_MATCH},
+            **self.run_info,
+        }
+        if "data" not in record:
+            record["data"] = data_fingerprint(self.train_data, self.val_data)
+        return plain(record)
+
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume."""
+        """Everything needed to resume, and the record of the run (:meth:`run_record`)."""
         return {
+            "format": FORMAT,
+            "run": self._run_record(),
+            "changes": [dict(c) for c in self.changes],
             "module": self.module.state_dict(),
             "optimizer": self._optimizer.state_dict(),
             "epoch": self.epoch,
@@ -171,8 +212,49 @@ class Trainer:
         self._best_state = state["best_state"]
         self._bad_epochs = state["bad_epochs"]
         self.history = list(state["history"])
+        self.changes = [dict(c) for c in state.get("changes", [])]
         set_rng_state(state["rng"])
-        self._shuffle.set_state(state["shuffle_rng"])
+        self._shuffle.set_state(state["shuffle_rng"].cpu())
+
+    def _run_record(self) -> dict[str, Any]:
+        if self._record is None:
+            self._record = self.run_record()
+        return self._record
+
+    def _apply_changes(self, saved_config: dict[str, Any]) -> None:
+        """Apply the :data:`MAY_CHANGE` settings that differ from the checkpoint's and record them."""
+        for name in MAY_CHANGE:
+            old, new = saved_config.get(name), getattr(self.config, name)
+            if old == new:
+                continue
+            if name == "lr":
+                for group in self._optimizer.param_groups:
+                    group["lr"] = new
+            self.changes.append({"epoch": self.epoch, "setting": name, "from": old, "to": new})
+            logger.info("resumed run: %s changed from %r to %r at epoch %d", name, old, new, self.epoch)
+
+    def _resume(self, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.train_data.device)
+        check_same_run(state.get("run") if state.get("format") == FORMAT else None, self._run_record(), path)
+        self.load_state_dict(state)
+        self._apply_changes(state.get("config", {}))
+        self._saved_epoch = self.epoch
+        logger.info("resumed from %s at epoch %d (step %d)", path, self.epoch, self.step)
+
+    def _finished(self) -> bool:
+        """Whether the stopping rules already hold (checked before each epoch, so a resumed run that
+        was interrupted after its last epoch does not run one more)."""
+        cfg = self.config
+        if cfg.patience is not None and self.history and self._bad_epochs >= cfg.patience:
+            if not self.stopped_early:
+                logger.info("early stopping at epoch %d (best epoch %d)", self.epoch, self.best_epoch)
+            self.stopped_early = True
+            return True
+        return self.epoch >= cfg.max_epochs or (cfg.max_steps is not None and self.step >= cfg.max_steps)
+
+    def _save_last(self, path: Path) -> None:
+        save_checkpoint(self.state_dict(), path)
+        self._saved_epoch = self.epoch
 
     # ------------------------------------------------------------------ loop
     def fit(self, *, resume: bool = True) -> list[dict[str, Any]]:
@@ -186,8 +268,7 @@ class Trainer:
         cfg = self.config
         last = self.checkpoint_dir / LAST if self.checkpoint_dir else None
         if resume and last is not None and last.exists():
-            self.load_state_dict(load_checkpoint(last, map_location=self.train_data.device))
-            logger.info("resumed from %s at epoch %d (step %d)", last, self.epoch, self.step)
+            self._resume(last)
         elif self.epoch == 0:
             seed_everything(cfg.seed)
             self._shuffle.manual_seed(cfg.seed)
@@ -200,29 +281,26 @@ class Trainer:
             disable=not cfg.progress_bar, leave=False,
         )
         try:
-            while self.epoch < cfg.max_epochs:
+            while not self._finished():
+                self._consistent = False
                 record = self._run_epoch()
                 self.history.append(record)
                 improved = self._track_best(record)
+                self._consistent = True
                 if last is not None and (self.epoch % cfg.checkpoint_every == 0 or improved):
-                    save_checkpoint(self.state_dict(), last)
+                    self._save_last(last)
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['train_loss']:.4g}", val=f"{record.get('val_loss', float('nan')):.4g}")
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, record)
-                if cfg.patience is not None and self._bad_epochs >= cfg.patience:
-                    self.stopped_early = True
-                    logger.info("early stopping at epoch %d (best epoch %d)", self.epoch, self.best_epoch)
-                    break
-                if cfg.max_steps is not None and self.step >= cfg.max_steps:
-                    break
                 if self._stop_requested:
                     logger.info("stopped on request after epoch %d", self.epoch)
                     break
         finally:
             bar.close()
-            if last is not None and self.history:
-                save_checkpoint(self.state_dict(), last)
+            # only a state at an epoch boundary is written: an interruption mid-epoch keeps the last one
+            if last is not None and self.history and self._consistent and self._saved_epoch != self.epoch:
+                self._save_last(last)
         if cfg.restore_best and self._best_state is not None:
             self.module.load_state_dict(self._best_state)
         for cb in self.callbacks:
@@ -296,8 +374,8 @@ class Trainer:
             self._bad_epochs = 0
             self._best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
             if self.checkpoint_dir is not None:
-                save_checkpoint({"module": self._best_state, "epoch": self.epoch, "loss": value},
-                                self.checkpoint_dir / BEST)
+                save_checkpoint({"format": FORMAT, "run": self._run_record(), "module": self._best_state,
+                                 "epoch": self.epoch, "loss": value}, self.checkpoint_dir / BEST)
             return True
         self._bad_epochs += 1
         return False
