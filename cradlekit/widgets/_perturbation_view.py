@@ -118,11 +118,12 @@ class PerturbationView(View):
             for g, r in c.top_genes.iterrows()
         ]
         self.genes.value = "<b>top changed genes</b>" + table_html(rows, ["gene", "model ATE", "data ATE"])
-        try:
-            self.image.show(c.static_figure())
-        except Exception as exc:  # noqa: BLE001 - reported in the widget
-            set_message(c, describe_error(exc, "draw the QC comparison"), "error")
-        self._draw_gene()
+        with self.drawing(f"drawing the QC comparison of {c.label}"):
+            try:
+                self.image.show(c.static_figure())
+            except Exception as exc:  # noqa: BLE001 - reported in the widget
+                set_message(c, describe_error(exc, "draw the QC comparison"), "error")
+            self._draw_gene()
 
 
 def headline_html(c) -> str:

@@ -51,6 +51,7 @@ class QCExplorerView(View):
         self.groups.add_class("cradlekit-qc-groups")
         c.observe(self._sync_preset, names="k")
         c.observe(self._render, names="revision")
+        c.observe(self._render_groups, names="table_revision")
         self._render()
         self.root = W.VBox([
             W.HBox([self.preset, self.slider]),
@@ -83,7 +84,8 @@ class QCExplorerView(View):
             self.table.value = ""
             self.image.show(c.static_figure())
             return
-        self.image.show(c.static_figure())  # first: the total below is what readers (and tests) watch
+        with self.drawing(f"drawing the six criteria at k = {c.k:g}"):
+            self.image.show(c.static_figure())  # first: the total below is what readers (and tests) watch
         rows = []
         for criterion in (*CRITERIA, "any"):
             t = c.thresholds.get(criterion, float("nan"))
@@ -94,12 +96,15 @@ class QCExplorerView(View):
             rows.append([label, shown + (f" <small title='{note}'>({note})</small>" if note else ""),
                          cnt["n_pass"], cnt["n_fail"]])  # fmt: skip
         self.table.value = table_html(rows, ["criterion", "threshold", "pass", "fail"])
-        try:
-            self.groups.value = frame_html(c.group_table(), css_class="cradlekit-qc-group-table")
-        except ValueError as exc:
-            self.groups.value = f"<small>{exc}</small>"
+        self._render_groups()
         pct = 100.0 * c.n_pass / max(c.n_cells, 1)
         self.total.value = (
             f"<b>Total: <span class='cradlekit-qc-npass'>{c.n_pass}</span> of {c.n_cells} cells pass "
             f"every criterion ({pct:.1f}%) at k = {c.k:g}</b>"
         )
+
+    def _render_groups(self, change=None) -> None:
+        try:
+            self.groups.value = frame_html(self.controller.group_table(), css_class="cradlekit-qc-group-table")
+        except ValueError as exc:
+            self.groups.value = f"<small>{exc}</small>"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,9 @@ class FigureImage:
         self.figure = fig
         if fig is None:
             self.widget.value = b""
+            self.widget.layout.display = "none"  # no broken-image icon
             return
+        self.widget.layout.display = ""
         width_px = int(round(fig.get_figwidth() * self.dpi))
         self.widget.value = figure_png(fig, dpi=self.dpi * self.scale)
         self.widget.layout.width = f"{width_px}px"
@@ -142,6 +145,17 @@ class View:
         self.cancel.layout.display = "" if c.busy else "none"
         for widget in self.controls:
             widget.disabled = c.busy
+
+    @contextmanager
+    def drawing(self, title: str):
+        """Show a busy line while the figure is redrawn (synchronous; messages reach the page at once)."""
+        if not self.controller.busy:
+            self.busy.value = (f'<progress class="cradlekit-busy-bar" style="vertical-align:middle"></progress> '
+                               f"<b>{html.escape(title)}…</b>")  # fmt: skip
+        try:
+            yield
+        finally:
+            self._on_busy()
 
     def _export(self, name: str) -> None:
         c = self.controller

@@ -156,6 +156,11 @@ class LatentView(View):
                 getattr(self, name).value = getattr(c, name)
         finally:
             self._syncing = False
+        with self.drawing(f"drawing the {c.title}"):
+            self._draw()
+
+    def _draw(self) -> None:
+        c = self.controller
         if self.canvas is not None:
             fig = draw_embedding(c, self.canvas.figure)
             self.canvas.figure.set_dpi(80)

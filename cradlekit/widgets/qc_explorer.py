@@ -192,9 +192,11 @@ class QCExplorer(Controller):
         self.n_pass = self.n_cells - n_fail
         self.revision += 1
 
+    table_revision = T.Int(0, help="incremented when the per-group table's settings change")
+
     @T.observe("group_by", "sort_by", "ascending")
     def _on_table(self, change) -> None:
-        self.revision += 1
+        self.table_revision += 1
 
     def group_table(self) -> pd.DataFrame:
         """Pass rates at ``k`` per group of ``obs[group_by]``: cells, ``pass %``, each criterion's
