@@ -308,7 +308,10 @@ class QCExplorer(Controller):
     # ------------------------------------------------------------------ figures and view
     def static_figure(self) -> Figure:
         """Histograms of the six criteria with the threshold at ``k`` and pass/fail regions."""
-        fig, axes = new_figure(2, 3, (10.5, 5.6))
+        # a fixed layout: the constrained-layout solver would cost ~0.5 s of every slider move
+        fig = Figure(figsize=(10.5, 5.6))
+        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.09, top=0.89, wspace=0.28, hspace=0.5)
+        axes = fig.subplots(2, 3, squeeze=False)
         for ax, criterion in zip(axes.ravel(), CRITERIA, strict=True):
             self._draw_criterion(ax, criterion)
         if self.ready:
