@@ -109,20 +109,47 @@ else:  # a reloaded module: keep the filter already installed
     _ROUTER = next(f for f in logger.filters if isinstance(f, _Router))
 
 
+def _thread_showwarning(message, category, filename, lineno, file=None, line=None):
+    """``warnings.showwarning`` that hands warnings of a capturing thread to its sink (see below)."""
+    sinks = getattr(_ROUTER.local, "warning_sinks", None)
+    if sinks:
+        sinks[-1](str(message))
+        return
+    _ORIGINAL_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+if getattr(warnings.showwarning, "__name__", "") != "_thread_showwarning":
+    _ORIGINAL_SHOWWARNING = warnings.showwarning
+    # Python warnings of a widget's background thread (where warnings.catch_warnings is not thread-safe)
+    # go to that widget's message; every other thread shows them as before.
+    warnings.showwarning = _thread_showwarning
+else:  # pragma: no cover - a reloaded module
+    _ORIGINAL_SHOWWARNING = warnings.showwarning.__globals__["_ORIGINAL_SHOWWARNING"]
+
+
 @contextmanager
-def capture_logs(sink: Callable[[logging.LogRecord], None]) -> Iterator[None]:
+def capture_logs(sink: Callable[[logging.LogRecord], None], warnings_to: list[str] | None = None) -> Iterator[None]:
     """Send the ``cradlekit`` log records of the current thread to ``sink`` (not to stderr).
 
-    Other threads (e.g. a training thread of another controller) are not affected; captures nest.
+    With ``warnings_to``, Python warnings shown in this thread are appended to that list instead of
+    being printed. Other threads (e.g. a training thread of another controller) are not affected;
+    captures nest.
     """
-    sinks = getattr(_ROUTER.local, "sinks", None)
+    local = _ROUTER.local
+    sinks = getattr(local, "sinks", None)
     if sinks is None:
-        sinks = _ROUTER.local.sinks = []
+        sinks = local.sinks = []
+    if getattr(local, "warning_sinks", None) is None:
+        local.warning_sinks = []
     sinks.append(sink)
+    if warnings_to is not None:
+        local.warning_sinks.append(lambda text: text in warnings_to or warnings_to.append(text))
     try:
         yield
     finally:
         sinks.pop()
+        if warnings_to is not None:
+            local.warning_sinks.pop()
 
 
 def _log_sink(owner: Any, notes: list[str]) -> Callable[[logging.LogRecord], None]:

@@ -121,7 +121,8 @@ class Tasks(T.HasTraits):
                         result = work(token)
                     notes.extend(str(w.message) for w in caught if str(w.message) not in notes)
                 else:
-                    result = work(token)
+                    with capture_logs(lambda record: None, warnings_to=notes):  # this thread's warnings
+                        result = work(token)
             with self._task_lock:
                 if token.cancelled or self._token is not token:
                     return False

@@ -264,7 +264,7 @@ class TrainingController(Controller):
         assert model is not None
         notes: list[str] = []
         try:
-            with capture_logs(_log_sink(self, notes)):  # warnings of this thread go to the widget
+            with capture_logs(_log_sink(self, notes), warnings_to=notes):  # this thread's warnings: the widget
                 self._train(model, resume)
         except Exception as exc:  # noqa: BLE001 - reported in the widget
             set_message(self, describe_error(exc, "train"), "error")
