@@ -50,6 +50,9 @@ class LatentExplorer(Controller):
     perturbations
         Perturbations to generate (``None``: the model's training perturbations and those of
         ``adata`` the model can generate).
+    interactive
+        Draw the plot on an ipympl canvas (hover, lasso) when ipympl is installed; ``False``: a PNG,
+        which is what a static page (a built book) can show (``show(static=True)`` does this too).
     **traits
         Initial values of the traits below.
 
@@ -104,9 +107,11 @@ class LatentExplorer(Controller):
         model: Any = None,
         groups: Mapping[str, str] | str | None = None,
         perturbations: Sequence[str] | None = None,
+        interactive: bool = True,
         **traits: Any,
     ):
         self.adata = adata
+        self.interactive = bool(interactive)
         self._source_model = model
         self.perturbations = None if perturbations is None else list(perturbations)
         self.generated: AnnData | None = None
@@ -373,7 +378,7 @@ class LatentExplorer(Controller):
     def _make_view(self, interactive: bool | None = None):
         from .latent_view import LatentView
 
-        return LatentView(self, interactive=interactive)
+        return LatentView(self, interactive=self.interactive if interactive is None else interactive)
 
     def show(self, *, static: bool = False) -> None:
         """As :meth:`Controller.show`; with ``static=True`` the plot is a PNG, not an ipympl canvas
