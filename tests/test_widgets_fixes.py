@@ -107,6 +107,7 @@ def test_library_size_is_stated_and_can_follow_the_data(prepared, trained):
     pe = PerturbationExplorer(trained, prepared, perturbation="KLF1", n=40, run_scrublet=False)
     assert pe.result_library_size == 1e4
     median = float(np.median(np.asarray(prepared.X.sum(axis=1)).ravel()))
+    assert "doublets of the generated cells not called" in pe.view.summary.value
     notes = [t.get_text() for ax in pe.static_figure().axes for t in ax.texts if t.get_gid() == "library_size_note"]
     assert notes == [f"generated cells: library size 10,000 (data median {median:,.0f})"]
     pe.library_size = "data"

@@ -134,8 +134,11 @@ def headline_html(c) -> str:
     gen_doublet = table.loc["doublet", "generated pass %"]
     data_doublet = table.loc["doublet", "data pass %"]
     data_part = "" if not np.isfinite(data_mad) else f" (data: {100 * data_mad:.1f}%)"
-    doublet = f"scrublet flags {100 - gen_doublet:.1f}% of generated cells as doublets" + (
-        "" if not np.isfinite(data_doublet) else f" (data: {100 - data_doublet:.1f}%)")
+    if c._scrublet_ran:
+        doublet = f"scrublet flags {100 - gen_doublet:.1f}% of generated cells as doublets" + (
+            "" if not np.isfinite(data_doublet) else f" (data: {100 - data_doublet:.1f}%)")
+    else:
+        doublet = "doublets of the generated cells not called"
     return (
         f"<b>{html.escape(c.label)}</b> ({'seen' if c.seen else 'unseen'} in training), artifact "
         f"{'on' if gen_artifact else 'off'}, library size {c.result_library_size:,.0f}: "
