@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from _browser import ARTIFACTS, CHROMIUM_FLAGS, chromium, free_port, stop_server, unavailable, wait_for_port  # noqa: F401
 
 SERVER_TIMEOUT = 120  # seconds until JupyterLab listens

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import html
 import warnings
 from typing import Any
 
-import ipywidgets as W
 import numpy as np
 import pandas as pd
 import traitlets as T
@@ -21,7 +19,7 @@ from ..qc import apply_thresholds, pass_rate, read_qc_uns
 from ..qc.thresholds import k_label
 from ._messages import EMPTY_SELECTION, NO_MODEL, NOT_TRAINED, _log_sink, capture_logs, report_errors, set_message
 from ._perturbation_tables import criteria_table, doublet_statement, gene_groups, gene_violins
-from ._views import Controller, FigureImage, View, new_figure, table_html
+from ._views import Controller, new_figure
 
 __all__ = ["PerturbationExplorer"]
 

@@ -6,7 +6,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import ipywidgets as W
 import numpy as np
 import pandas as pd
 import traitlets as T
@@ -18,7 +17,7 @@ from ..qc import label_artifacts, qc_summary, read_qc_uns
 from ..qc.thresholds import SIDE, fails, k_label, mad_threshold, robust_scale
 from ._messages import NO_QC_LABELS, report_errors, set_message
 from ._qc_tables import group_pass_table, references_note, threshold_note
-from ._views import FAIL_COLOR, PASS_COLOR, THRESHOLD_COLOR, Controller, new_figure
+from ._views import FAIL_COLOR, PASS_COLOR, THRESHOLD_COLOR, Controller
 
 __all__ = ["QCExplorer", "CRITERIA"]
 
