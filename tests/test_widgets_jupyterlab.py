@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from _browser import ARTIFACTS, CHROMIUM_FLAGS, chromium, free_port, stop_server, unavailable, wait_for_port  # noqa: F401
 
 SERVER_TIMEOUT = 120  # seconds until JupyterLab listens
@@ -210,4 +212,25 @@ def _drive(page, port: int, shots: list[Path]) -> None:
                 page.wait_for_function("() => [...document.querySelectorAll('.cradlekit-latent select')[0].options]"
                                        ".some(o => o.text.replace(/\\s/g, ' ') === 'artifact on')", timeout=RUN_TIMEOUT * 1000)  # fmt: skip
                 latent.locator(".cradlekit-busy progress").wait_for(state="detached")  # done: the busy bar goes
+                # hover (ipympl canvas): moving over the cells shows one's id, perturbation, split and QC status
+                canvas = latent.locator("canvas").last
+                box = canvas.bounding_box()
+                hover = latent.locator(".cradlekit-latent-hover")
+                for fx in np.linspace(0.3, 0.7, 9):
+                    for fy in np.linspace(0.3, 0.7, 9):
+                        page.mouse.move(box["x"] + fx * box["width"] * 0.62, box["y"] + fy * box["height"])
+                        page.wait_for_timeout(60)
+                    if "perturbation" in hover.inner_text():
+                        break
+                assert "cell" in hover.inner_text() and "QC" in hover.inner_text(), hover.inner_text()
+                # lasso: a drag around the middle selects cells, which can be named
+                x0, y0 = box["x"] + 0.25 * box["width"] * 0.62, box["y"] + 0.25 * box["height"]
+                x1, y1 = box["x"] + 0.75 * box["width"] * 0.62, box["y"] + 0.75 * box["height"]
+                page.mouse.move(x0, y0)
+                page.mouse.down()
+                for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0)):
+                    page.mouse.move(x, y, steps=8)
+                page.mouse.up()
+                page.wait_for_function("() => /\\d+ cells in the lasso/.test(document.querySelector('.cradlekit-latent')"
+                                       "?.innerText || '')")  # fmt: skip
                 shot("latent_generated")

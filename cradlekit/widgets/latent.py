@@ -313,7 +313,8 @@ class LatentExplorer(Controller):
         obs = cells.obs.loc[cell]
         key = cells.uns.get("cradlekit", {}).get("perturbation_key", "perturbation")
         info: dict[str, Any] = {"cell": str(cell), "perturbation": str(obs.get(key, "—"))}
-        info["split"] = str(obs["split"]) if "split" in obs.index else "—"
+        info["split"] = str(obs["split"]) if "split" in obs.index else ("generated" if self.source == "generated"
+                                                                         else "—")  # fmt: skip
         if self.source == "generated":
             info["QC"] = "artifact on" if bool(obs.get("generated_artifact", False)) else "artifact off"
         elif self.artifact_key in obs.index:
