@@ -8,9 +8,9 @@ aborted and waits for both widgets to be drawn, once. A screenshot is saved to
 ``tests/artifacts/book_widgets.png``.
 
 Needs ``jupyter-book`` 1.x next to ``sys.executable`` (the ``book`` extra), the ``playwright`` Python
-package and ``/usr/bin/chromium`` (Debian's; Playwright's own browser download does not work offline).
-Without them the tests are skipped with the reason, unless ``CRADLEKIT_BROWSER_TEST=required``, which
-turns a skip into a failure (for CI).
+package; Chromium comes from the shared ``chromium`` fixture of ``tests/_browser.py``, which installs
+Debian's package itself when it is missing (so this test no longer depends on another test having done
+it). Without them the tests are skipped with the reason, unless ``CRADLEKIT_BROWSER_TEST=required``.
 """
 
 from __future__ import annotations
@@ -23,16 +23,13 @@ import time
 from pathlib import Path
 
 import pytest
+from _browser import ARTIFACTS, CHROMIUM_FLAGS, chromium  # noqa: F401 - the shared fixture
 from _mini_book import write_mini_book
 
 HERE = Path(__file__).resolve().parent
 BOOK = HERE.parent / "book"
 VENDOR = BOOK / "_vendor" / "widgets"
 VENDORED_JS = ["require.js", "embed-amd.js"]  # loaded in this order
-ARTIFACTS = HERE / "artifacts"
-CHROMIUM = os.environ.get("CRADLEKIT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run"]  # fmt: skip
 BUILD_TIMEOUT = 300  # seconds for `jupyter-book build` (about 5 s here)
 PAGE_TIMEOUT = 30  # seconds until the widgets are drawn (about 1 s here)
 WIDGET_TEXT = "cradlekit widget ok"
@@ -102,14 +99,9 @@ def test_built_page_loads_the_vendored_widget_js(built_book):
     assert "require.min.js" not in html and "html-manager@" not in html
 
 
-def test_widgets_render_offline_in_chromium(built_book):
+def test_widgets_render_offline_in_chromium(built_book, chromium):
     t0 = time.monotonic()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as err:
-        _unavailable(f"needs the playwright package (pip install playwright): {err}")
-    if not Path(CHROMIUM).is_file():
-        _unavailable(f"{CHROMIUM} not found; install Debian's chromium (apt-get install -y chromium) as root")
+    from playwright.sync_api import sync_playwright
 
     aborted: list[str] = []
     errors: list[str] = []
@@ -122,7 +114,7 @@ def test_widgets_render_offline_in_chromium(built_book):
             route.abort()
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 900})
             context.route("**/*", only_files)  # offline: every non-file:// request fails
@@ -140,7 +132,7 @@ def test_widgets_render_offline_in_chromium(built_book):
             page.wait_for_timeout(300)  # a second (duplicate) rendering would show up by now
             n_sliders, n_texts = slider.count(), text.count()
             readout = page.locator(".jupyter-widgets.widget-slider .widget-readout").first.inner_text()
-            ARTIFACTS.mkdir(exist_ok=True)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "book_widgets.png"), full_page=True)
         finally:
             browser.close()

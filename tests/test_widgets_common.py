@@ -42,8 +42,8 @@ def test_report_errors_turns_exceptions_and_warnings_into_state():
     with report_errors(owner, "warn"):
         import warnings
 
-        warnings.warn("quiet", UserWarning, stacklevel=1)  # logged, not raised or printed
-    assert owner.message == ""
+        warnings.warn("careful", UserWarning, stacklevel=1)  # shown in the widget, not raised or printed
+    assert owner.message == "Warning: careful" and owner.message_level == "warning"
     assert message_html("") == ""
     box = message_html("a <b> & c", "error")
     assert "a &lt;b&gt; &amp; c" in box and "cradlekit-message" in box
@@ -62,7 +62,7 @@ def controllers(single_thread):
         "qc": QCExplorer(adata),
         "training": TrainingController(adata, latent_dim=4, hidden_dim=8),
         "perturbation": PerturbationExplorer(model, adata, perturbation="control", n=20),
-        "latent": LatentExplorer(adata, max_cells=100),
+        "latent": LatentExplorer(adata, max_cells=100, method="tsne"),
     }
 
 

@@ -56,7 +56,8 @@ def test_seen_perturbation_against_the_data(setup):
 
     pe.artifact = True  # regenerates with the artifact latent on
     assert pe.generated.obs["generated_artifact"].all() and "artifact on" in view.summary.value
-    view.n.value = 20
+    view.n.value = 20  # from the widget: runs in a background thread, busy meanwhile
+    assert pe.wait_task(60) and not pe.busy
     assert pe.generated.n_obs == 40
 
 
@@ -92,6 +93,7 @@ def test_bad_input_keeps_the_last_result(setup):
     assert "not stored" in pe.message and pe.message_level == "error"
     assert pe.view.k.value is None  # the dropdown offers the stored k only
     pe.view.k.value = 4.0
+    assert pe.wait_task(60)
     assert pe.k == 4.0 and "not stored" not in pe.message and "artifact_k4" in pe.generated.obs
     pe.perturbation = ""
     assert pe.message.startswith("Nothing selected")

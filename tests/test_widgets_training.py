@@ -124,7 +124,7 @@ def test_other_models_and_thread_failures(prepared, tmp_path, single_thread, mon
 
     monkeypatch.setattr(ck.PerturbationModel, "train", diverge)
     tc.model_name = "cradle"
-    assert tc.start()
+    assert tc.start(replace=True)
     assert tc.wait(TIMEOUT) and tc.status == "failed"
     assert tc.message == "Could not train: Training diverged: loss is nan at epoch 1, step 3; lower the learning rate"
     assert tc.message_level == "error"

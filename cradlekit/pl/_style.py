@@ -62,11 +62,19 @@ CRITERION_TITLES = {
 
 
 def category_colors(n: int) -> list[str]:
-    """``n`` distinguishable colours (``tab10`` up to 10, ``tab20`` up to 20, then ``turbo``)."""
+    """``n`` distinct colours: ``tab10`` up to 10, then scanpy's palettes (as ``sc.pl`` colours categories).
+
+    Up to 20: scanpy's ``default_20``; up to 28: ``default_28``; up to 102: ``default_102`` (all
+    distinct, none grey, so that "other" stays recognisable); beyond that ``turbo`` samples.
+    """
     if n <= 10:
         return [to_hex(c) for c in colormaps["tab10"].colors[:n]]
-    if n <= 20:
-        return [to_hex(c) for c in colormaps["tab20"].colors[:n]]
+    from scanpy.plotting import palettes
+
+    for palette in (palettes.default_20, palettes.default_28, palettes.default_102):
+        colors = [to_hex(c) for c in palette if to_hex(c) != OTHER_COLOR]
+        if n <= len(colors):
+            return colors[:n]
     return [to_hex(c) for c in colormaps["turbo"](np.linspace(0.05, 0.95, n))]
 
 

@@ -7,18 +7,27 @@ controller calls only public cradlekit functions, reports bad input (no QC label
 empty selection…) as a readable ``message`` in the widget rather than a traceback, and draws a
 matplotlib figure of its state with ``static_figure()``.
 
+Common to all four: slow actions started from the widget run in a background thread with a busy
+line (what is coming, a progress bar) and a Cancel button (``busy``, ``busy_title``,
+``cancel()``; called from code they run inline); warnings of the library raised by an action appear
+in that widget's message, and the package's INFO logs go to ``controller.log`` instead of the
+notebook's stderr; Export buttons save the figure (PNG/PDF) and the shown tables (CSV)
+(``controller.export("figure.pdf")``).
+
 :class:`QCExplorer`
     Choose the MAD multiple ``k`` (3/4/5 or free), see the six criteria with thresholds and
-    pass/fail regions and live pass counts; write the labels of the chosen ``k`` to the AnnData.
+    pass/fail regions and live pass counts, and pass rates per perturbation or split (sortable, with
+    the criterion that fails most); write the labels of the chosen ``k`` to the AnnData.
 :class:`TrainingController`
     Pick a model and its key hyper-parameters; start, stop and resume training in a background
     thread with live −ELBO/J2 curves, progress, device and checkpoint path.
 :class:`PerturbationExplorer`
     Generate cells of a perturbation or (unseen) combination, artifact on or off; compare their QC
-    metrics with the data (Figure 3) and list the top changed genes.
+    metrics with the data per criterion (Figure 3; the headline uses the five MAD criteria, the
+    doublet call is shown apart), list the top changed genes, and draw a gene's violins.
 :class:`LatentExplorer`
-    t-SNE/UMAP of observed or generated cells coloured by artifact, perturbation or group, with a
-    selection of groups (Figure 4).
+    UMAP/t-SNE of observed or generated cells (stored in ``obsm``) coloured by artifact,
+    perturbation, group, split, a gene or a named selection; hover and lasso with ipympl (Figure 4).
 
 Examples
 --------
@@ -29,7 +38,7 @@ One line each in a notebook (the last expression of a cell shows the widget)::
     QCExplorer(adata)
     tc = TrainingController(adata, max_epochs=500); tc
     PerturbationExplorer(tc, adata, perturbation="CEBPA+KLF1")
-    LatentExplorer(adata, model=tc, source="generated", groups="norman")
+    LatentExplorer(adata, model=tc, source="generated", groups="norman")   # UMAP; method="tsne" too
 
 In a notebook built into a static page (the book), use ``.show(static=True)``: a static page never
 runs Python callbacks, so a PNG of ``static_figure()`` is shown beside the widget::

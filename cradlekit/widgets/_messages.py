@@ -8,8 +8,10 @@ sentences in the controller's ``message`` trait (shown in the widget), the trace
 from __future__ import annotations
 
 import html
+import logging
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,6 +33,7 @@ __all__ = [
     "NO_MODEL",
     "describe_error",
     "report_errors",
+    "capture_logs",
     "message_html",
 ]
 
@@ -83,12 +86,105 @@ def describe_error(exc: BaseException, action: str = "") -> str:
     return head + (f"{kind}: {text}" if kind else text)
 
 
+class _Router(logging.Filter):
+    """Filter on the ``cradlekit`` logger: records logged by a thread inside :func:`capture_logs` go to
+    that thread's sink instead of the notebook's stderr (where INFO looks like an error block)."""
+
+    def __init__(self) -> None:
+        super().__init__("cradlekit-widgets")
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        sinks = getattr(self.local, "sinks", None)
+        if not sinks:
+            return True
+        sinks[-1](record)
+        return False
+
+
+_ROUTER = _Router()
+if not any(isinstance(f, _Router) for f in logger.filters):
+    logger.addFilter(_ROUTER)
+else:  # a reloaded module: keep the filter already installed
+    _ROUTER = next(f for f in logger.filters if isinstance(f, _Router))
+
+
+def _thread_showwarning(message, category, filename, lineno, file=None, line=None):
+    """``warnings.showwarning`` that hands warnings of a capturing thread to its sink (see below)."""
+    sinks = getattr(_ROUTER.local, "warning_sinks", None)
+    if sinks:
+        sinks[-1](str(message))
+        return
+    _ORIGINAL_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+if getattr(warnings.showwarning, "__name__", "") != "_thread_showwarning":
+    _ORIGINAL_SHOWWARNING = warnings.showwarning
+    # Python warnings of a widget's background thread (where warnings.catch_warnings is not thread-safe)
+    # go to that widget's message; every other thread shows them as before.
+    warnings.showwarning = _thread_showwarning
+else:  # pragma: no cover - a reloaded module
+    _ORIGINAL_SHOWWARNING = warnings.showwarning.__globals__["_ORIGINAL_SHOWWARNING"]
+
+
+@contextmanager
+def capture_logs(sink: Callable[[logging.LogRecord], None], warnings_to: list[str] | None = None) -> Iterator[None]:
+    """Send the ``cradlekit`` log records of the current thread to ``sink`` (not to stderr).
+
+    With ``warnings_to``, Python warnings shown in this thread are appended to that list instead of
+    being printed. Other threads (e.g. a training thread of another controller) are not affected;
+    captures nest.
+    """
+    local = _ROUTER.local
+    sinks = getattr(local, "sinks", None)
+    if sinks is None:
+        sinks = local.sinks = []
+    if getattr(local, "warning_sinks", None) is None:
+        local.warning_sinks = []
+    sinks.append(sink)
+    if warnings_to is not None:
+        local.warning_sinks.append(lambda text: text in warnings_to or warnings_to.append(text))
+    try:
+        yield
+    finally:
+        sinks.pop()
+        if warnings_to is not None:
+            local.warning_sinks.pop()
+
+
+def _log_sink(owner: Any, notes: list[str]) -> Callable[[logging.LogRecord], None]:
+    """A sink keeping every record in ``owner.log`` (when it has one) and WARNING+ in ``notes``."""
+
+    def sink(record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        log = getattr(owner, "log", None)
+        if isinstance(log, list):
+            log.append(f"{record.levelname}: {text}")
+            del log[:-200]
+        if record.levelno >= logging.WARNING and text not in notes:
+            notes.append(text)
+
+    return sink
+
+
+def add_warnings(owner: Any, notes: list[str]) -> None:
+    """Append library warnings to ``owner.message`` (level at least ``warning``)."""
+    if not notes:
+        return
+    text = "\n".join(f"Warning: {n}" for n in notes)
+    level = getattr(owner, "message_level", "info")
+    owner_text = owner.message
+    set_message(owner, f"{owner_text}\n{text}" if owner_text else text, "error" if level == "error" else "warning")
+
+
 @contextmanager
 def report_errors(owner: Any, action: str) -> Iterator[None]:
     """Run a widget action; on an exception set ``owner.message`` instead of raising.
 
-    ``owner.message`` is cleared when the action starts. Warnings raised inside are logged, not
-    shown as stderr blocks in the notebook.
+    ``owner.message`` is cleared when the action starts. Library warnings (Python warnings and
+    ``cradlekit`` log records at WARNING or above) raised inside are shown in ``owner.message``
+    after the action's own message; the package's INFO records go to ``owner.log`` (when the owner
+    has such a list), never to the notebook's stderr.
 
     Parameters
     ----------
@@ -97,16 +193,23 @@ def report_errors(owner: Any, action: str) -> Iterator[None]:
     action
         What is being done, for the message.
     """
-    owner.message = ""
+    set_message(owner, "", "info")
+    notes: list[str] = []
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            yield
+        with capture_logs(_log_sink(owner, notes)):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                yield
         for w in caught:
-            logger.debug("widget action %r warned: %s", action, w.message)
+            text = str(w.message)
+            logger.debug("widget action %r warned: %s", action, text)
+            if text not in notes:
+                notes.append(text)
+        add_warnings(owner, notes)
     except Exception as exc:  # noqa: BLE001 - a widget must never show a traceback
         logger.debug("widget action %r failed", action, exc_info=True)
         set_message(owner, describe_error(exc, action), "error")
+        add_warnings(owner, notes)
 
 
 def set_message(owner: Any, text: str, level: str = "info") -> None:

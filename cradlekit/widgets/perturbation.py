@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import html
 import warnings
 from typing import Any
 
-import ipywidgets as W
 import numpy as np
 import pandas as pd
 import traitlets as T
@@ -19,10 +17,11 @@ from ..model import PerturbationModel
 from ..pl import qc_violins
 from ..qc import apply_thresholds, pass_rate, read_qc_uns
 from ..qc.thresholds import k_label
-from ._messages import EMPTY_SELECTION, NO_MODEL, NOT_TRAINED, describe_error, report_errors, set_message
-from ._views import Controller, FigureImage, View, new_figure, table_html
+from ._messages import EMPTY_SELECTION, NO_MODEL, NOT_TRAINED, _log_sink, capture_logs, report_errors, set_message
+from ._perturbation_tables import criteria_table, doublet_statement, gene_groups, gene_violins
+from ._views import Controller, new_figure
 
-__all__ = ["PerturbationExplorer", "PerturbationView"]
+__all__ = ["PerturbationExplorer"]
 
 
 class PerturbationExplorer(Controller):
@@ -65,7 +64,18 @@ class PerturbationExplorer(Controller):
     generated : AnnData or None
         The last generated cells (controls and the perturbation), QC-labelled.
     qc_pass : dict
-        ``{"generated": fraction, "data": fraction or NaN}`` passing QC at ``k``.
+        Fractions passing QC at ``k``: ``generated`` / ``data`` (all six criteria) and
+        ``generated_mad`` / ``data_mad`` (the five MAD criteria, the headline: scrublet on a few
+        hundred generated cells alone flags a third of them, see :attr:`doublet_note`).
+    criteria : pandas.DataFrame
+        % passing each criterion, the five MAD criteria and all six, generated vs data.
+    doublet_note : str
+        How the doublets of the generated cells were judged.
+    library_size : {"1e4", "data"}
+        Library size of the generated cells: the paper's ``1e4`` or the data's median total counts
+        (the UMI panel says which; with ``1e4`` generated cells sit far above a typical data median).
+    gene : str
+        Gene of :meth:`gene_figure` (violins of data vs generated).
     top_genes : pandas.DataFrame
         ``model_ate`` and ``data_ate`` of the ``top_n`` genes with the largest ``|model_ate|``.
     seen : bool
@@ -85,6 +95,8 @@ class PerturbationExplorer(Controller):
     seed = T.Int(0)
     top_n = T.Int(10)
     run_scrublet = T.Bool(True)
+    library_size = T.Enum(("1e4", "data"), default_value="1e4", help="generated library size: the paper's 1e4 or the data median")
+    gene = T.Unicode("", help="gene for the data-vs-generated violins")
     auto_update = T.Bool(True)
     label = T.Unicode("")
     seen = T.Bool(False)
@@ -98,6 +110,10 @@ class PerturbationExplorer(Controller):
         self.result_k = float("nan")  # k of the last result
         self._scrublet_ran = False
         self.top_genes = pd.DataFrame(columns=["model_ate", "data_ate"])
+        self.criteria = pd.DataFrame(columns=["generated pass %", "data pass %"])
+        self.doublet_note = ""
+        self.result_library_size = float("nan")
+        self._last_settings: dict[str, Any] = {}
         self._figure_cache: Figure | None = None
         super().__init__(**traits)
         if perturbation:
@@ -136,7 +152,7 @@ class PerturbationExplorer(Controller):
         if change["new"]:
             self.perturbation = "+".join(sorted(change["new"]))
 
-    @T.observe("perturbation", "artifact", "k", "n", "seed", "top_n")
+    @T.observe("perturbation", "artifact", "k", "n", "seed", "top_n", "library_size")
     def _on_setting(self, change) -> None:
         if not self.auto_update:
             return
@@ -163,8 +179,17 @@ class PerturbationExplorer(Controller):
         return model
 
     # ------------------------------------------------------------------ actions
+    @property
+    def data_library_size(self) -> float:
+        """Median total counts of the observed cells (what ``library_size="data"`` generates)."""
+        X = self.adata.X
+        return float(np.median(np.asarray(X.sum(axis=1)).ravel()))
+
     def generate(self) -> bool:
         """Generate ``n`` cells of the perturbation (and ``n`` controls), label and compare them.
+
+        Shows a busy state while it runs (cancellable with :meth:`cancel` when started from the
+        widget, which runs it in a background thread).
 
         Returns
         -------
@@ -174,37 +199,56 @@ class PerturbationExplorer(Controller):
         model = self._check_ready()
         if model is None:
             return False
-        ok = False
+        settings = {name: getattr(self, name) for name in ("perturbation", "artifact", "k", "n", "seed", "library_size")}
+        control = self.control_label
+        label = ""
         with report_errors(self, f"generate {self.perturbation.strip()!r}"):
             read_qc_uns(self.adata)  # a readable message when the data has no QC labels
-            control = self.control_label
             label = canonical_label(parse_perturbation(self.perturbation.strip(), control_label=control),
                                     control_label=control)  # fmt: skip
+        if not label:
+            return False
+        library = 1e4 if settings["library_size"] == "1e4" else self.data_library_size
+
+        def work(token):
             request = [control] if label == control else [control, label]
-            gen = model.generate(request, n=self.n, artifact=self.artifact, seed=self.seed)
-            notes = []
+            gen = model.generate(request, n=settings["n"], artifact=settings["artifact"], seed=settings["seed"],
+                                 library_size=library)  # fmt: skip
+            token.check()
             try:
-                gen = apply_thresholds(gen, self.adata, ks=[self.k], run_scrublet=self.run_scrublet, seed=self.seed,
-                                       copy=True)  # fmt: skip
-                scrublet_ran = self.run_scrublet
+                gen = apply_thresholds(gen, self.adata, ks=[settings["k"]], run_scrublet=self.run_scrublet,
+                                       seed=settings["seed"], copy=True)  # fmt: skip
+                ran, note = self.run_scrublet, ""
             except ValueError as err:
                 if not self.run_scrublet or "scrublet" not in str(err):
                     raise
-                gen = apply_thresholds(gen, self.adata, ks=[self.k], run_scrublet=False, copy=True)
-                scrublet_ran = False
-                notes.append("scrublet could not score these cells, so the doublet criterion is skipped")
-            self._scrublet_ran = scrublet_ran
-            labels = gen.obs["perturbation"].astype(str).to_numpy()
-            key = self.adata.uns.get("cradlekit", {}).get("perturbation_key", "perturbation")
-            in_data = self.adata.obs[key].astype(str).to_numpy() == label
+                gen = apply_thresholds(gen, self.adata, ks=[settings["k"]], run_scrublet=False, copy=True)
+                ran, note = False, "scrublet could not score these cells, so the doublet criterion is skipped"
+            token.check()
+            return gen, ran, note, self._top_genes(gen, label, control, settings["k"])
+
+        def apply(result):
+            gen, ran, note, top = result
+            k = settings["k"]
+            self._scrublet_ran = ran
+            in_data = self._data_mask(label)
+            gen_cells = gen[gen.obs["perturbation"].astype(str).to_numpy() == label]
+            data_cells = self.adata[in_data] if in_data.any() else None
+            self.criteria = criteria_table(gen_cells, data_cells, k)
+            table = self.criteria
             self.qc_pass = {
-                "generated": pass_rate(gen[labels == label], self.k),
-                "data": pass_rate(self.adata[in_data], self.k) if in_data.any() else float("nan"),
+                "generated": pass_rate(gen_cells, k),
+                "data": pass_rate(data_cells, k) if data_cells is not None else float("nan"),
+                "generated_mad": table.loc["five MAD criteria", "generated pass %"] / 100.0,
+                "data_mad": table.loc["five MAD criteria", "data pass %"] / 100.0,
             }
-            self.top_genes = self._top_genes(gen, label, control, bool(in_data.any()))
-            self.generated, self.label, self.result_k = gen, label, self.k
+            self.doublet_note = doublet_statement(gen, gen.n_obs, ran)
+            self.top_genes, self.generated, self.label, self.result_k = top, gen, label, k
+            self.result_library_size = library
+            self._last_settings = settings
             self.seen = label in set(map(str, model.registry["trained_perturbations"]))
             self._figure_cache = None
+            notes = [note] if note else []
             if not in_data.any():
                 notes.append(f"{label!r} has no observed cells, so only the generated cells are shown")
             if not self.seen:
@@ -212,10 +256,40 @@ class PerturbationExplorer(Controller):
             text = "; ".join(notes)
             set_message(self, text[:1].upper() + text[1:] + "." if text else "", "info")
             self.revision += 1
-            ok = True
-        return ok
 
-    def _top_genes(self, gen: AnnData, label: str, control: str, in_data: bool) -> pd.DataFrame:
+        def on_cancel():
+            self.auto_update = False
+            try:
+                for name, value in self._last_settings.items():
+                    setattr(self, name, value)
+            finally:
+                self.auto_update = True
+
+        title = f"generating {self.n} cells of {label} and {self.n} controls (artifact {'on' if self.artifact else 'off'})"
+        return self.run_task(title, work, apply, action=f"generate {label!r}", on_cancel=on_cancel)
+
+    def _data_mask(self, label: str) -> np.ndarray:
+        key = self.adata.uns.get("cradlekit", {}).get("perturbation_key", "perturbation")
+        return self.adata.obs[key].astype(str).to_numpy() == label
+
+    def gene_figure(self) -> Figure:
+        """Violins of :attr:`gene` in the observed and generated control and perturbation cells."""
+        if self.generated is None:
+            raise ValueError("generate cells first")
+        if not self.gene.strip():
+            raise ValueError("type a gene symbol first")
+        control = self.control_label
+        groups = gene_groups(self.adata, self._data_mask(self.label), self._data_mask(control), self.generated,
+                             self.label, control, self.gene)  # fmt: skip
+        return gene_violins(groups, self.gene, f"{self.gene}: data (blue) vs generated (green)")
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        if self.generated is None:
+            return {}
+        return {"qc_criteria": self.criteria, "top_genes": self.top_genes}
+
+    def _top_genes(self, gen: AnnData, label: str, control: str, k: float) -> pd.DataFrame:
+        in_data = bool(self._data_mask(label).any())
         if label == control:
             return pd.DataFrame(columns=["model_ate", "data_ate"])
         ate = model_ate(gen, perturbations=[label])
@@ -225,7 +299,7 @@ class PerturbationExplorer(Controller):
         out["data_ate"] = np.nan
         if in_data:
             try:
-                d = data_ate(self.adata, perturbations=[label], artifact_key=f"artifact_{k_label(self.k)}")
+                d = data_ate(self.adata, perturbations=[label], artifact_key=f"artifact_{k_label(k)}")
                 observed = pd.Series(np.asarray(d.X, dtype=np.float64)[0], index=d.var_names)
                 out["data_ate"] = observed.reindex(out.index).to_numpy()
             except ValueError:  # no QC-passed cells of the perturbation: leave NaN
@@ -244,7 +318,7 @@ class PerturbationExplorer(Controller):
             axes[0, 0].text(0.5, 0.5, "choose a perturbation and generate cells", ha="center", va="center")
             return fig
         if np.isfinite(self.qc_pass.get("data", np.nan)):
-            with warnings.catch_warnings():  # the message already says when the doublet call is skipped
+            with warnings.catch_warnings(), capture_logs(_log_sink(self, [])):  # message says it already
                 warnings.simplefilter("ignore", UserWarning)
                 fig = qc_violins(self.adata, gen, perturbation=self.label, k=self.result_k,
                                  run_scrublet=self._scrublet_ran, seed=self.seed)  # fmt: skip
@@ -255,74 +329,16 @@ class PerturbationExplorer(Controller):
             fig = QCExplorer(cells, k=self.result_k).static_figure()
             fig.suptitle(f"{self.label} (generated, no observed cells) against the data's thresholds, "
                          f"k = {self.result_k:g}")  # fmt: skip
+        note = (f"generated cells: library size {self.result_library_size:,.0f} "
+                f"(data median {self.data_library_size:,.0f})")  # fmt: skip
+        for ax in fig.axes:
+            if ax.get_title().startswith(("UMI", "total_counts")):
+                ax.text(0.5, -0.02, note, transform=ax.transAxes, ha="center", va="top", fontsize="x-small",
+                        color="#555555", gid="library_size_note")  # fmt: skip
         self._figure_cache = fig
         return fig
 
-    def _make_view(self) -> PerturbationView:
+    def _make_view(self):
+        from ._perturbation_view import PerturbationView
+
         return PerturbationView(self)
-
-
-class PerturbationView(View):
-    """Widgets of a :class:`PerturbationExplorer`."""
-
-    def __init__(self, controller: PerturbationExplorer):
-        super().__init__(controller)
-        c = controller
-        self.picker = W.Combobox(options=tuple(c.options), placeholder="KLF1 or CEBPA+KLF1", description="perturbation",
-                                 ensure_option=False, continuous_update=False)  # fmt: skip
-        self.compose = W.SelectMultiple(options=c.available_targets, description="or targets", rows=5)
-        self.artifact = W.ToggleButton(description="artifact on", icon="bolt")
-        try:
-            ks = [float(k) for k in np.asarray(read_qc_uns(c.adata)["ks"]).ravel()]
-        except ValueError:
-            ks = [c.k]
-        self.k = W.Dropdown(options=[(f"{k:g}", k) for k in ks], description="k")
-        self.n = W.BoundedIntText(min=1, max=100_000, description="cells")
-        self.button = W.Button(description="Generate", icon="play", button_style="primary")
-        T.link((c, "perturbation"), (self.picker, "value"))
-        T.link((c, "artifact"), (self.artifact, "value"))
-        T.link((c, "n"), (self.n, "value"))
-        self.k.value = c.k if c.k in ks else None
-        self.k.observe(lambda ch: ch["new"] is not None and setattr(c, "k", ch["new"]), names="value")
-        c.observe(lambda ch: setattr(self.k, "value", ch["new"] if ch["new"] in ks else None), names="k")
-        self.compose.observe(lambda ch: setattr(c, "targets", list(ch["new"])), names="value")
-        self.button.on_click(lambda _: c.generate())
-        self.summary = W.HTML()
-        self.summary.add_class("cradlekit-perturbation-summary")
-        self.genes = W.HTML()
-        self.image = FigureImage()
-        c.observe(self._render, names="revision")
-        self._render()
-        self.root = W.VBox([
-            W.HBox([W.VBox([self.picker, self.k, self.n]), self.compose, W.VBox([self.artifact, self.button])]),
-            self.message,
-            self.summary,
-            W.HBox([self.image.widget, self.genes]),
-        ])  # fmt: skip
-        self.root.add_class("cradlekit-perturbation")
-
-    def _render(self, change=None) -> None:
-        c = self.controller
-        self.picker.options = tuple(c.options)
-        if tuple(self.compose.options) != tuple(c.available_targets):  # e.g. a TrainingController's new model
-            self.compose.options = tuple(c.available_targets)
-        if c.generated is None:
-            self.summary.value, self.genes.value = "", ""
-            self.image.show(c.static_figure())
-            return
-        data = c.qc_pass.get("data", float("nan"))
-        gen_artifact = bool(c.generated.uns.get("generation", {}).get("artifact", False))
-        self.summary.value = (
-            f"<b>{html.escape(c.label)}</b> ({'seen' if c.seen else 'unseen'} in training), artifact "
-            f"{'on' if gen_artifact else 'off'}: {100 * c.qc_pass['generated']:.1f}% of generated cells pass QC at "
-            f"k = {c.result_k:g}" + ("" if not np.isfinite(data) else f" (data: {100 * data:.1f}%)")
-        )
-        rows = [
-            [html.escape(str(g)), f"{r.model_ate:+.3f}", f"{r.data_ate:+.3f}" if np.isfinite(r.data_ate) else "—"]
-            for g, r in c.top_genes.iterrows()
-        ]
-        self.genes.value = "<b>top changed genes</b>" + table_html(rows, ["gene", "model ATE", "data ATE"])
-        try:
-            self.image.show(c.static_figure())
-        except Exception as exc:  # noqa: BLE001 - reported in the widget
-            set_message(c, describe_error(exc, "draw the QC comparison"), "error")

@@ -5,14 +5,11 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import ipywidgets as W
 import numpy as np
-import torch
 import traitlets as T
 from anndata import AnnData
 from matplotlib.figure import Figure
@@ -21,10 +18,10 @@ from ..model import PerturbationModel
 from ..models import MODELS
 from ..train import resolve_device
 from ..train.checkpoint import LAST
-from ._messages import describe_error, report_errors, set_message
-from ._views import DATA_COLOR, GENERATED_COLOR, Controller, FigureImage, View, new_figure
+from ._messages import _log_sink, add_warnings, capture_logs, describe_error, report_errors, set_message
+from ._views import DATA_COLOR, GENERATED_COLOR, Controller, new_figure
 
-__all__ = ["TrainingController", "TrainingView"]
+__all__ = ["TrainingController", "draw_losses"]
 
 #: Models that take the J2 weight ``alpha``.
 _ALPHA_MODELS = ("cradle", "cradle_wo_causal")
@@ -96,6 +93,7 @@ class TrainingController(Controller):
     history = T.List()
     epoch = T.Int(0)
     device = T.Unicode("")
+    confirm_replace = T.Bool(False, help="Start was pressed with a trained model: the next Start replaces it")
 
     def __init__(
         self,
@@ -115,6 +113,9 @@ class TrainingController(Controller):
         if checkpoint_dir is None:
             checkpoint_dir = tempfile.mkdtemp(prefix="cradlekit-train-")
         self.checkpoint_dir = os.fspath(checkpoint_dir)
+        self._checkpoint_root, self._run_number = self.checkpoint_dir, 1
+        self.previous_checkpoints: list[str] = []
+        self._start_notes = ""
         self.train_info: dict[str, Any] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -151,8 +152,17 @@ class TrainingController(Controller):
         return model
 
     # ------------------------------------------------------------------ actions
-    def start(self) -> bool:
+    def start(self, *, replace: bool = False) -> bool:
         """Build a fresh model from the settings and train it in a background thread.
+
+        Parameters
+        ----------
+        replace
+            Needed when a model was already trained: without it nothing happens and the widget
+            asks to confirm (its Start button turns into "Replace model"). The new run writes its
+            checkpoints to a new folder (``<checkpoint_dir>/run-2``...): the previous checkpoint
+            is kept, and widgets holding this controller (e.g. a PerturbationExplorer) switch to
+            the new model.
 
         Returns
         -------
@@ -162,13 +172,27 @@ class TrainingController(Controller):
         if self.running:
             set_message(self, "Training is already running: stop it first.", "warning")
             return False
+        if self.model is not None and self.history and not replace:
+            self.confirm_replace = True
+            set_message(self, f"A model is already trained ({self.epoch} epochs, checkpoint {self.checkpoint_path}). "
+                        "Starting again trains a new model and replaces it here and in the widgets using it (its "
+                        "checkpoint is kept): press 'Replace model' to confirm, or Resume to continue it.",
+                        "warning")  # fmt: skip
+            return False
+        self.confirm_replace = False
         ok = False
         with report_errors(self, "start training"):
             self.device = str(resolve_device(self.accelerator))
-            self.model = self._build_model()  # the previous model stays if this fails
+            model = self._build_model()  # the previous model stays if this fails
+            if self.model is not None and self.history:
+                self.previous_checkpoints.append(str(self.checkpoint_path))
+                self._run_number += 1
+                self.checkpoint_dir = os.path.join(self._checkpoint_root, f"run-{self._run_number}")
+            self.model = model
             self.train_info = {}
             self.history, self.epoch = [], 0
             ok = self._launch(resume=False)
+        self._start_notes = self.message if ok else ""
         if not ok:
             self.status = "failed"
         return ok
@@ -193,11 +217,23 @@ class TrainingController(Controller):
                 set_message(self, "The model settings changed since this checkpoint: press Start to train a "
                             "new model, or restore the settings to resume.", "warning")  # fmt: skip
                 return False
+            if self._finished_note():
+                set_message(self, self._finished_note(), "warning")
+                return False
             self.device = str(resolve_device(self.accelerator))
             if self.model is None:  # e.g. a new session on an old checkpoint folder
                 self.model = self._build_model()
             ok = self._launch(resume=True)
         return ok
+
+    def _finished_note(self) -> str:
+        """Why resuming would do nothing (``""`` when it would continue)."""
+        if self.status != "finished" or not (self.epoch >= self.max_epochs or self.train_info.get("stopped_early")):
+            return ""
+        why = "early stopping ended it" if self.train_info.get("stopped_early") and self.epoch < self.max_epochs \
+            else f"it reached max epochs ({self.max_epochs})"  # fmt: skip
+        return (f"Nothing to resume: training finished at epoch {self.epoch} ({why}). Raise max epochs (and "
+                "patience) to continue it, or press Start for a new model.")  # fmt: skip
 
     def stop(self) -> None:
         """Ask the running training to stop after the current epoch (the checkpoint is kept)."""
@@ -218,7 +254,6 @@ class TrainingController(Controller):
     def _launch(self, *, resume: bool) -> bool:
         self._stop.clear()
         self.status = "running"
-        set_message(self, "", "info")
         self._thread = threading.Thread(target=self._run, args=(resume,), name="cradlekit-training", daemon=True)
         self._thread.start()
         return True
@@ -227,28 +262,36 @@ class TrainingController(Controller):
         """The thread's body: one ``model.train`` call; every outcome ends in ``status``/``message``."""
         model = self.model
         assert model is not None
+        notes: list[str] = []
         try:
-            options = {
-                "max_epochs": self.max_epochs, "lr": self.lr, "batch_size": self.batch_size,
-                "patience": self.patience if self.patience > 0 else None, "seed": self.seed,
-                "accelerator": self.accelerator, "checkpoint_dir": self.checkpoint_dir, "resume": resume,
-                "progress_bar": False, **self.train_options,
-            }  # fmt: skip
-            model.train(callbacks=[_WidgetCallback(self)], **options)
-            info = self.train_info = dict(model.train_info)
-            stopped = self._stop.is_set() and info.get("epochs", 0) < self.max_epochs
-            how = "Stopped" if stopped else ("Early stopping" if info.get("stopped_early") else "Finished")
-            set_message(
-                self,
-                f"{how} after epoch {info.get('epochs')} on {info.get('device')}; best epoch "
-                f"{info.get('best_epoch')} (loss {info.get('best_loss', float('nan')):.4g}). "
-                f"Checkpoint: {self.checkpoint_path}",
-                "info",
-            )
-            self.status = "stopped" if stopped else "finished"
+            with capture_logs(_log_sink(self, notes), warnings_to=notes):  # this thread's warnings: the widget
+                self._train(model, resume)
         except Exception as exc:  # noqa: BLE001 - reported in the widget
             set_message(self, describe_error(exc, "train"), "error")
             self.status = "failed"
+        if self._start_notes and self._start_notes not in self.message:
+            set_message(self, f"{self.message}\n{self._start_notes}", "warning")
+        add_warnings(self, notes)
+
+    def _train(self, model: PerturbationModel, resume: bool) -> None:
+        options = {
+            "max_epochs": self.max_epochs, "lr": self.lr, "batch_size": self.batch_size,
+            "patience": self.patience if self.patience > 0 else None, "seed": self.seed,
+            "accelerator": self.accelerator, "checkpoint_dir": self.checkpoint_dir, "resume": resume,
+            "progress_bar": False, **self.train_options,
+        }  # fmt: skip
+        model.train(callbacks=[_WidgetCallback(self)], **options)
+        info = self.train_info = dict(model.train_info)
+        stopped = self._stop.is_set() and info.get("epochs", 0) < self.max_epochs
+        how = "Stopped" if stopped else ("Early stopping" if info.get("stopped_early") else "Finished")
+        set_message(
+            self,
+            f"{how} after epoch {info.get('epochs')} on {info.get('device')}; best epoch "
+            f"{info.get('best_epoch')} (loss {info.get('best_loss', float('nan')):.4g}). "
+            f"Checkpoint: {self.checkpoint_path}",
+            "info",
+        )
+        self.status = "stopped" if stopped else "finished"
 
     def _on_epoch(self, trainer: Any, record: Mapping[str, Any]) -> None:
         self.history = [*self.history, dict(record)]
@@ -258,13 +301,27 @@ class TrainingController(Controller):
 
     # ------------------------------------------------------------------ figures and view
     def static_figure(self) -> Figure:
-        """Loss curves: −ELBO (train/val) and the counterfactual loss J2 (CRADLE-VAE)."""
+        """Loss curves: −ELBO (train/val) and the counterfactual loss J2 (CRADLE-VAE); a one-line
+        placeholder before the first epoch."""
+        if not self.history:
+            fig, axes = new_figure(1, 1, (9.0, 0.6))
+            axes[0, 0].axis("off")
+            axes[0, 0].text(0.5, 0.5, "no epochs yet: the −ELBO and J2 curves appear here after the first epoch",
+                            ha="center", va="center", fontsize="small", color="#555555")  # fmt: skip
+            return fig
         fig, axes = new_figure(1, 2, (9.0, 3.2))
         draw_losses(axes[0, 0], axes[0, 1], self.history)
         return fig
 
-    def _make_view(self) -> TrainingView:
+    def _make_view(self):
+        from ._training_view import TrainingView
+
         return TrainingView(self)
+
+    def tables(self):
+        import pandas as pd
+
+        return {"history": pd.DataFrame(self.history).set_index("epoch")} if self.history else {}
 
 
 class _WidgetCallback:
@@ -320,82 +377,3 @@ def draw_losses(ax_elbo, ax_j2, history: list[dict]) -> None:
             ax.legend(fontsize="small")
     if not ax_j2.lines:
         ax_j2.text(0.5, 0.5, "this model has no J2", ha="center", va="center", transform=ax_j2.transAxes)
-
-
-class TrainingView(View):
-    """Widgets of a :class:`TrainingController`: settings, buttons, progress, loss curves."""
-
-    render_every = 1.0  # seconds between redraws of the loss curves during training
-
-    def __init__(self, controller: TrainingController):
-        super().__init__(controller)
-        c = controller
-        kw = {"style": {"description_width": "90px"}, "layout": W.Layout(width="220px")}
-        devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        if c.accelerator not in devices:
-            devices.append(c.accelerator)
-        self.inputs = {
-            "model_name": W.Dropdown(options=list(MODELS), description="model", **kw),
-            "lr": W.BoundedFloatText(min=1e-7, max=1.0, step=1e-4, description="learning rate", **kw),
-            "max_epochs": W.BoundedIntText(min=1, max=100_000, description="max epochs", **kw),
-            "batch_size": W.BoundedIntText(min=1, max=1_000_000, description="batch size", **kw),
-            "latent_dim": W.BoundedIntText(min=1, max=4096, description="latent dim", **kw),
-            "hidden_dim": W.BoundedIntText(min=1, max=16384, description="hidden dim", **kw),
-            "alpha": W.BoundedFloatText(min=0.0, max=100.0, step=0.05, description="alpha (J2)", **kw),
-            "patience": W.BoundedIntText(min=0, max=100_000, description="patience", **kw),
-            "artifact_key": W.Text(description="QC labels", **kw),
-            "accelerator": W.Dropdown(options=devices, description="device", **kw),
-        }  # fmt: skip
-        for name, widget in self.inputs.items():
-            T.link((c, name), (widget, "value"))
-        self.start = W.Button(description="Start", icon="play", button_style="success")
-        self.stop = W.Button(description="Stop", icon="stop", button_style="danger")
-        self.resume = W.Button(description="Resume", icon="forward")
-        self.start.on_click(lambda _: c.start())
-        self.stop.on_click(lambda _: c.stop())
-        self.resume.on_click(lambda _: c.resume())
-        self.progress = W.IntProgress(min=0, max=max(c.max_epochs, 1), description="epochs")
-        self.state = W.HTML()
-        self.state.add_class("cradlekit-training-status")
-        self.image = FigureImage()
-        self._last_draw = 0.0
-        c.observe(self._on_history, names="history")
-        c.observe(self._on_state, names=["status", "epoch", "max_epochs", "device", "checkpoint_dir", "model_name"])
-        self._on_state()
-        self._draw()
-        items = list(self.inputs.values())
-        self.root = W.VBox([
-            W.HBox([W.VBox(items[:5]), W.VBox(items[5:])]),
-            W.HBox([self.start, self.stop, self.resume]),
-            W.HBox([self.progress, self.state]),
-            self.image.widget,
-            self.message,
-        ])  # fmt: skip
-        self.root.add_class("cradlekit-training")
-
-    def _on_state(self, change=None) -> None:
-        c = self.controller
-        running = c.status in ("running", "stopping")
-        self.start.disabled = self.resume.disabled = running
-        self.stop.disabled = not running
-        for name, widget in self.inputs.items():
-            widget.disabled = running or (name == "alpha" and c.model_name not in _ALPHA_MODELS)
-        self.progress.max = max(c.max_epochs, 1)
-        self.progress.value = min(c.epoch, self.progress.max)
-        self.state.value = (
-            f"status: <b>{c.status}</b> · epoch {c.epoch}/{c.max_epochs} · device: {c.device or '—'}"
-            f"<br><small>checkpoint: <code>{c.checkpoint_path}</code></small>"
-        )
-        if change is not None and change["name"] == "status" and not running:
-            self._draw()
-
-    def _on_history(self, change) -> None:
-        if time.monotonic() - self._last_draw >= self.render_every or not self.controller.running:
-            self._draw()
-
-    def _draw(self) -> None:
-        self._last_draw = time.monotonic()
-        try:
-            self.image.show(self.controller.static_figure())
-        except Exception as exc:  # noqa: BLE001 - a drawing problem must not stop training
-            set_message(self.controller, describe_error(exc, "draw the loss curves"), "warning")
