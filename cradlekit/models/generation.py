@@ -12,16 +12,36 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from .._logging import logger
 
-if TYPE_CHECKING:
-    from .base import PerturbationVAE
+__all__ = ["generate_cells", "seeded", "Generative"]
 
-__all__ = ["generate_cells", "seeded"]
+
+class Generative(Protocol):
+    """What generation needs of a model (every :class:`~cradlekit.models.base.PerturbationVAE` has it).
+
+    A protocol rather than an import of the base class, which itself calls :func:`generate_cells`:
+    the dependency runs one way, base -> generation.
+    """
+
+    decoder: torch.nn.Module
+    has_artifact: bool
+    n_genes: int
+    n_perturbations: int
+    training: bool
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def _generative_frequencies(self, D: torch.Tensor, artifact: bool) -> torch.Tensor: ...
+
+    def eval(self) -> torch.nn.Module: ...
+
+    def train(self, mode: bool = True) -> torch.nn.Module: ...
 
 
 @contextlib.contextmanager
@@ -45,7 +65,7 @@ def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 
 @torch.no_grad()
 def generate_cells(
-    module: PerturbationVAE,
+    module: Generative,
     D_rows: torch.Tensor,
     n_per_row: int,
     library_size: float = 1e4,

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import Trainer
+__all__ = ["Callback", "FunctionCallback", "as_callback", "TrainerView"]
 
-__all__ = ["Callback", "FunctionCallback", "as_callback"]
+
+class TrainerView(Protocol):
+    """What a callback may use of the :class:`~cradlekit.train.Trainer` that calls it.
+
+    A protocol rather than an import of the trainer, which itself imports this module: the
+    dependency runs one way, trainer -> callbacks.
+    """
+
+    history: list[dict[str, Any]]
+
+    def request_stop(self) -> None: ...
+
+
+Trainer = TrainerView  # the name the hooks' annotations use
 
 
 @runtime_checkable
