@@ -40,6 +40,12 @@ def test_paired_comparison_matches_scipy_and_counts_wins():
     assert row["ci_low"] < diff.mean() < row["ci_high"]
 
 
+def test_a_model_without_values_gives_no_pairs():
+    """sVAE+ has no held-out values: its comparison has n = 0 and no statistics, and no error."""
+    pc = paired_comparison(_results([0.5, 0.6], [np.nan, np.nan]), "cradle", ["cvae"], ["m"])
+    assert pc.loc[0, "n"] == 0 and np.isnan(pc.loc[0, "mean_diff"]) and np.isnan(pc.loc[0, "wilcoxon_p"])
+
+
 def test_several_k_need_a_choice():
     res = pd.concat([_results([1, 2], [0, 0]), _results([1, 2], [0, 0]).assign(k=4)])
     with pytest.raises(ValueError, match="several k"):

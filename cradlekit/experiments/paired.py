@@ -24,6 +24,8 @@ __all__ = ["paired_differences", "bootstrap_interval", "paired_comparison"]
 def paired_differences(results: pd.DataFrame, reference: str, other: str, metric: str, *, k: float | None = None) -> pd.Series:
     """``reference - other`` of ``metric`` per seed (split), over the seeds both have a finite value.
 
+    A model without any value (sVAE+ on unseen combinations) gives an empty series.
+
     Parameters
     ----------
     results
@@ -38,7 +40,7 @@ def paired_differences(results: pd.DataFrame, reference: str, other: str, metric
     frame = results if k is None else results[results["k"].astype(float) == float(k)]
     if frame["k"].nunique() > 1:
         raise ValueError(f"results hold several k ({sorted(frame['k'].unique())}): pass k=")
-    values = frame.pivot_table(index="seed", columns="model", values=metric, aggfunc="first")
+    values = frame.pivot_table(index="seed", columns="model", values=metric, aggfunc="first", dropna=False)
     for m in (reference, other):
         if m not in values:
             raise KeyError(f"no {metric!r} for model {m!r} in the results")
@@ -90,7 +92,7 @@ def paired_comparison(
                 p = float(stats.wilcoxon(d.to_numpy(), zero_method="zsplit", alternative="two-sided").pvalue)
             rows.append({
                 "reference": reference, "other": other, "metric": metric, "n": n,
-                "mean_diff": float(d.mean()) if n else np.nan, "ci_low": low, "ci_high": high,
+                "mean_diff": float(d.mean()) if n else np.nan, "ci_low": low, "ci_high": high,  # NaN when n = 0
                 "wins": int((d > 0).sum()), "wilcoxon_p": p, "min_possible_p": 2.0 / 2**n if n else np.nan,
             })
     return pd.DataFrame(rows)

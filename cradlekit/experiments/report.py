@@ -24,7 +24,7 @@ from .config import ExperimentConfig, load_config
 from .grid import expand_grid, run_json_path
 from .paired import paired_comparison
 
-__all__ = ["display_order", "load_runs", "ladder_table", "per_combination", "criterion_table", "sign_genes", "write_report", "LADDER"]
+__all__ = ["display_order", "load_runs", "ladder_table", "ladder_steps", "per_combination", "criterion_table", "sign_genes", "write_report", "LADDER"]
 
 #: The rungs from SAMS-VAE to CRADLE-VAE, one change each, with what the rung adds.
 LADDER = (
@@ -85,6 +85,17 @@ def ladder_table(results: pd.DataFrame) -> pd.DataFrame:
     """Held-out and all ATE-ρ, QCPR, KL(z_b) and J2 share per rung of :data:`LADDER`."""
     cols = ["heldout_ate_pearson", "all_ate_pearson", "qcpr", "kl_z_b", "j2_share"]
     return summary_table(results, [m for m, _ in LADDER], dict(LADDER), cols)
+
+
+def ladder_steps(results: pd.DataFrame, *, k: float | None = None) -> pd.DataFrame:
+    """Each rung of :data:`LADDER` minus the rung before it, paired over splits (what one change does)."""
+    present = [m for m, _ in LADDER if m in set(results["model"])]
+    frames = []
+    for prev, rung in zip(present, present[1:]):
+        pc = paired_comparison(results, rung, [prev], _HEADLINE, k=k)
+        pc.insert(0, "step", dict(LADDER)[rung])
+        frames.append(pc)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def per_combination(records: list[dict[str, Any]], models: Sequence[str], metric: str = "ate_pearson") -> pd.DataFrame:
@@ -186,6 +197,11 @@ def write_report(config: ExperimentConfig, out: str | Path | None = None) -> Pat
                 lines += [f"### Paired over splits: {labels.get(ref, ref)} minus each model (k = {k:g})", "", _md(_fmt_paired(pc, labels)), ""]
         if "sams_concat" in present or "cradle_latent_only" in present:
             lines += [f"### Ladder from SAMS-VAE to CRADLE-VAE (k = {k:g}), one change per rung", "", _md(ladder_table(at_k)), ""]
+            steps = ladder_steps(at_k, k=k)
+            if len(steps):
+                view = _fmt_paired(steps, labels).reset_index(drop=True)
+                view.insert(0, "step", steps["step"].to_numpy())
+                lines += ["Each rung minus the rung before it, paired over splits:", "", _md(view.set_index("step")), ""]
         lines += [f"### QC pass rate by criterion (k = {k:g}, %)", "", _md(criterion_table(at_k, present, labels)), ""]
         lines += [f"### Held-out ATE-ρ of each combination (k = {k:g}; mean over the splits that held it out, n)", "",
                   _md(per_combination([r for r in records if float(r['row']['k']) == k], present).rename(columns=labels)), ""]
@@ -204,8 +220,8 @@ def write_report(config: ExperimentConfig, out: str | Path | None = None) -> Pat
 def _fmt_paired(pc: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
     table = pd.DataFrame({
         "model": pc["other"].map(lambda m: labels.get(m, m)), "metric": pc["metric"], "n": pc["n"],
-        "difference": pc["mean_diff"].map(lambda v: f"{v:+.3f}"),
-        "95 % bootstrap CI": [f"[{a:+.3f}, {b:+.3f}]" for a, b in zip(pc["ci_low"], pc["ci_high"])],
+        "difference": pc["mean_diff"].map(lambda v: "–" if pd.isna(v) else f"{v:+.3f}"),
+        "95 % bootstrap CI": ["–" if pd.isna(a) else f"[{a:+.3f}, {b:+.3f}]" for a, b in zip(pc["ci_low"], pc["ci_high"])],
         "wins": pc["wins"].astype(str) + "/" + pc["n"].astype(str),
         "Wilcoxon p": pc["wilcoxon_p"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
     })
