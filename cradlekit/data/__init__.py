@@ -9,7 +9,7 @@ Typical use::
     ck.data.counterfactual_references(adata, artifact_key="artifact_k3")
 """
 
-from .counterfactual import counterfactual_references
+from .counterfactual import counterfactual_matrix, counterfactual_references, reference_table
 from .download import fetch
 from .manifest import DatasetEntry, get_entry, load_manifest, manifest_path
 from .perturbations import (
@@ -29,6 +29,7 @@ from .splits import split_cells, split_combinations, split_summary
 __all__ = [
     "DatasetEntry",
     "canonical_label",
+    "counterfactual_matrix",
     "counterfactual_references",
     "dosage_matrix",
     "fetch",
@@ -40,6 +41,7 @@ __all__ = [
     "parse_perturbation",
     "perturbation_info",
     "perturbation_targets",
+    "reference_table",
     "require_perturbations",
     "simulate_perturbseq",
     "split_cells",
