@@ -89,13 +89,12 @@ class CellBatches:
             if index.shape != (self.n,):
                 raise ValueError(f"table {name!r}: index has shape {index.shape}, expected ({self.n},)")
             if sp.issparse(table):
-                table = sp.csr_matrix(table, dtype=np.float32)
-                empty = sp.csr_matrix((1, table.shape[1]), dtype=np.float32)
-                table = sp.vstack([table, empty], format="csr")  # row -1 -> the appended zero row
+                table = sp.csr_matrix(table, dtype=np.float32)  # no copy when already CSR float32
             else:
                 table = torch.as_tensor(table)
-                table = torch.cat([table, torch.zeros_like(table[:1])])
-            self.tables[name] = (table, np.where(index < 0, table.shape[0] - 1, index))
+            if index.size and index.max() >= table.shape[0]:
+                raise ValueError(f"table {name!r} has {table.shape[0]} rows, index refers to row {index.max()}")
+            self.tables[name] = (table, index)
         self.columns = {k: torch.as_tensor(v) for k, v in (columns or {}).items()}
         for name, col in self.columns.items():
             if col.shape[0] != self.n:
@@ -198,12 +197,18 @@ class CellBatches:
         out = {self.x_key: x}
         index = torch.from_numpy(pos)
         for name, (table, where) in self.tables.items():
+            idx = where[pos]
+            missing = idx < 0
             if isinstance(table, torch.Tensor):
-                out[name] = table[torch.from_numpy(where[pos])]
+                value = table[torch.from_numpy(np.maximum(idx, 0))]
+                if missing.any():
+                    value[torch.from_numpy(missing)] = 0
             else:
-                dense = self._empty((pos.size, table.shape[1]))
-                densify_rows(table, where[pos], dense.numpy())
-                out[name] = dense
+                value = self._empty((pos.size, table.shape[1]))
+                densify_rows(table, np.maximum(idx, 0), value.numpy())
+                if missing.any():
+                    value.numpy()[missing] = 0.0
+            out[name] = value
         for name, col in self.columns.items():
             out[name] = col[index]
         if self._device.type == "cuda":
