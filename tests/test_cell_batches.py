@@ -179,3 +179,16 @@ def test_cuda_peak_allocated_does_not_grow_with_the_number_of_cells():
         model.train(max_epochs=1, **{**FAST, "batch_size": 256, "accelerator": "cuda"})
         peaks.append(torch.cuda.max_memory_allocated())
     assert peaks[1] < 1.05 * peaks[0] + 2**20, peaks
+
+
+def test_qc_labels_on_a_backed_file_match_in_memory(screen, tmp_path):
+    """label_artifacts reads a backed h5ad in chunks and gives the in-memory labels."""
+    path = tmp_path / "screen.h5ad"
+    screen.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    mem = screen.copy()
+    label_artifacts(mem, run_scrublet=False)
+    label_artifacts(backed, run_scrublet=False)
+    for col in ("total_counts", "n_genes_by_counts", "pct_counts_mt", "artifact_k3", "artifact_k5"):
+        np.testing.assert_array_equal(backed.obs[col].to_numpy(), mem.obs[col].to_numpy())
+    backed.file.close()

@@ -17,7 +17,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._logging import logger
-from .._validation import check_obs_key, check_raw_counts, get_counts
+from .._rows import check_counts_in_chunks, is_in_memory, row_chunks
+from .._validation import check_obs_key, get_counts
 from ..errors import InvalidCountsError
 from .genes import GENE_SET_OF_CRITERION, gene_set_masks
 
@@ -69,8 +70,15 @@ def counts_description(layer: str | None) -> str:
     return "adata.X" if layer is None else f"adata.layers[{layer!r}]"
 
 
+def _by_chunks(fn, X, *args) -> np.ndarray:
+    """``fn`` applied to bounded row chunks of an on-disk matrix (a backed h5ad), concatenated."""
+    return np.concatenate([fn(block, *args) for _, block in row_chunks(X)] or [np.zeros(0)])
+
+
 def _row_sums(X, cols: np.ndarray | None = None) -> np.ndarray:
     """Float64 row sums of ``X`` (optionally over the boolean column mask ``cols``)."""
+    if not is_in_memory(X):
+        return _by_chunks(_row_sums, X, cols)
     if sp.issparse(X):
         if cols is None:
             return np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
@@ -83,6 +91,8 @@ def _row_sums(X, cols: np.ndarray | None = None) -> np.ndarray:
 
 def _row_nnz_positive(X) -> np.ndarray:
     """Number of entries > 0 per row (explicitly stored zeros are not counted)."""
+    if not is_in_memory(X):
+        return _by_chunks(_row_nnz_positive, X)
     if sp.issparse(X):
         if X.format != "csr":
             X = X.tocsr()
@@ -220,7 +230,7 @@ def compute_metrics(
     X = get_counts(adata, layer)
     where = counts_description(layer)
     if validate:
-        check_raw_counts(X, what=where)
+        check_counts_in_chunks(X, what=where)
     pre = _validate_precomputed(adata, precomputed)
     if sp.issparse(X) and X.format not in ("csr", "csc"):
         X = X.tocsr()
