@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["is_in_memory", "gather_rows", "row_chunks", "chunk_rows_for", "densify_rows"]
+__all__ = ["is_in_memory", "stored_values", "gather_rows", "row_chunks", "chunk_rows_for", "densify_rows", "check_counts_in_chunks"]
 
 #: Elements (stored values of a sparse matrix, cells x genes of a dense one) per chunk.
 CHUNK_ELEMENTS = 2**23
@@ -23,7 +23,8 @@ def is_in_memory(X) -> bool:
     return sp.issparse(X) or isinstance(X, np.ndarray)
 
 
-def _nnz(X) -> int | None:
+def stored_values(X) -> int | None:
+    """Number of stored values of a sparse matrix (in memory or on disk); ``None`` for dense."""
     if sp.issparse(X):
         return int(X.nnz)
     indptr = getattr(X, "group", None)
@@ -35,7 +36,7 @@ def _nnz(X) -> int | None:
 def chunk_rows_for(X, elements: int = CHUNK_ELEMENTS) -> int:
     """Rows per chunk so that a chunk holds about ``elements`` stored values (at least 1 row)."""
     n_obs, n_vars = X.shape
-    nnz = _nnz(X)
+    nnz = stored_values(X)
     per_row = (nnz / max(n_obs, 1)) if nnz is not None else n_vars
     return max(1, int(elements // max(per_row, 1.0)))
 

@@ -31,7 +31,7 @@ def build_batches(
     device: torch.device | str = "cpu",
     check_counts: bool = True,
     chunk_cells: int = 8192,
-    buffer_chunks: int = 8,
+    buffer_chunks: int | None = None,
 ) -> dict[str, CellBatches | None]:
     """Train and validation batch sources of ``adata`` for a model with ``registry``.
 

@@ -36,7 +36,10 @@ class PerturbationModel:
         :func:`cradlekit.data.standardize_perturbations`), QC labels from
         :func:`cradlekit.qc.label_artifacts`, a split from :func:`cradlekit.data.split_combinations`
         or :func:`cradlekit.data.split_cells` and, for CRADLE-VAE with ``alpha > 0``, references
-        from :func:`cradlekit.data.counterfactual_references`. Not copied; not modified.
+        from :func:`cradlekit.data.counterfactual_references`. Not copied; not modified. It may be
+        backed (``anndata.read_h5ad(path, backed="r")``) for screens larger than memory: the counts
+        stay sparse on the host (or on disk) and each minibatch is densified on its own, so device
+        memory grows with the batch size, not with the number of cells.
     model
         ``cradle``, ``cradle_wo_cf``, ``cradle_wo_causal``, ``cvae``, ``cpa_vae``, ``svae_plus`` or
         ``sams_vae`` (see :data:`cradlekit.models.MODELS`).

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._rows import densify_rows, gather_rows, is_in_memory
+from .._rows import densify_rows, gather_rows, is_in_memory, stored_values
 
 __all__ = ["CellBatches"]
 
@@ -58,7 +58,9 @@ class CellBatches:
         Batch key of the count rows.
     chunk_cells, buffer_chunks
         On-disk shuffling: cells per chunk (rounded to a multiple of the batch size) and chunks read
-        and shuffled together.
+        and shuffled together (``None``: as many as fit in ``buffer_mb`` of CSR, at least 2).
+    buffer_mb
+        Memory budget of the shuffle buffer of an on-disk matrix.
     prefetch
         Prepare the next batch in a background thread (default: on CUDA only).
     """
@@ -73,7 +75,8 @@ class CellBatches:
         device: torch.device | str | None = None,
         x_key: str = "X",
         chunk_cells: int = 8192,
-        buffer_chunks: int = 8,
+        buffer_chunks: int | None = None,
+        buffer_mb: float = 512.0,
         prefetch: bool | None = None,
     ):
         self.X = X
@@ -102,6 +105,12 @@ class CellBatches:
         self._device = torch.device(device) if device is not None else torch.device("cpu")
         self.in_memory = is_in_memory(X)
         self.chunk_cells = int(chunk_cells)
+        if buffer_chunks is None:
+            bytes_per_cell = 8.0 * self.n_genes
+            nnz = stored_values(X)
+            if nnz is not None:
+                bytes_per_cell = 8.0 * nnz / max(X.shape[0], 1)  # float32 value + int32 index
+            buffer_chunks = max(2, int(buffer_mb * 2**20 // (bytes_per_cell * self.chunk_cells)))
         self.buffer_chunks = int(buffer_chunks)
         self.prefetch = (self._device.type == "cuda") if prefetch is None else bool(prefetch)
 

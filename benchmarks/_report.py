@@ -1,0 +1,70 @@
+"""Markdown summary of ``bench_sparse_data.py`` results."""
+
+from __future__ import annotations
+
+
+def _phases(mem: dict) -> list[str]:
+    lines = ["| phase | seconds | RSS at start (GB) | peak RSS (GB) |", "| --- | ---: | ---: | ---: |"]
+    for p in mem["phases"]:
+        lines.append(f"| {p['phase']} | {p['seconds']:.1f} | {p['rss_start_gb']:.2f} | {p['peak_rss_gb']:.2f} |")
+    return lines
+
+
+def _training(r: dict) -> list[str]:
+    if "epoch_s" in r:
+        line = f"- one full epoch (`PerturbationModel.train`, with validation): **{r['epoch_s']:.1f} s** ({r['steps']} steps)"
+    else:
+        line = (f"- {r['steps']} timed training steps: **{r['steps_per_s']:.3f} steps/s**; one epoch is "
+                f"{r['steps_per_epoch']} steps, extrapolated **{r['epoch_s_extrapolated'] / 60:.1f} min** (not run whole)")
+    out = [line]
+    if "cuda_max_allocated_gb" in r:
+        out.append(f"- CUDA peak allocated during training: **{r['cuda_max_allocated_gb']:.2f} GB** ({r['cuda_device']})")
+    return out
+
+
+def sparse_data_report(results: dict, device: str) -> str:
+    lines = [f"# Training data path on full-size screens ({device})", "",
+             "Regenerate: `nice python benchmarks/bench_sparse_data.py all --device "
+             f"{'cuda' if device.startswith('cuda') else 'cpu'} --threads 1` (each mode also runs alone, e.g. "
+             "`... compare`). CRADLE-VAE, D = 200, hidden 400, 5 particles, batch 512.", ""]
+    machine = next(iter(results.values()))["machine"] if results else {}
+    if machine:
+        lines += [f"Machine: {machine.get('platform')}, {machine.get('cpu_count')} CPUs (shared), torch {machine.get('torch')}, "
+                  f"commit {machine.get('git_commit')}, {machine.get('date')}.", ""]
+    if "compare" in results:
+        r = results["compare"]
+        b = r["best_steps_per_s"]
+        lines += ["## Sparse per batch vs the dense path (same model, same batches)", "",
+                  f"Simulated screen {r['cells']:,} x {r['genes']:,} ({r['n_train']:,} training cells, "
+                  f"{r['nnz_per_cell']:.0f} detected genes per cell), {r['steps']} timed steps, best of {r['repeats']} "
+                  f"alternating repeats, {r['threads']} thread(s):", "",
+                  "| path | steps/s (best) | all repeats |", "| --- | ---: | --- |",
+                  f"| dense (all train cells resident, {r['dense_train_X_gb']:.2f} GB for X and X_cf) | {b['dense']:.3f} | "
+                  + ", ".join(f"{v:.3f}" for v in r["steps_per_s"]["dense"]) + " |",
+                  f"| sparse CSR, densified per batch | {b['sparse']:.3f} | " + ", ".join(f"{v:.3f}" for v in r["steps_per_s"]["sparse"]) + " |",
+                  "", f"Sparse / dense: **{r['sparse_over_dense']:.3f}** (target: within 10 %, i.e. >= 0.90).", ""]
+    for mode, title in (("norman", "Full-Norman-size screen in memory (CSR)"), ("backed", "1,000,000-cell screen, backed h5ad")):
+        if mode not in results:
+            continue
+        r = results[mode]
+        s = r["screen"]
+        peak = r["memory"]["process_peak_rss_gb"]
+        lines += [f"## {title}", "",
+                  f"{s['n_cells']:,} cells x {s['n_genes']:,} genes, ~{s['genes_per_cell']:,} detected genes per cell; "
+                  f"{r['nnz']:,} stored values; file {r['file_gb']:.2f} GB. Training cells {r['n_train']:,}, validation {r['n_val']:,}. "
+                  f"Counterfactual reference table: {r['cf_table_rows']:,} rows ({r['cf_table_gb']:.2f} GB).", ""]
+        if mode == "norman":
+            lines += [f"CSR in memory: {r['csr_gb']:.2f} GB; the same cells dense in float32 would be {r['dense_float32_gb']:.1f} GB "
+                      "(the previous path held X and X_cf of every train/val cell dense).", ""]
+            target = f"target < 6 GB and <= 2x the CSR ({2 * r['csr_gb']:.2f} GB)"
+        else:
+            lines += [f"CSR on disk: {r['csr_gb_on_disk']:.2f} GB; QC metrics, count checks, references and minibatches read it in chunks.", ""]
+            target = "target < 8 GB"
+        lines += _phases(r["memory"]) + ["", f"- **process peak RSS: {peak:.2f} GB** ({target})"] + _training(r) + [""]
+    if "qc" in results:
+        r = results["qc"]
+        lines += ["## QC with scrublet on the full-Norman-size screen", "",
+                  f"`label_artifacts(adata, run_scrublet=True)`: **{r['seconds'] / 60:.1f} min**, process peak RSS "
+                  f"**{r['memory']['process_peak_rss_gb']:.2f} GB** ({r['n_doublets']:,} predicted doublets).", ""]
+        lines += _phases(r["memory"]) + [""]
+    return "\n".join(lines)
