@@ -49,6 +49,8 @@ def gather_rows(X, rows: np.ndarray, *, max_span: float = 4.0):
     """
     rows = np.asarray(rows, dtype=np.int64)
     if is_in_memory(X):
+        if rows.size and rows[-1] - rows[0] + 1 == rows.size and np.all(np.diff(rows) == 1):
+            return X[int(rows[0]) : int(rows[-1]) + 1]  # a contiguous range: a slice
         return X[rows]
     if rows.size == 0:
         return sp.csr_matrix((0, X.shape[1]), dtype=X.dtype)

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._logging import logger
-from .._rows import check_counts_in_chunks, is_in_memory, row_chunks
+from .._rows import CHUNK_ELEMENTS, check_counts_in_chunks, is_in_memory, row_chunks
 from .._validation import check_obs_key, get_counts
 from ..errors import InvalidCountsError
 from .genes import GENE_SET_OF_CRITERION, gene_set_masks
@@ -71,13 +71,20 @@ def counts_description(layer: str | None) -> str:
 
 
 def _by_chunks(fn, X, *args) -> np.ndarray:
-    """``fn`` applied to bounded row chunks of an on-disk matrix (a backed h5ad), concatenated."""
+    """``fn`` applied to bounded row chunks, concatenated: for an on-disk matrix (a backed h5ad) and
+    for a large CSR matrix, whose float64 / int64 temporaries would otherwise be the size of its values."""
     return np.concatenate([fn(block, *args) for _, block in row_chunks(X)] or [np.zeros(0)])
+
+
+def _chunked(X) -> bool:
+    if not is_in_memory(X):
+        return True
+    return sp.issparse(X) and X.format == "csr" and X.nnz > 2 * CHUNK_ELEMENTS
 
 
 def _row_sums(X, cols: np.ndarray | None = None) -> np.ndarray:
     """Float64 row sums of ``X`` (optionally over the boolean column mask ``cols``)."""
-    if not is_in_memory(X):
+    if _chunked(X):
         return _by_chunks(_row_sums, X, cols)
     if sp.issparse(X):
         if cols is None:
@@ -91,7 +98,7 @@ def _row_sums(X, cols: np.ndarray | None = None) -> np.ndarray:
 
 def _row_nnz_positive(X) -> np.ndarray:
     """Number of entries > 0 per row (explicitly stored zeros are not counted)."""
-    if not is_in_memory(X):
+    if _chunked(X):
         return _by_chunks(_row_nnz_positive, X)
     if sp.issparse(X):
         if X.format != "csr":
