@@ -12,10 +12,28 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["is_in_memory", "stored_values", "gather_rows", "row_chunks", "chunk_rows_for", "densify_rows", "check_counts_in_chunks"]
+__all__ = ["csr_view", "is_in_memory", "stored_values", "gather_rows", "row_chunks", "chunk_rows_for", "densify_rows", "check_counts_in_chunks"]
 
 #: Elements (stored values of a sparse matrix, cells x genes of a dense one) per chunk.
 CHUNK_ELEMENTS = 2**23
+
+
+def csr_view(X):
+    """``X`` with index arrays of one dtype (a new CSR sharing ``data`` and ``indices``; else ``X``).
+
+    anndata may read CSR with int32 ``indices`` and int64 ``indptr``; scipy then casts all
+    ``indices`` to int64 on *every* row selection (a copy of the size of the matrix per call).
+    Narrowing ``indptr`` (one entry per row) avoids that; past 2**31 stored values the indices are
+    widened once instead.
+    """
+    if not (sp.issparse(X) and X.format == "csr") or X.indices.dtype == X.indptr.dtype:
+        return X
+    if X.indices.dtype == np.int32 and X.nnz < 2**31 - 1:
+        indptr = X.indptr.astype(np.int32)
+        indices = X.indices
+    else:
+        indptr, indices = X.indptr.astype(np.int64), X.indices.astype(np.int64)
+    return sp.csr_matrix((X.data, indices, indptr), shape=X.shape, copy=False)
 
 
 def is_in_memory(X) -> bool:
@@ -56,7 +74,7 @@ def gather_rows(X, rows: np.ndarray, *, max_span: float = 4.0):
         return sp.csr_matrix((0, X.shape[1]), dtype=X.dtype)
     start, stop = int(rows[0]), int(rows[-1]) + 1
     if stop - start <= max_span * rows.size:
-        block = X[start:stop]
+        block = csr_view(X[start:stop])
         return block if (stop - start == rows.size) else block[rows - start]
     return X[rows]
 

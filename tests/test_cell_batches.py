@@ -192,3 +192,14 @@ def test_qc_labels_on_a_backed_file_match_in_memory(screen, tmp_path):
     for col in ("total_counts", "n_genes_by_counts", "pct_counts_mt", "artifact_k3", "artifact_k5"):
         np.testing.assert_array_equal(backed.obs[col].to_numpy(), mem.obs[col].to_numpy())
     backed.file.close()
+
+
+def test_mixed_index_dtypes_are_aligned_without_copying_the_counts():
+    """anndata can read CSR with int32 indices and int64 indptr; scipy would then cast every index
+    on each row selection. The batch source narrows indptr and shares data and indices."""
+    X = sp.random(300, 40, density=0.2, format="csr", dtype=np.float32, random_state=0)
+    X.indptr, X.indices = X.indptr.astype(np.int64), X.indices.astype(np.int32)
+    source = CellBatches(X, np.arange(0, 300, 2))
+    assert source.X.indptr.dtype == source.X.indices.dtype == np.int32
+    assert np.shares_memory(source.X.data, X.data) and np.shares_memory(source.X.indices, X.indices)
+    np.testing.assert_array_equal(source.take(np.array([3, 0, 149]))["X"].numpy(), X[[6, 0, 298]].toarray())

@@ -16,7 +16,7 @@ from anndata import AnnData
 
 from .._keys import CF_INDEX_KEY, CF_LAYER, CF_MASK_KEY, SPLIT_KEY, artifact_key as _artifact_key
 from .._logging import logger
-from .._rows import check_counts_in_chunks, is_in_memory, row_chunks
+from .._rows import check_counts_in_chunks, csr_view, is_in_memory, row_chunks
 from .._validation import get_counts
 from ..errors import MissingKeyError
 from .perturbations import perturbation_info
@@ -77,7 +77,7 @@ class FailedRows:
             return
         self.rows = failed
         parts = [block for _, block in row_chunks(X, failed)]
-        self.block = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, X.shape[1]))
+        self.block = csr_view(sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, X.shape[1])))
 
     def __getitem__(self, rows: np.ndarray):
         if self.rows is None:
@@ -218,7 +218,7 @@ def counterfactual_references(
             "(combination datasets) or split_cells first"
         )
     key, _ = perturbation_info(adata, perturbation_key=perturbation_key, control_label=control_label)
-    X = get_counts(adata, layer)
+    X = csr_view(get_counts(adata, layer))
     check_counts_in_chunks(X, what="adata.X" if layer is None else f"adata.layers[{layer!r}]")
     if sp.issparse(X) and not isinstance(X, (sp.csr_matrix, sp.csr_array)):
         X = sp.csr_matrix(X)

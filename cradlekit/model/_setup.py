@@ -22,7 +22,7 @@ from anndata import AnnData
 
 from .._keys import CF_MASK_KEY, COMBO_SEP
 from .._logging import logger
-from .._rows import check_counts_in_chunks, gather_rows
+from .._rows import check_counts_in_chunks, csr_view, gather_rows
 from .._validation import check_labels, get_counts
 from ..data.counterfactual import reference_table
 from ..data.perturbations import canonical_label, dosage_matrix, parse_perturbation, perturbation_info, perturbation_targets
@@ -36,7 +36,7 @@ _FIT_SPLITS = ("train", "val")
 
 
 def _counts(adata: AnnData, layer: str | None, *, check: bool = True):
-    X = get_counts(adata, layer)
+    X = csr_view(get_counts(adata, layer))
     if check:
         check_counts_in_chunks(X, what="adata.X" if layer is None else f"adata.layers[{layer!r}]")
     return X

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._logging import logger
-from .._rows import CHUNK_ELEMENTS, check_counts_in_chunks, is_in_memory, row_chunks
+from .._rows import CHUNK_ELEMENTS, check_counts_in_chunks, csr_view, is_in_memory, row_chunks
 from .._validation import check_obs_key, get_counts
 from ..errors import InvalidCountsError
 from .genes import GENE_SET_OF_CRITERION, gene_set_masks
@@ -234,7 +234,7 @@ def compute_metrics(
         ``adata`` for some cells (a wrong column?), or a precomputed percentage looks like a
         fraction.
     """
-    X = get_counts(adata, layer)
+    X = csr_view(get_counts(adata, layer))
     where = counts_description(layer)
     if validate:
         check_counts_in_chunks(X, what=where)

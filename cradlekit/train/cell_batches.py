@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._rows import densify_rows, gather_rows, is_in_memory, stored_values
+from .._rows import csr_view, densify_rows, gather_rows, is_in_memory, stored_values
 
 __all__ = ["CellBatches"]
 
@@ -79,7 +79,7 @@ class CellBatches:
         buffer_mb: float = 512.0,
         prefetch: bool | None = None,
     ):
-        self.X = X
+        self.X = X = csr_view(X)
         self.rows = np.asarray(rows, dtype=np.int64)
         if self.rows.size and np.any(np.diff(self.rows) < 0):
             raise ValueError("rows must be sorted")
@@ -92,7 +92,7 @@ class CellBatches:
             if index.shape != (self.n,):
                 raise ValueError(f"table {name!r}: index has shape {index.shape}, expected ({self.n},)")
             if sp.issparse(table):
-                table = sp.csr_matrix(table, dtype=np.float32)  # no copy when already CSR float32
+                table = csr_view(sp.csr_matrix(table, dtype=np.float32))  # no copy when already CSR float32
             else:
                 table = torch.as_tensor(table)
             if index.size and index.max() >= table.shape[0]:
@@ -186,7 +186,7 @@ class CellBatches:
                     yield pos, self.X, self.rows[pos]
                 continue
             parts = [gather_rows(self.X, self.rows[lo:hi]) for lo, hi in bounds]
-            block = sp.vstack(parts, format="csr") if len(parts) > 1 else sp.csr_matrix(parts[0])
+            block = csr_view(sp.vstack(parts, format="csr") if len(parts) > 1 else sp.csr_matrix(parts[0]))
             local_of = np.empty(self.n, dtype=np.int64)  # position -> row of the buffer
             offset = 0
             for lo, hi in bounds:
