@@ -168,6 +168,7 @@ def run_compare(args) -> dict:
     from cradlekit.train import DeviceData
 
     device = torch.device(args.device)
+    args.steps = args.steps or 20  # blocks of timed steps (0 means "a full epoch" only in the other modes)
     adata = ck.data.simulate_perturbseq(n_cells=args.cells, n_genes=args.genes, seed=0)
     ck.qc.label_artifacts(adata, run_scrublet=False)
     ck.data.split_combinations(adata, seed=0)
@@ -225,6 +226,7 @@ def run_norman(args) -> dict:
     out["dense_float32_gb"] = adata.n_obs * adata.n_vars * 4 / 1e9
     _prepare(adata, mem)
     out["cf_table_rows"] = int(adata.uns["cf_reference"]["n_references"])
+    out["cf_cells_with_reference"] = int(adata.uns["cf_reference"]["n_with_reference"])
     out["cf_table_gb"] = _csr_gb(adata.uns["cf_reference_table"])
     _train(adata, mem, args, out)
     out["memory"] = mem.report()
@@ -247,6 +249,7 @@ def run_backed(args) -> dict:
     out["csr_gb_on_disk"] = out["nnz"] * 8 / 1e9
     _prepare(adata, mem)
     out["cf_table_rows"] = int(adata.uns["cf_reference"]["n_references"])
+    out["cf_cells_with_reference"] = int(adata.uns["cf_reference"]["n_with_reference"])
     out["cf_table_gb"] = _csr_gb(adata.uns["cf_reference_table"])
     _train(adata, mem, args, out)
     out["memory"] = mem.report()
@@ -265,13 +268,18 @@ def run_qc(args) -> dict:
         write_screen(path, seed=0, **NORMAN)
     mem = PhaseMemory()
     with mem.phase("read_h5ad"):
-        adata = ad.read_h5ad(path)
+        if args.qc_cells:  # the first cells only (one scrublet chunk's worth)
+            backed = ad.read_h5ad(path, backed="r")
+            adata = backed[: args.qc_cells].to_memory()
+            backed.file.close()
+        else:
+            adata = ad.read_h5ad(path)
     t0 = time.perf_counter()
     with mem.phase("label_artifacts_with_scrublet"):
         ck.qc.label_artifacts(adata, run_scrublet=True)
     seconds = time.perf_counter() - t0
     return {
-        "screen": NORMAN, "seconds": seconds, "scrublet": dict(adata.uns["qc"]["scrublet"]) if "scrublet" in adata.uns["qc"] else None,
+        "screen": NORMAN, "n_cells": int(adata.n_obs), "seconds": seconds, "scrublet": dict(adata.uns["qc"]["scrublet"]) if "scrublet" in adata.uns["qc"] else None,
         "n_doublets": int(adata.obs["predicted_doublet"].sum()), "memory": mem.report(),
     }
 
@@ -300,6 +308,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cells", type=int, default=20_000)
     parser.add_argument("--genes", type=int, default=2_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--qc-cells", type=int, default=None, help="qc: only the first N cells (default: all)")
     parser.add_argument("--tmp", default="/tmp/cradlekit_bench")
     parser.add_argument("--keep", action="store_true", help="keep the generated screens")
     args = parser.parse_args(argv)
@@ -328,7 +337,10 @@ def main(argv=None) -> int:
     payload.update(device=args.device, threads=args.threads, wall_s=time.perf_counter() - t0,
                    command=f"python benchmarks/bench_sparse_data.py {args.mode} --device {args.device} --threads {args.threads}"
                    + (f" --steps {args.steps}" if args.mode in ("norman", "backed", "compare") else ""))
-    path = write_result(f"sparse_data_{args.mode}_{_device_name(args.device)}", payload)
+    suffix = f"_{args.qc_cells}cells" if args.mode == "qc" and args.qc_cells else ""
+    if suffix:
+        payload["command"] += f" --qc-cells {args.qc_cells}"
+    path = write_result(f"sparse_data_{args.mode}{suffix}_{_device_name(args.device)}", payload)
     logging.info("wrote %s", path)
     return 0
 
@@ -353,6 +365,8 @@ def write_report(device: str) -> Path:
         path = RESULTS / f"sparse_data_{mode}_{device}.json"
         if path.exists():
             results[mode] = json.loads(path.read_text())
+    for path in sorted(RESULTS.glob(f"sparse_data_qc_*cells_{device}.json")):
+        results[path.stem.removeprefix("sparse_data_").removesuffix(f"_{device}")] = json.loads(path.read_text())
     out = RESULTS / f"sparse_data_{device}.md"
     out.write_text(sparse_data_report(results, device))
     return out
