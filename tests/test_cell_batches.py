@@ -203,3 +203,16 @@ def test_mixed_index_dtypes_are_aligned_without_copying_the_counts():
     assert source.X.indptr.dtype == source.X.indices.dtype == np.int32
     assert np.shares_memory(source.X.data, X.data) and np.shares_memory(source.X.indices, X.indices)
     np.testing.assert_array_equal(source.take(np.array([3, 0, 149]))["X"].numpy(), X[[6, 0, 298]].toarray())
+
+
+@pytest.mark.parametrize("name", ["svae_plus", "cvae"])
+def test_baseline_batches_equal_the_dense_path(screen, name):
+    """Condition one-hots (sVAE+) and plain dosages: the gathered batch is the dense path's rows."""
+    model = PerturbationModel(screen, model=name, **SMALL)
+    for split in ("train", "val"):
+        dense = build_tensors(screen, model.registry)[split]
+        sparse = model._datasets()[split]
+        pos = np.arange(len(sparse))[::7]
+        got = sparse.take(pos)
+        assert set(got) == set(dense) == {"X", "D"}
+        assert all(torch.equal(got[k], dense[k][torch.from_numpy(pos)]) for k in got)

@@ -64,6 +64,9 @@ def build_batches(
         raise EmptyPerturbationError(f"train/val perturbations unknown to this model: {unknown[:20]}")
     codes, uniques = pd.factorize(labels)
     D_table = torch.from_numpy(label_dosage(uniques, control, registry["targets"]))
+    used = np.zeros(len(uniques), dtype=bool)
+    used[np.unique(codes[fit])] = True
+    D_table[torch.from_numpy(~used)] = 0.0  # labels of test cells only: never gathered (sVAE+ has no condition for them)
     if registry["conditions"] is not None:
         D_table = condition_onehot(D_table, _condition_table(registry))
     a = _artifact(adata, registry["artifact_key"]) if registry["uses_artifact"] else None
