@@ -12,7 +12,7 @@ def test_demo_writes_labelled_data_and_summary(tmp_path, capsys):
     adata = ad.read_h5ad(tmp_path / "demo.h5ad")
     assert {"artifact_k3", "artifact_k4", "artifact_k5", "split", "cf_has_reference"} <= set(adata.obs)
     assert set(adata.obs["split"].unique()) == {"train", "val", "test"}
-    assert "cf_reference" in adata.layers
+    assert "cf_reference_table" in adata.uns and "cf_reference_row" in adata.obs
     summary = (tmp_path / "summary.md").read_text()
     for section in ("QC fail counts", "Recovery of injected artifacts", "Split", "Held-out combinations",
                     "CRADLE-VAE (short training)", "held-out combinations vs true ATE", "QC pass rate"):

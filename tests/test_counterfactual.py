@@ -7,15 +7,15 @@ import pytest
 import scipy.sparse as sp
 
 from cradlekit._keys import CF_INDEX_KEY, CF_LAYER, CF_MASK_KEY
-from cradlekit.data.counterfactual import counterfactual_references
+from cradlekit.data.counterfactual import counterfactual_matrix, counterfactual_references, reference_table
 from cradlekit.data.splits import split_combinations
 from cradlekit.errors import InvalidCountsError, MissingKeyError
 
 
-def _check_references(adata, n_max: int, artifact_key: str = "artifact_k3") -> dict:
+def _check_references(adata, n_max: int, artifact_key: str = "artifact_k3", key: str = CF_LAYER) -> dict:
     """Verify every reference against its recorded rows; return a few statistics."""
     X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
-    R = adata.layers[CF_LAYER]
+    R = counterfactual_matrix(adata, key)
     assert sp.issparse(R) and R.format == "csr" and R.dtype == np.float32 and R.shape == adata.shape
     R = R.toarray()
     idx = adata.obsm[CF_INDEX_KEY]
@@ -87,7 +87,7 @@ def test_simulated_references_draw_independently_per_cell(sim_cf):
 
 def test_small_groups_share_the_median(norman_cf):
     counterfactual_references(norman_cf, n_max=50)
-    R = norman_cf.layers[CF_LAYER]
+    R = counterfactual_matrix(norman_cf)
     mask = norman_cf.obs[CF_MASK_KEY].to_numpy()
     groups = norman_cf.obs["perturbation"].astype(str) + "|" + norman_cf.obs["split"].astype(str)
     for g in np.unique(groups[mask])[:10]:
@@ -100,7 +100,7 @@ def test_seeded_reproducibility(sim_cf):
     counterfactual_references(sim_cf, n_max=20, seed=5)
     counterfactual_references(b, n_max=20, seed=5, max_block_mb=0.001)  # memory bound does not change results
     np.testing.assert_array_equal(sim_cf.obsm[CF_INDEX_KEY], b.obsm[CF_INDEX_KEY])
-    assert (sim_cf.layers[CF_LAYER] != b.layers[CF_LAYER]).nnz == 0
+    assert (counterfactual_matrix(sim_cf) != counterfactual_matrix(b)).nnz == 0
     counterfactual_references(b, n_max=20, seed=6)
     assert not np.array_equal(sim_cf.obsm[CF_INDEX_KEY], b.obsm[CF_INDEX_KEY])
 
@@ -114,7 +114,7 @@ def test_group_without_failed_cells_is_masked(sim_cf):
     mask = sim_cf.obs[CF_MASK_KEY].to_numpy()
     sel = (labels == target).to_numpy()
     assert not mask[sel].any()
-    assert sim_cf.layers[CF_LAYER][np.flatnonzero(sel)].nnz == 0
+    assert counterfactual_matrix(sim_cf)[np.flatnonzero(sel)].nnz == 0
     assert (sim_cf.obsm[CF_INDEX_KEY][sel] == -1).all()
     meta = sim_cf.uns["cf_reference"]
     expected = {f"{target}|{s}" for s in sim_cf.obs["split"][sel].astype(str).unique()}
@@ -130,8 +130,8 @@ def test_sparse_input_stays_sparse_and_matches_dense(sim_cf):
     counterfactual_references(sim_cf, n_max=20, seed=3)
     counterfactual_references(dense, n_max=20, seed=3)
     assert sp.issparse(sim_cf.X) and (sim_cf.X != X_before).nnz == 0
-    assert sp.issparse(dense.layers[CF_LAYER])
-    assert (sim_cf.layers[CF_LAYER] != dense.layers[CF_LAYER]).nnz == 0
+    assert sp.issparse(dense.uns["cf_reference_table"])
+    assert (counterfactual_matrix(sim_cf) != counterfactual_matrix(dense)).nnz == 0
     np.testing.assert_array_equal(sim_cf.obsm[CF_INDEX_KEY], dense.obsm[CF_INDEX_KEY])
 
 
@@ -139,15 +139,15 @@ def test_counts_layer_and_h5ad_roundtrip(sim_cf, tmp_path):
     sim_cf.layers["counts"] = sim_cf.X.copy()
     sim_cf.X = sp.csr_matrix(np.log1p(sim_cf.X.toarray()))
     counterfactual_references(sim_cf, n_max=15, layer="counts", key_added="cf_ref_counts")
-    assert "cf_ref_counts" in sim_cf.layers and sim_cf.uns["cf_reference"]["layer"] == "counts"
+    assert "cf_ref_counts_table" in sim_cf.uns and sim_cf.uns["cf_reference"]["layer"] == "counts"
     sim_cf.X = sim_cf.layers["counts"]
-    sim_cf.layers[CF_LAYER] = sim_cf.layers["cf_ref_counts"]
-    _check_references(sim_cf, 15)
+    _check_references(sim_cf, 15, key="cf_ref_counts")
     sim_cf.write_h5ad(tmp_path / "cf.h5ad")
     import anndata as ad
 
     b = ad.read_h5ad(tmp_path / "cf.h5ad")
     np.testing.assert_array_equal(b.obsm[CF_INDEX_KEY], sim_cf.obsm[CF_INDEX_KEY])
+    assert (counterfactual_matrix(b, "cf_ref_counts") != counterfactual_matrix(sim_cf, "cf_ref_counts")).nnz == 0
     assert b.uns["cf_reference"]["n_max"] == 15
 
 
@@ -166,3 +166,35 @@ def test_errors(sim_cf):
         counterfactual_references(bad)
     with pytest.raises(ValueError):
         counterfactual_references(sim_cf, n_max=0)
+
+
+def test_table_holds_one_row_per_distinct_reference(sim_cf):
+    """Shared group medians are stored once; per-cell draws once per cell; the layer form agrees."""
+    layer = sim_cf.copy()
+    counterfactual_references(sim_cf, n_max=20, seed=1)
+    counterfactual_references(layer, n_max=20, seed=1, per_cell_layer=True)
+    table, row = reference_table(sim_cf)
+    mask = sim_cf.obs[CF_MASK_KEY].to_numpy()
+    idx = sim_cf.obsm[CF_INDEX_KEY]
+    # distinct references = distinct sets of failed cells behind them (the independent oracle)
+    distinct = {tuple(r) for r in idx[mask]}
+    assert table.shape[0] == len(distinct) == sim_cf.uns["cf_reference"]["n_references"]
+    assert len(np.unique(row[mask])) == table.shape[0] and (row[~mask] == -1).all()
+    shared = (idx[mask] == -1).any(axis=1)  # groups with fewer than n_max failed cells
+    assert shared.any() and table.shape[0] < mask.sum()
+    assert "cf_reference" in layer.layers and "cf_reference_table" not in layer.uns
+    assert (layer.layers[CF_LAYER] != counterfactual_matrix(sim_cf)).nnz == 0
+
+
+def test_backed_file_gives_the_same_references(sim_cf, tmp_path):
+    import anndata as ad
+
+    path = tmp_path / "screen.h5ad"
+    sim_cf.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    counterfactual_references(sim_cf, n_max=20, seed=2)
+    counterfactual_references(backed, n_max=20, seed=2)
+    assert backed.isbacked
+    np.testing.assert_array_equal(backed.obsm[CF_INDEX_KEY], sim_cf.obsm[CF_INDEX_KEY])
+    assert (counterfactual_matrix(backed) != counterfactual_matrix(sim_cf)).nnz == 0
+    backed.file.close()

@@ -11,7 +11,7 @@ Typical use::
     ck.data.counterfactual_references(adata, artifact_key="artifact_k3")
 """
 
-from .counterfactual import counterfactual_references
+from .counterfactual import counterfactual_matrix, counterfactual_references, reference_table
 from .example import EXAMPLE_QC_METRICS, write_example_screen
 from .download import fetch
 from .manifest import DatasetEntry, get_entry, load_manifest, manifest_path
@@ -36,6 +36,7 @@ __all__ = [
     "DatasetEntry",
     "canonical_label",
     "canonicalize_labels",
+    "counterfactual_matrix",
     "counterfactual_references",
     "dosage_matrix",
     "fetch",
@@ -48,6 +49,7 @@ __all__ = [
     "perturbation_info",
     "perturbation_targets",
     "read_h5ad",
+    "reference_table",
     "require_perturbations",
     "setup",
     "simulate_perturbseq",

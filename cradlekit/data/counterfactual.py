@@ -16,11 +16,12 @@ from anndata import AnnData
 
 from .._keys import CF_INDEX_KEY, CF_LAYER, CF_MASK_KEY, SPLIT_KEY, artifact_key as _artifact_key
 from .._logging import logger
-from .._validation import check_raw_counts, get_counts
+from .._rows import check_counts_in_chunks, csr_view, is_in_memory, row_chunks
+from .._validation import get_counts
 from ..errors import MissingKeyError
 from .perturbations import perturbation_info
 
-__all__ = ["counterfactual_references"]
+__all__ = ["counterfactual_references", "counterfactual_matrix", "reference_table", "table_key", "row_key"]
 
 _DRAW_ROWS = 1024  # passed cells per random draw; fixed so results do not depend on the memory budget
 
@@ -56,6 +57,79 @@ def _median_rows(
     return sp.vstack(pieces, format="csr") if len(pieces) > 1 else pieces[0]
 
 
+def table_key(key: str = CF_LAYER) -> str:
+    """``uns`` key of the reference table written under ``key`` (``'cf_reference_table'``)."""
+    return f"{key}_table"
+
+
+def row_key(key: str = CF_LAYER) -> str:
+    """``obs`` column with each cell's row in the reference table (``'cf_reference_row'``; -1: none)."""
+    return f"{key}_row"
+
+
+class FailedRows:
+    """The QC-failed cells' rows of ``X``, read once in chunks when ``X`` is on disk (a backed h5ad)."""
+
+    def __init__(self, X, failed: np.ndarray):
+        self.X = X
+        if is_in_memory(X):
+            self.rows = None
+            return
+        self.rows = failed
+        parts = [block for _, block in row_chunks(X, failed)]
+        self.block = csr_view(sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, X.shape[1])))
+
+    def __getitem__(self, rows: np.ndarray):
+        if self.rows is None:
+            return self.X[rows]
+        return self.block[np.searchsorted(self.rows, rows)]
+
+
+def _per_cell(table: sp.csr_matrix, ref_row: np.ndarray) -> sp.csr_matrix:
+    """One row per cell: ``table[ref_row]``, empty where ``ref_row == -1``."""
+    padded = sp.vstack([table, sp.csr_matrix((1, table.shape[1]), dtype=np.float32)], format="csr")
+    out = sp.csr_matrix(padded[np.where(ref_row >= 0, ref_row, table.shape[0])], dtype=np.float32)
+    out.eliminate_zeros()
+    return out
+
+
+def reference_table(adata: AnnData, key: str = CF_LAYER) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The references as ``(table, row per cell)``: cell ``i``'s reference is ``table[row[i]]`` (-1: none).
+
+    Reads the compact form written by :func:`counterfactual_references` (``uns[key + '_table']`` and
+    ``obs[key + '_row']``), or a per-cell layer ``layers[key]`` (then ``row`` is ``0 .. n_obs - 1``).
+
+    Raises
+    ------
+    MissingKeyError
+        If neither form exists.
+    """
+    if table_key(key) in adata.uns and row_key(key) in adata.obs.columns:
+        table = adata.uns[table_key(key)]
+        if not sp.issparse(table):
+            table = sp.csr_matrix(np.asarray(table, dtype=np.float32))
+        row = adata.obs[row_key(key)].to_numpy().astype(np.int64)
+        if row.max(initial=-1) >= table.shape[0] or table.shape[1] != adata.n_vars:
+            raise ValueError(
+                f"counterfactual reference table {table_key(key)!r} ({table.shape}) does not match "
+                f"adata.obs[{row_key(key)!r}] / {adata.n_vars} genes; rebuild it with counterfactual_references"
+            )
+        return sp.csr_matrix(table, dtype=np.float32), row
+    if key in adata.layers:
+        return sp.csr_matrix(adata.layers[key], dtype=np.float32), np.arange(adata.n_obs)
+    raise MissingKeyError(
+        f"counterfactual references {key!r} not found (neither adata.uns[{table_key(key)!r}] with "
+        f"adata.obs[{row_key(key)!r}] nor adata.layers[{key!r}]); create them with "
+        "cradlekit.data.counterfactual_references(adata)"
+    )
+
+
+def counterfactual_matrix(adata: AnnData, key: str = CF_LAYER) -> sp.csr_matrix:
+    """Every cell's reference as one CSR row (empty rows for cells without one), for inspection."""
+    table, row = reference_table(adata, key)
+    return _per_cell(table, row)
+
+
 def counterfactual_references(
     adata: AnnData,
     *,
@@ -68,6 +142,7 @@ def counterfactual_references(
     control_label: str | None = None,
     key_added: str = CF_LAYER,
     max_block_mb: float = 256.0,
+    per_cell_layer: bool = False,
 ) -> None:
     """Build the counterfactual reference of every QC-passed cell.
 
@@ -93,16 +168,27 @@ def counterfactual_references(
     perturbation_key, control_label
         Default to ``adata.uns['cradlekit']``.
     key_added
-        Layer written.
+        Name of the references (see below).
     max_block_mb
         Memory bound of one gathered (cells × n_max × genes) float32 block; results do not depend on it.
+    per_cell_layer
+        Also write the references as a per-cell layer ``layers[key_added]`` (one row per cell, a
+        shared reference repeated) instead of the compact table; for code that needs a layer.
+
+    ``adata`` may be a backed AnnData (``read_h5ad(path, backed="r")``): the counts are checked in
+    chunks and only the QC-failed cells' rows are read into memory.
 
     Returns
     -------
     Nothing; writes
 
-    ``layers[key_added]``
-        CSR float32 medians; rows of cells without a reference are empty.
+    ``uns[key_added + '_table']`` and ``obs[key_added + '_row']``
+        The compact form: a CSR float32 table with one row per distinct reference (one per group
+        whose failed cells are all used, one per passed cell where ``n_max`` of them are drawn) and
+        each cell's row in it (-1: no reference). Memory grows with the number of distinct
+        references, not with the cells sharing them. :func:`counterfactual_matrix` expands it to one
+        row per cell; :func:`reference_table` reads either form. (With ``per_cell_layer``:
+        ``layers[key_added]``, CSR float32 medians, empty rows for cells without a reference.)
     ``obs['cf_has_reference']``
         Whether the cell has a reference.
     ``obsm['cf_reference_idx']``
@@ -132,8 +218,8 @@ def counterfactual_references(
             "(combination datasets) or split_cells first"
         )
     key, _ = perturbation_info(adata, perturbation_key=perturbation_key, control_label=control_label)
-    X = get_counts(adata, layer)
-    check_raw_counts(X, what="adata.X" if layer is None else f"adata.layers[{layer!r}]")
+    X = csr_view(get_counts(adata, layer))
+    check_counts_in_chunks(X, what="adata.X" if layer is None else f"adata.layers[{layer!r}]")
     if sp.issparse(X) and not isinstance(X, (sp.csr_matrix, sp.csr_array)):
         X = sp.csr_matrix(X)
     a_raw = adata.obs[artifact_key]
@@ -156,7 +242,9 @@ def counterfactual_references(
     rng = np.random.default_rng(seed)
     idx = np.full((n_obs, n_max), -1, dtype=np.int64)
     has_ref = np.zeros(n_obs, dtype=bool)
-    row_ids, blocks, no_failed = [], [], []
+    ref_row = np.full(n_obs, -1, dtype=np.int64)
+    blocks, no_failed, n_refs = [], [], 0
+    failed_rows = FailedRows(X, np.flatnonzero(a == 1))
     for members in np.split(order, bounds):  # loop over (perturbation, split) groups
         passed = members[a[members] == 0]
         failed = members[a[members] == 1]
@@ -166,7 +254,7 @@ def counterfactual_references(
             g = group[members[0]]
             no_failed.append(f"{p_uniques[g // len(s_uniques)]}|{s_uniques[g % len(s_uniques)]}")
             continue
-        sub = X[failed]
+        sub = failed_rows[failed]
         k = min(n_max, failed.size)
         # a gene non-zero in fewer than ceil(k/2) failed cells of the group has median 0 in every draw
         if sp.issparse(sub):
@@ -179,31 +267,31 @@ def counterfactual_references(
         dense = sub.toarray() if sp.issparse(sub) else np.asarray(sub)  # failed cells of this group only
         dense = np.rint(dense).astype(np.uint16 if dense.size == 0 or dense.max() < 2**16 else np.uint32)
         if failed.size <= n_max:
-            med = _median_rows(dense, np.arange(failed.size)[None, :], genes, n_genes, 1)
-            blocks.append(med[np.zeros(passed.size, dtype=np.int64)])
+            blocks.append(_median_rows(dense, np.arange(failed.size)[None, :], genes, n_genes, 1))
+            ref_row[passed] = n_refs  # one shared reference for the whole group
             idx[passed, : failed.size] = failed
         else:
             draws = _draw_without_replacement(rng, passed.size, failed.size, n_max)
             blocks.append(_median_rows(dense, draws, genes, n_genes, block_rows))
+            ref_row[passed] = n_refs + np.arange(passed.size)  # one draw per passed cell
             idx[passed] = failed[draws]
-        row_ids.append(passed)
+        n_refs += blocks[-1].shape[0]
         has_ref[passed] = True
 
-    if blocks:
-        stacked = sp.vstack(blocks, format="csr", dtype=np.float32)
-        rows = np.concatenate(row_ids)
-        position = np.empty(n_obs, dtype=np.int64)
-        position[rows] = np.arange(rows.size)
-        take = np.where(has_ref, position, -1)
-        # empty row appended at the end for cells without a reference
-        padded = sp.vstack([stacked, sp.csr_matrix((1, n_genes), dtype=np.float32)], format="csr")
-        ref = padded[np.where(take >= 0, take, rows.size)]
-    else:
-        ref = sp.csr_matrix((n_obs, n_genes), dtype=np.float32)
-    ref = sp.csr_matrix(ref, dtype=np.float32)
-    ref.eliminate_zeros()
+    table = sp.vstack(blocks, format="csr", dtype=np.float32) if blocks else sp.csr_matrix((0, n_genes), dtype=np.float32)
+    table = sp.csr_matrix(table, dtype=np.float32)
+    table.eliminate_zeros()
 
-    adata.layers[key_added] = ref
+    if per_cell_layer:
+        adata.layers[key_added] = _per_cell(table, ref_row)
+        adata.uns.pop(table_key(key_added), None)
+        if row_key(key_added) in adata.obs.columns:
+            del adata.obs[row_key(key_added)]
+    else:
+        adata.uns[table_key(key_added)] = table
+        adata.obs[row_key(key_added)] = ref_row
+        if key_added in adata.layers:  # a stale per-cell layer of an earlier call
+            del adata.layers[key_added]
     adata.obs[CF_MASK_KEY] = has_ref
     adata.obsm[CF_INDEX_KEY] = idx
     n_passed_no_ref = int(((a == 0) & ~has_ref).sum())
@@ -216,6 +304,8 @@ def counterfactual_references(
         "layer": "X" if layer is None else layer,
         "key_added": key_added,
         "n_with_reference": int(has_ref.sum()),
+        "n_references": int(table.shape[0]),
+        "per_cell_layer": bool(per_cell_layer),
         "n_passed_without_reference": n_passed_no_ref,
         "groups_without_failed": np.asarray(sorted(no_failed), dtype=str),
     }

@@ -24,6 +24,7 @@ from anndata import AnnData
 
 from .._keys import COMBO_SEP, CONTROL_LABEL, PERTURBATION_KEY, UNS_KEY
 from .._logging import logger
+from .._rows import check_counts_in_chunks
 from .._validation import BACKED_HINT, check_obs_key, check_raw_counts
 from ..errors import InvalidCountsError, MissingKeyError
 from .perturbations import standardize_perturbations
@@ -123,8 +124,8 @@ def setup(
     >>> ck.data.setup(adata, perturbation_key="guide", control_label="non-targeting",
     ...               qc_metrics={"total_counts": "total_counts_full"})  # doctest: +SKIP
     """
-    if is_backed(adata):
-        raise InvalidCountsError(BACKED_HINT)
+    if is_backed(adata) and (copy or counts_layer is not None):
+        raise InvalidCountsError(f"copy=True and counts_layer need the matrix in memory: {BACKED_HINT}")
     if copy:
         adata = adata.copy()
     check_obs_key(adata, perturbation_key, what="perturbation_key")
@@ -141,7 +142,7 @@ def setup(
             )
         check_raw_counts(adata.layers[counts_layer], what=f"adata.layers[{counts_layer!r}]")
     else:
-        check_raw_counts(adata.X, what="adata.X")
+        check_counts_in_chunks(adata.X, what="adata.X")  # also a backed matrix, chunk by chunk
     standardize_perturbations(
         adata, perturbation_key=perturbation_key, control_label=control_label, sep=separator,
         extra_control_labels=extra_control_labels,

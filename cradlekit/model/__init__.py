@@ -17,7 +17,8 @@ Typical use::
     model.save("models/cradle")
     model = PerturbationModel.load("models/cradle", adata)
 
-Modules: ``_setup`` (validation, registry, tensors), ``_options`` (per-model options),
+Modules: ``_setup`` (validation, registry, the dense tensors), ``_batches`` (the sparse per-batch
+training data), ``_options`` (per-model options),
 ``_model`` (:class:`PerturbationModel`), ``_io`` (the saved folder).
 """
 

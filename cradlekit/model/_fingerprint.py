@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from anndata import AnnData
 
 from .._validation import get_counts
@@ -18,12 +19,24 @@ _FIT = ("train", "val")
 
 
 def _sums(X, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell totals of ``X[rows]`` and per-gene totals over ``rows`` (float64), without copying ``X``."""
-    weights = np.zeros(X.shape[0], dtype=np.float64)
-    weights[rows] = 1.0
-    per_cell = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()[rows]
-    per_gene = np.asarray(X.T @ weights, dtype=np.float64).ravel()
-    return per_cell, per_gene
+    """Per-cell totals of ``X[rows]`` and per-gene totals over ``rows`` (float64), without copying ``X``.
+
+    In memory: one sparse product; a matrix on disk (a backed AnnData) is read in row chunks.
+    """
+    if isinstance(X, np.ndarray) or sp.issparse(X):
+        weights = np.zeros(X.shape[0], dtype=np.float64)
+        weights[rows] = 1.0
+        per_cell = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()[rows]
+        per_gene = np.asarray(X.T @ weights, dtype=np.float64).ravel()
+        return per_cell, per_gene
+    from .._rows import row_chunks
+
+    per_cell, per_gene = [], np.zeros(X.shape[1], dtype=np.float64)
+    for _, block in row_chunks(X, np.sort(rows)):
+        per_cell.append(np.asarray(block.sum(axis=1), dtype=np.float64).ravel())
+        per_gene += np.asarray(block.sum(axis=0), dtype=np.float64).ravel()
+    order = np.argsort(np.argsort(rows))  # back to the order of ``rows``
+    return np.concatenate(per_cell)[order] if per_cell else np.zeros(0), per_gene
 
 
 def data_fingerprint(adata: AnnData, registry: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,8 +59,19 @@ def data_fingerprint(adata: AnnData, registry: Mapping[str, Any]) -> dict[str, A
     if registry.get("uses_artifact") and registry.get("artifact_key") in adata.obs.columns:
         extra.append(adata.obs[registry["artifact_key"]].astype(str).to_numpy()[rows])
     counts = [*_sums(get_counts(adata, registry.get("layer")), rows)]
-    if registry.get("cf_layer") and registry["cf_layer"] in adata.layers:
-        counts.extend(_sums(adata.layers[registry["cf_layer"]], rows))
+    if registry.get("cf_layer"):
+        from ..data.counterfactual import reference_table
+        from ..errors import MissingKeyError
+
+        try:  # the references as one table row per distinct reference, or a per-cell layer
+            table, row = reference_table(adata, registry["cf_layer"])
+        except MissingKeyError:
+            pass
+        else:
+            per_row = np.asarray(table.sum(axis=1), dtype=np.float64).ravel()
+            fit_rows = row[rows]
+            counts.extend([np.where(fit_rows >= 0, per_row[np.maximum(fit_rows, 0)], -1.0),
+                           np.asarray(table.sum(axis=0), dtype=np.float64).ravel()])
     return {
         "n_train": int((split == "train").sum()),
         "n_val": int((split == "val").sum()),

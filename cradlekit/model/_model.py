@@ -14,12 +14,13 @@ from anndata import AnnData
 from .._keys import CF_LAYER, SPLIT_KEY, artifact_key as _artifact_key
 from .._logging import logger
 from ..models import PerturbationVAE, build_model
-from ..train import Callback, DeviceData, TrainConfig, Trainer, resolve_device
+from ..train import Callback, CellBatches, TrainConfig, Trainer, resolve_device
+from ._batches import build_batches
 from ._fingerprint import data_fingerprint
 from ._io import read_model_dir, write_model_dir
 from ._options import DEFAULT_OBJECTIVE, module_options, uses_counterfactual
 from ._output import basal_latent, generated_anndata, requested_labels
-from ._setup import build_tensors, can_generate, cell_batches, check_genes, dosage_rows, register_anndata
+from ._setup import can_generate, cell_batches, check_genes, dosage_rows, register_anndata
 
 __all__ = ["PerturbationModel"]
 
@@ -36,7 +37,10 @@ class PerturbationModel:
         :func:`cradlekit.data.standardize_perturbations`), QC labels from
         :func:`cradlekit.qc.label_artifacts`, a split from :func:`cradlekit.data.split_combinations`
         or :func:`cradlekit.data.split_cells` and, for CRADLE-VAE with ``alpha > 0``, references
-        from :func:`cradlekit.data.counterfactual_references`. Not copied; not modified.
+        from :func:`cradlekit.data.counterfactual_references`. Not copied; not modified. It may be
+        backed (``anndata.read_h5ad(path, backed="r")``) for screens larger than memory: the counts
+        stay sparse on the host (or on disk) and each minibatch is densified on its own, so device
+        memory grows with the batch size, not with the number of cells.
     model
         ``cradle``, ``cradle_wo_cf``, ``cradle_wo_causal``, ``cvae``, ``cpa_vae``, ``svae_plus`` or
         ``sams_vae`` (see :data:`cradlekit.models.MODELS`).
@@ -121,6 +125,7 @@ class PerturbationModel:
             perturbation_key=perturbation_key, control_label=control_label,
         )
         self._setup(registry, options, adata)
+        self._counts_checked = True
         self._log_stats = (log_mean, log_std)
         self.module = self._build_module(_INIT_SEED)
         logger.info("%s", self)
@@ -132,8 +137,9 @@ class PerturbationModel:
         self.history: list[dict[str, Any]] = []
         self.train_info: dict[str, Any] = {}
         self.is_trained = False
-        self._tensors: dict[str, Any] | None = None
-        self._device_data: tuple[torch.device, DeviceData, DeviceData | None] | None = None
+        self._data: dict[str, CellBatches | None] | None = None
+        self._counts_checked = False
+        self._device_data: tuple[torch.device, CellBatches, CellBatches | None] | None = None
         self._trainer: Trainer | None = None
         self._log_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         self._data_fingerprint: dict[str, Any] | None = None
@@ -165,31 +171,31 @@ class PerturbationModel:
         return self.module.device
 
     # ------------------------------------------------------------------ training
-    def _host_tensors(self) -> dict[str, Any]:
-        """Dense float32 train/val tensors on the host, built from the AnnData on first use."""
-        if self._tensors is None:
+    def _datasets(self) -> dict[str, CellBatches | None]:
+        """Train/val batch sources on the host (sparse counts, dense per batch), built on first use."""
+        if self._data is None:
             if self.adata is None:
                 raise ValueError("this model was loaded without adata; pass adata= to PerturbationModel.load to train it")
-            self._tensors = build_tensors(self.adata, self.registry)
-        return self._tensors
+            self._data = build_batches(self.adata, self.registry, check_counts=not self._counts_checked)
+        return self._data
 
     def minibatch(self, n: int = 128, *, split: str = "train", seed: int = 0) -> dict[str, torch.Tensor]:
         """``n`` random cells of ``split`` (``"train"``/``"val"``) as the tensors one training step reads
         (``X``, ``D`` and, for CRADLE-VAE, ``A``, ``X_cf``, ``cf_mask``), on the host: for inspecting the
         Pyro model and guide, e.g. ``pyro.poutine.trace(model.module.model).get_trace(batch)``."""
-        part = self._host_tensors().get(split)
+        part = self._datasets().get(split)
         if part is None:
             raise ValueError(f"no {split!r} cells in this model's data (splits: train, val)")
-        rows = torch.randperm(part["X"].shape[0], generator=torch.Generator().manual_seed(seed))[:n]
-        return {key: value[rows] for key, value in part.items()}
+        rows = torch.randperm(len(part), generator=torch.Generator().manual_seed(seed))[:n]
+        return part.take(rows.numpy())
 
-    def _device_datasets(self, device: torch.device) -> tuple[DeviceData, DeviceData | None]:
-        """Train/val data on ``device``: moved there once, kept for later calls; the host copies are dropped."""
+    def _device_datasets(self, device: torch.device) -> tuple[CellBatches, CellBatches | None]:
+        """Train/val batch sources for ``device``: the counts stay on the host, each batch is copied there."""
         if self._device_data is not None and self._device_data[0] == device:
             return self._device_data[1], self._device_data[2]
-        tensors, self._tensors = self._host_tensors(), None
-        train = DeviceData(tensors["train"], device=device)
-        val = DeviceData(tensors["val"], device=device) if tensors["val"] is not None else None
+        data = self._datasets()
+        train = data["train"].to(device)
+        val = data["val"].to(device) if data["val"] is not None else None
         if val is None:
             logger.warning("no validation cells: the training loss drives early stopping")
         self._device_data = (device, train, val)

@@ -3,8 +3,10 @@
 :func:`register_anndata` validates the AnnData once and returns the **registry**: a small
 JSON-serialisable dict (genes, training targets, sVAE+ conditions, keys, control label,
 training counts) that is all the model needs to rebuild itself and to turn perturbation labels
-into model inputs. :func:`build_tensors` turns the train and validation cells into dense float32
-tensors (built once, then moved to the training device once by the model).
+into model inputs. It reads the counts in bounded chunks (in memory or from a backed h5ad).
+Training gathers batches from the sparse counts (:mod:`._batches`); :func:`build_tensors` is the
+dense path (every train and validation cell as one float32 tensor), kept as a reference and
+for small data.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from anndata import AnnData
 
 from .._keys import CF_MASK_KEY, COMBO_SEP
 from .._logging import logger
-from .._validation import check_labels, check_raw_counts, get_counts
+from .._rows import check_counts_in_chunks, csr_view, gather_rows
+from .._validation import check_labels, get_counts
+from ..data.counterfactual import reference_table
 from ..data.perturbations import canonical_label, dosage_matrix, parse_perturbation, perturbation_info, perturbation_targets
 from ..errors import EmptyPerturbationError, GeneMismatchError, MissingKeyError, UnknownPerturbationError
 from ..models import MODELS, condition_onehot, log_standardize_stats, unique_conditions
@@ -32,10 +36,22 @@ REGISTRY_VERSION = 1
 _FIT_SPLITS = ("train", "val")
 
 
-def _counts(adata: AnnData, layer: str | None):
-    X = get_counts(adata, layer)
-    check_raw_counts(X, what="adata.X" if layer is None else f"adata.layers[{layer!r}]")
+def _counts(adata: AnnData, layer: str | None, *, check: bool = True):
+    X = csr_view(get_counts(adata, layer))
+    if check:
+        check_counts_in_chunks(X, what="adata.X" if layer is None else f"adata.layers[{layer!r}]")
     return X
+
+
+class _Rows:
+    """``X[rows]`` read lazily in row slices (for :func:`log_standardize_stats` without a copy of X)."""
+
+    def __init__(self, X, rows: np.ndarray):
+        self.X, self.rows = X, rows
+        self.shape = (rows.size, X.shape[1])
+
+    def __getitem__(self, part: slice):
+        return gather_rows(self.X, self.rows[part])
 
 
 def _labels(adata: AnnData, key: str) -> pd.Series:
@@ -73,17 +89,20 @@ def _artifact(adata: AnnData, artifact_key: str) -> np.ndarray:
     return a
 
 
-def _cf(adata: AnnData, cf_layer: str, artifact_key: str, split_key: str) -> tuple[Any, np.ndarray]:
+def _cf(adata: AnnData, cf_layer: str, artifact_key: str, split_key: str) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """``(reference table, row per cell, mask)``: cell ``i``'s reference is ``table[row[i]]``."""
     hint = f"create it with cradlekit.data.counterfactual_references(adata, artifact_key={artifact_key!r})"
-    if cf_layer not in adata.layers:
-        raise MissingKeyError(f"counterfactual reference layer {cf_layer!r} not found in adata.layers; {hint}")
+    try:
+        table, row = reference_table(adata, cf_layer)
+    except MissingKeyError as err:
+        raise MissingKeyError(f"{err}; {hint}") from None
     if CF_MASK_KEY not in adata.obs.columns:
         raise MissingKeyError(f"adata.obs[{CF_MASK_KEY!r}] not found; {hint}")
     info = adata.uns.get("cf_reference", {})
     for what, used in (("artifact_key", artifact_key), ("split_key", split_key)):
         if what in info and str(info[what]) != used:
             logger.warning("counterfactual references were built with %s=%r but the model uses %r", what, info[what], used)
-    return adata.layers[cf_layer], adata.obs[CF_MASK_KEY].astype(bool).to_numpy()
+    return table, row, adata.obs[CF_MASK_KEY].astype(bool).to_numpy()
 
 
 def _dense(X, rows: np.ndarray) -> torch.Tensor:
@@ -141,6 +160,8 @@ def register_anndata(
     """
     cls = MODELS[model]
     key, control = perturbation_info(adata, perturbation_key=perturbation_key, control_label=control_label)
+    if adata.n_vars == 0:  # before anything reads per-gene data (e.g. a reference table of other genes)
+        check_trainable(0, [], [], control=control)
     X = _counts(adata, layer)
     labels = _labels(adata, key)
     split = _split(adata, split_key)
@@ -173,16 +194,21 @@ def register_anndata(
     if blind:
         logger.warning("perturbations outside train/val with a target never trained on (cannot be generated): %s", blind[:20])
 
-    D_train = torch.from_numpy(_dosage(adata, key, control, targets)[is_train])
+    # one dosage row per distinct training label, weighted by its number of cells (no cells x targets matrix)
+    codes, uniques = pd.factorize(labels[is_train])
+    D_unique = torch.from_numpy(label_dosage(uniques, control, targets))
+    weight = torch.from_numpy(np.bincount(codes, minlength=len(uniques)).astype(np.int64))
     conditions = None
     if model == "svae_plus":
-        table = unique_conditions(D_train)
+        table = unique_conditions(D_unique)
         conditions = [canonical_label([targets[j] for j in np.flatnonzero(row)], control_label=control) for row in table.numpy()]
-        n_obs = condition_onehot(D_train, table).sum(0)
+        n_obs = (condition_onehot(D_unique, table).long() * weight[:, None]).sum(0)
     else:
-        n_obs = (D_train != 0).sum(0)
+        n_obs = ((D_unique != 0).long() * weight[:, None]).sum(0)
     check_trainable(adata.n_vars, conditions if conditions is not None else targets, n_obs.tolist(), control=control)
-    log_mean, log_std = log_standardize_stats(X[np.flatnonzero(is_train)])
+    train_rows = np.flatnonzero(is_train)
+    # row slices of ~64 MB of float64 (the dense block of log_standardize_stats)
+    log_mean, log_std = log_standardize_stats(_Rows(X, train_rows), chunk_size=max(1, 2**23 // max(adata.n_vars, 1)))
     registry = {
         "version": REGISTRY_VERSION,
         "model": model,
@@ -208,6 +234,17 @@ def register_anndata(
         adata.n_obs, adata.n_vars, len(targets), registry["n_train"], registry["n_val"],
     )
     return registry, (log_mean, log_std)
+
+
+def label_dosage(labels: Sequence[str], control: str, targets: Sequence[str]) -> np.ndarray:
+    """Float32 dosage rows over ``targets`` of perturbation labels (targets outside it are dropped)."""
+    col = {t: j for j, t in enumerate(targets)}
+    D = np.zeros((len(labels), len(targets)), dtype=np.float32)
+    for i, label in enumerate(labels):  # loop over distinct labels, not cells
+        for t in parse_perturbation(str(label), control_label=control):
+            if t in col:
+                D[i, col[t]] += 1.0
+    return D
 
 
 def _dosage(adata: AnnData, key: str, control: str, targets: Sequence[str]) -> np.ndarray:
@@ -253,8 +290,10 @@ def build_tensors(adata: AnnData, registry: Mapping[str, Any]) -> dict[str, dict
         if a is not None:
             batch["A"] = torch.from_numpy(a[rows].astype(np.float32))
         if cf is not None:
-            batch["X_cf"] = _dense(cf[0], rows)
-            batch["cf_mask"] = torch.from_numpy(cf[1][rows] & (a[rows] == 0))
+            table, ref_row, mask = cf
+            padded = sp.vstack([table, sp.csr_matrix((1, table.shape[1]), dtype=np.float32)], format="csr")
+            batch["X_cf"] = _dense(padded, np.where(ref_row[rows] >= 0, ref_row[rows], table.shape[0]))
+            batch["cf_mask"] = torch.from_numpy(mask[rows] & (a[rows] == 0))
         out[name] = batch
     return out
 

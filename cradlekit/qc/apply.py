@@ -10,7 +10,8 @@ from anndata import AnnData
 
 from .._keys import QC_UNS_KEY, artifact_key
 from .._logging import logger
-from .._validation import check_obs_key, check_raw_counts, get_counts
+from .._rows import check_counts_in_chunks
+from .._validation import check_obs_key, get_counts
 from ..errors import MissingKeyError
 from .doublets import resolve_doublets
 from .metrics import compute_metrics, counts_description
@@ -107,7 +108,7 @@ def apply_thresholds(
         adata_generated = adata_generated.copy()
     adata = adata_generated
     counts = get_counts(adata, layer)
-    check_raw_counts(counts, what=counts_description(layer))
+    check_counts_in_chunks(counts, what=counts_description(layer))
     if batch_key is not None:
         check_obs_key(adata, batch_key, what="batch_key")
     metrics = compute_metrics(

@@ -11,7 +11,8 @@ from anndata import AnnData
 
 from .._keys import CRITERIA, QC_UNS_KEY, UNS_KEY, artifact_key, flag_key
 from .._logging import logger
-from .._validation import check_obs_key, check_raw_counts, get_counts
+from .._rows import check_counts_in_chunks
+from .._validation import check_obs_key, get_counts
 from .doublets import SCRUBLET_CHUNK_CELLS, resolve_doublets
 from .genes import GENE_SET_OF_CRITERION
 from .metrics import compute_metrics, counts_description
@@ -167,7 +168,7 @@ def label_artifacts(
     if batch_thresholds and batch_key is None:
         raise ValueError("batch_thresholds=True needs batch_key= (an obs column of batches)")
     counts = get_counts(adata, layer)
-    check_raw_counts(counts, what=counts_description(layer))
+    check_counts_in_chunks(counts, what=counts_description(layer))
     if batch_key is not None:
         check_obs_key(adata, batch_key, what="batch_key")
 

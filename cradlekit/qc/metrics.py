@@ -17,7 +17,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._logging import logger
-from .._validation import check_obs_key, check_raw_counts, get_counts
+from .._rows import CHUNK_ELEMENTS, check_counts_in_chunks, csr_view, is_in_memory, row_chunks
+from .._validation import check_obs_key, get_counts
 from ..errors import InvalidCountsError
 from .genes import GENE_SET_OF_CRITERION, gene_set_masks
 
@@ -69,8 +70,22 @@ def counts_description(layer: str | None) -> str:
     return "adata.X" if layer is None else f"adata.layers[{layer!r}]"
 
 
+def _by_chunks(fn, X, *args) -> np.ndarray:
+    """``fn`` applied to bounded row chunks, concatenated: for an on-disk matrix (a backed h5ad) and
+    for a large CSR matrix, whose float64 / int64 temporaries would otherwise be the size of its values."""
+    return np.concatenate([fn(block, *args) for _, block in row_chunks(X)] or [np.zeros(0)])
+
+
+def _chunked(X) -> bool:
+    if not is_in_memory(X):
+        return True
+    return sp.issparse(X) and X.format == "csr" and X.nnz > 2 * CHUNK_ELEMENTS
+
+
 def _row_sums(X, cols: np.ndarray | None = None) -> np.ndarray:
     """Float64 row sums of ``X`` (optionally over the boolean column mask ``cols``)."""
+    if _chunked(X):
+        return _by_chunks(_row_sums, X, cols)
     if sp.issparse(X):
         if cols is None:
             return np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
@@ -83,6 +98,8 @@ def _row_sums(X, cols: np.ndarray | None = None) -> np.ndarray:
 
 def _row_nnz_positive(X) -> np.ndarray:
     """Number of entries > 0 per row (explicitly stored zeros are not counted)."""
+    if _chunked(X):
+        return _by_chunks(_row_nnz_positive, X)
     if sp.issparse(X):
         if X.format != "csr":
             X = X.tocsr()
@@ -218,10 +235,10 @@ def compute_metrics(
         ``adata`` for some cells (a wrong column?), or a precomputed percentage looks like a
         fraction.
     """
-    X = get_counts(adata, layer)
+    X = csr_view(get_counts(adata, layer))
     where = counts_description(layer)
     if validate:
-        check_raw_counts(X, what=where)
+        check_counts_in_chunks(X, what=where)
     pre = validate_precomputed(adata, precomputed)
     if sp.issparse(X) and X.format not in ("csr", "csc"):
         X = X.tocsr()

@@ -1,6 +1,7 @@
-"""Training: device choice, device-resident data, the loop with early stopping, checkpoints and resume."""
+"""Training: device choice, device-resident data, sparse batch sources, the loop with early stopping, checkpoints and resume."""
 
 from .callbacks import Callback, FunctionCallback
+from .cell_batches import CellBatches
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import resolve_device
 from .device_data import DeviceData
@@ -9,6 +10,7 @@ from .trainer import TrainConfig, Trainer
 
 __all__ = [
     "Callback",
+    "CellBatches",
     "DeviceData",
     "FunctionCallback",
     "TrainConfig",
