@@ -4,7 +4,7 @@ Batch 512, 5 particles, latent D = 200, hidden 400, T = 100 perturbations (Norma
 controls, singles and pairs), at G = 1,187 and G = 5,000 genes, on synthetic counts. For each
 gene count it times
 
-(a) the optimised ``cradlekit.models.CradleVAE`` trained by the real ``cradlekit.train.Trainer``
+(a) the optimised ``cradlekit.module.CradleVAE`` trained by the real ``cradlekit.train.Trainer``
     on ``DeviceData`` (all tensors on the device; a batch is an index gather), and
 (b) the straightforward reference ``benchmarks/naive_cradle.py`` (particles in a Python loop,
     separate encoder calls, both decoder branches scored for every cell) with the same
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_result  # noqa: E402
 from naive_cradle import NaiveCradleVAE, naive_train_step  # noqa: E402
 
-from cradlekit.models import CradleVAE, log_standardize_stats  # noqa: E402
+from cradlekit.module import CradleVAE, log_standardize_stats  # noqa: E402
 from cradlekit.train import DeviceData, Trainer, TrainConfig  # noqa: E402
 
 BATCH = 512

@@ -1,7 +1,7 @@
 """A straightforward implementation of the CRADLE-VAE objective, as the benchmark's reference.
 
 Benchmark-only code (not part of the package). It computes exactly the loss of
-:class:`cradlekit.models.CradleVAE` (default options: exact J2, no class balancing, causal ``u``)
+:class:`cradlekit.module.CradleVAE` (default options: exact J2, no class balancing, causal ``u``)
 the way one would write it first, in plain torch, without the optimised model's tricks:
 
 * **particles in a Python loop** (``num_particles`` iterations), each a full guide + model pass,
@@ -39,9 +39,9 @@ from pyro.distributions import GammaPoisson
 from torch import nn
 from torch.distributions import Bernoulli, Normal
 
-from cradlekit.models import CradleVAE
-from cradlekit.models.distributions import MU_EPS, GumbelSoftmaxBernoulli
-from cradlekit.models.layers import VAR_EPS
+from cradlekit.module import CradleVAE
+from cradlekit.module.distributions import MU_EPS, GumbelSoftmaxBernoulli
+from cradlekit.module.layers import VAR_EPS
 
 __all__ = ["NaiveCradleVAE", "naive_train_step"]
 

@@ -7,19 +7,21 @@ qc
 data
     Dataset manifest and checksummed loaders, perturbation labels, a Perturb-seq simulator,
     splits and counterfactual references.
-models
-    Pyro models and guides: CRADLE-VAE, its ablations and four baselines.
+module
+    The probabilistic core (scvi-tools' ``module``): Pyro models and guides of CRADLE-VAE, its
+    ablations and four baselines, tensors in and out.
 train
-    Device-resident training with early stopping, checkpoints and resume.
+    Training from sparse host data, one dense batch at a time, with early stopping, checkpoints and resume.
 model
-    :class:`PerturbationModel`: set up from AnnData, train, generate, save/load (scvi-tools style).
+    The user-facing API on AnnData (scvi-tools' ``model``): :class:`PerturbationModel` sets a
+    ``module`` up from AnnData, trains, generates, saves and loads.
 evaluate
     Evaluation against ground truth.
 """
 
 from __future__ import annotations
 
-from . import data, errors, evaluate, model, models, qc, train
+from . import data, errors, evaluate, model, module, qc, train
 from ._logging import logger
 from .model import PerturbationModel
 
@@ -32,7 +34,7 @@ __all__ = [
     "evaluate",
     "logger",
     "model",
-    "models",
+    "module",
     "qc",
     "train",
     "__version__",

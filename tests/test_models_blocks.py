@@ -1,4 +1,4 @@
-"""Shared building blocks of cradlekit.models: layers, normalisation, distributions, J2."""
+"""Shared building blocks of cradlekit.module: layers, normalisation, distributions, J2."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import torch
 from pyro.distributions import Bernoulli, GammaPoisson
 from torch.distributions import Normal, kl_divergence
 
-from cradlekit.models.distributions import GumbelSoftmaxBernoulli, NegativeBinomial
-from cradlekit.models.divergence import counterfactual_loss, gaussian_kl, published_gaussian_kl
-from cradlekit.models.layers import ConcatLinear, PerturbationEmbeddingEncoder, ResidualMLP
-from cradlekit.models.likelihood import NegativeBinomialDecoder
-from cradlekit.models.normalization import LogStandardize, log_standardize_stats
+from cradlekit.module.distributions import GumbelSoftmaxBernoulli, NegativeBinomial
+from cradlekit.module.divergence import counterfactual_loss, gaussian_kl, published_gaussian_kl
+from cradlekit.module.layers import ConcatLinear, PerturbationEmbeddingEncoder, ResidualMLP
+from cradlekit.module.likelihood import NegativeBinomialDecoder
+from cradlekit.module.normalization import LogStandardize, log_standardize_stats
 
 
 def test_concat_linear_is_linear_on_concatenation():

@@ -8,8 +8,8 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from cradlekit.models import CradleVAE, CradleVAEWithoutCausal, CradleVAEWithoutCF, SamsVAE
-from cradlekit.models.distributions import GumbelSoftmaxBernoulli
+from cradlekit.module import CradleVAE, CradleVAEWithoutCausal, CradleVAEWithoutCF, SamsVAE
+from cradlekit.module.distributions import GumbelSoftmaxBernoulli
 
 G, T, DZ = 20, 3, 5
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, Beta, NegativeBinomial, Normal, kl_divergence
 
-from cradlekit.models import MODELS, build_model, condition_onehot, unique_conditions
+from cradlekit.module import MODELS, build_model, condition_onehot, unique_conditions
 
 G, T, DZ, N = 24, 3, 4, 10
 TOL = {"rtol": 1e-5, "atol": 2e-4}

@@ -8,7 +8,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from cradlekit.errors import MissingKeyError
-from cradlekit.models import MODELS, build_model, condition_onehot, unique_conditions
+from cradlekit.module import MODELS, build_model, condition_onehot, unique_conditions
 
 G, T, DZ, B = 30, 4, 6, 40
 

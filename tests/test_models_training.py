@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cradlekit.models import build_model, log_standardize_stats
+from cradlekit.module import build_model, log_standardize_stats
 
 G, T = 30, 3
 UP = list(range(0, 5))  # perturbation 0 multiplies these genes by 4

@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from naive_cradle import NaiveCradleVAE  # noqa: E402
 
-from cradlekit.models import CradleVAE, log_standardize_stats  # noqa: E402
+from cradlekit.module import CradleVAE, log_standardize_stats  # noqa: E402
 
 G, T, DZ, H = 20, 4, 5, 16
 
@@ -121,7 +121,7 @@ def test_fused_nb_likelihood_matches_gamma_poisson_value_and_gradients(rho_shape
     """The optimised model's fused NB log-likelihood (hand-written backward) is pyro's GammaPoisson."""
     from pyro.distributions import GammaPoisson
 
-    from cradlekit.models.distributions import NegativeBinomial, nb_log_likelihood
+    from cradlekit.module.distributions import NegativeBinomial, nb_log_likelihood
 
     g = torch.Generator().manual_seed(0)
     rho = torch.softmax(torch.randn(rho_shape, generator=g, dtype=torch.double), -1).requires_grad_()

@@ -21,8 +21,8 @@ from scipy import stats
 
 import cradlekit as ck
 from cradlekit.experiments.run_one import objective_diagnostics
-from cradlekit.models import CradleVAE
-from cradlekit.models.cradle import OBJECTIVES, resolve_objective
+from cradlekit.module import CradleVAE
+from cradlekit.module.cradle import OBJECTIVES, resolve_objective
 
 STEPS = 300
 

@@ -111,7 +111,7 @@ def test_mask_prior_keeps_the_papers_active_dimensions():
 
 
 def test_svae_plus_default_prior_is_sparse():
-    from cradlekit.models import SVAEPlus
+    from cradlekit.module import SVAEPlus
 
     assert SVAEPlus(5, 3, np.ones(3), 10, latent_dim=4, hidden_dim=8).mask_beta == 2.0
 

@@ -18,7 +18,7 @@ from cradlekit.data import counterfactual_references, simulate_perturbseq, split
 from cradlekit.evaluate import rescue_artifacts
 from cradlekit.evaluate.rescue import counterfactual_frequencies
 from cradlekit.model import PerturbationModel
-from cradlekit.models.generation import seeded
+from cradlekit.module.generation import seeded
 from cradlekit.qc import apply_thresholds, label_artifacts, pass_rate
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -26,12 +26,17 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def trained(single_thread):
-    """Simulated data (QC labels, split, CF references) and a small CRADLE-VAE trained on it (~30 s)."""
+    """Simulated data (QC labels, split, CF references) and a small CRADLE-VAE trained on it (~30 s).
+
+    ``objective=None`` (the per-cell exact J2, no class balancing): these tests check the rescue
+    mechanism, and their thresholds were measured with it. Under the published objective at this small
+    budget the rescued pass rate is 0.09 against 0.05 before (measured when the default changed):
+    class balancing and the summed J2 collapse z_b (results/norman_paper/README.md)."""
     adata = simulate_perturbseq(n_cells=3000, n_genes=200, true_ate_cells=50, seed=0)
     label_artifacts(adata)
     split_combinations(adata, seed=0)
     counterfactual_references(adata, artifact_key="artifact_k3")
-    model = PerturbationModel(adata, latent_dim=16, hidden_dim=128, num_particles=1)
+    model = PerturbationModel(adata, latent_dim=16, hidden_dim=128, num_particles=1, objective=None)
     model.train(max_epochs=300, lr=1e-3, batch_size=256, patience=30, seed=0, accelerator="cpu", progress_bar=False)
     return adata, model
 

@@ -99,7 +99,10 @@ def test_write_labels_for_a_free_k(labelled):
     key = qc.write_labels()
     assert key == qc.written_key == "artifact_k3p5"
     assert int((adata.obs[key] == 0).sum()) == qc.n_pass
-    assert "Wrote obs['artifact_k3p5']" in qc.message and qc.message_level == "info"
+    assert "Wrote obs['artifact_k3p5']" in qc.message
+    # a threshold that cannot fail any cell is reported in the same message, as a warning (issue 11)
+    cannot_fail = "cannot fail any cell" in qc.message
+    assert qc.message_level == ("warning" if cannot_fail else "info")
     summary = ck.qc.qc_summary(adata)
     assert summary.loc["any", "k3p5_n_pass"] == qc.n_pass
     assert summary.loc["mito", "k3p5_n_pass"] == qc.counts["mito"]["n_pass"]

@@ -27,7 +27,7 @@ from .._keys import COMBO_SEP, CRITERIA, METRIC_OF_CRITERION, UNS_KEY, artifact_
 from .._logging import logger
 from .._validation import get_counts
 from ..model._setup import cell_batches, check_genes
-from ..models.generation import seeded
+from ..module.generation import seeded
 from ..qc import apply_thresholds, pass_rate, read_qc_uns
 from ..qc.thresholds import k_label
 
@@ -80,12 +80,12 @@ def counterfactual_frequencies(
     One posterior draw per row: ``z_p = D (e * m)`` with ``(m, e)`` from the guide, ``u`` from
     q(u) (or the fixed ``u`` of *w/o Causal*), ``z_b ~ q(z_b | x, z_p, a_encode * u)`` and
     ``rho = softmax(f_dec([z_b, z_p, a_decode * u]))``. Uses the global RNG of ``X``'s device
-    (wrap in :func:`cradlekit.models.generation.seeded` for reproducibility).
+    (wrap in :func:`cradlekit.module.generation.seeded` for reproducibility).
 
     Parameters
     ----------
     module
-        A CRADLE-VAE module (:class:`cradlekit.models.CradleVAE` or an ablation).
+        A CRADLE-VAE module (:class:`cradlekit.module.CradleVAE` or an ablation).
     X
         ``(n, G)`` raw counts on the module's device.
     D

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from ..models import MODELS
+from ..module import MODELS
 from ._typecheck import check_types
 from .dataset_config import SIMULATOR, ConfigError, DatasetConfig, validate_dataset
 from .variants import read_variants
@@ -339,7 +339,7 @@ def _validate(c: ExperimentConfig, source: str) -> None:
     for model, opts in [*c.model_overrides.items(), *((m, v["options"]) for m, v in c.variants.items())]:
         if c.base_model(model) not in CRADLE_MODELS and set(CRADLE_ONLY_OPTIONS) & set(opts):
             fail(f"options of {model}: {sorted(set(CRADLE_ONLY_OPTIONS) & set(opts))} apply to CRADLE-VAE models only")
-    from ..models.cradle import OBJECTIVES
+    from ..module.cradle import OBJECTIVES
 
     if c.model_options.objective is not None and c.model_options.objective not in OBJECTIVES:
         fail(f"model_options.objective must be one of {sorted(OBJECTIVES)} or null, got {c.model_options.objective!r}")

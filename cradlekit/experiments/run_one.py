@@ -77,7 +77,7 @@ def run_one(config: ExperimentConfig, model: str, k: int | float, seed: int, *, 
     config
         The grid (its prepared data is made here if missing).
     model, k, seed
-        The cell: a name of :data:`cradlekit.models.MODELS`, the QC multiple, the training seed.
+        The cell: a name of :data:`cradlekit.module.MODELS`, the QC multiple, the training seed.
     write
         Write the JSON (and the model, with ``save_models``) into ``config.output_dir``.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..models import MODELS
+from ..module import MODELS
 from .dataset_config import ConfigError
 
 __all__ = ["read_variants"]

@@ -17,7 +17,7 @@ import torch
 from anndata import AnnData
 
 from ..errors import EmptyPerturbationError
-from ..models import condition_onehot
+from ..module import condition_onehot
 from ..train import CellBatches
 from ._setup import _FIT_SPLITS, _artifact, _cf, _condition_table, _counts, _labels, _split, check_genes, label_dosage
 

@@ -13,7 +13,7 @@ from anndata import AnnData
 
 from .._keys import CF_LAYER, SPLIT_KEY, artifact_key as _artifact_key
 from .._logging import logger
-from ..models import PerturbationVAE, build_model
+from ..module import PerturbationVAE, build_model
 from ..train import Callback, CellBatches, TrainConfig, Trainer, resolve_device
 from ._batches import build_batches
 from ._fingerprint import data_fingerprint
@@ -43,7 +43,7 @@ class PerturbationModel:
         memory grows with the batch size, not with the number of cells.
     model
         ``cradle``, ``cradle_wo_cf``, ``cradle_wo_causal``, ``cvae``, ``cpa_vae``, ``svae_plus`` or
-        ``sams_vae`` (see :data:`cradlekit.models.MODELS`).
+        ``sams_vae`` (see :data:`cradlekit.module.MODELS`).
     artifact_key
         ``obs`` column of ``a_i`` (``artifact_k3``/``4``/``5``); required by CRADLE-VAE models.
     split_key
@@ -68,7 +68,7 @@ class PerturbationModel:
         CRADLE-VAE's objective: ``"published"`` (the authors' J2 summed over the batch and the
         class-balanced reconstruction: the paper's numbers), ``"exact"`` (exact KL weighted
         ``alpha x 512`` per cell, same reconstruction) or ``None`` (set the ingredients below);
-        see :mod:`cradlekit.models.cradle`. Ignored by the baselines.
+        see :mod:`cradlekit.module.cradle`. Ignored by the baselines.
     published, class_balanced, j2_cells_per_batch
         Ingredients of the objective (override the named one; CRADLE-VAE models only).
     **model_options
@@ -77,7 +77,7 @@ class PerturbationModel:
     Attributes
     ----------
     module
-        The :class:`~cradlekit.models.PerturbationVAE`.
+        The :class:`~cradlekit.module.PerturbationVAE`.
     registry
         JSON-serialisable facts about the data: ``genes``, ``targets``, ``conditions`` (sVAE+),
         keys, ``control_label``, training counts.

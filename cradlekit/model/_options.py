@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import MODELS
-from ..models.cradle import resolve_objective
+from ..module import MODELS
+from ..module.cradle import resolve_objective
 
 __all__ = ["module_options", "uses_counterfactual", "resolve_mask_prior", "DEFAULT_ALPHA",
            "DEFAULT_OBJECTIVE", "PAPER_ACTIVE_DIMS"]
 
 #: SPEC §3: 0.5 for combination datasets (Norman, Dixit); 0.05 Replogle, 0.1 Adamson.
 DEFAULT_ALPHA = 0.5
-#: The objective that produced the paper's numbers (see :mod:`cradlekit.models.cradle`).
+#: The objective that produced the paper's numbers (see :mod:`cradlekit.module.cradle`).
 DEFAULT_OBJECTIVE = "published"
 #: The paper's prior mean of active latent dimensions per perturbation: p x D = 0.01 x 200
 #: (combination datasets); 0.001 x 200 = 0.2 for Replogle, 0.001 x 100 = 0.1 for Adamson.
@@ -52,7 +52,7 @@ def module_options(
     Options that only CRADLE-VAE models have (``alpha`` and the objective's ingredients
     ``published``, ``class_balanced``, ``j2_cells_per_batch``) raise when set for another model;
     ``objective`` is ignored by the other models. For CRADLE-VAE models the objective is resolved
-    into its ingredients (see :func:`cradlekit.models.cradle.resolve_objective`), so the options
+    into its ingredients (see :func:`cradlekit.module.cradle.resolve_objective`), so the options
     say exactly what runs. ``mask_prior`` goes to the models with masks (CRADLE-VAE, SAMS-VAE);
     ``None`` keeps the paper's ``p x D`` (:func:`resolve_mask_prior`). ``model_options`` go through
     unchanged.

@@ -15,8 +15,8 @@ from anndata import AnnData
 
 from .._keys import COMBO_SEP, PERTURBATION_KEY, UNS_KEY
 from ..data.perturbations import canonicalize_labels
-from ..models import PerturbationVAE
-from ..models.generation import seeded
+from ..module import PerturbationVAE
+from ..module.generation import seeded
 
 __all__ = ["requested_labels", "generated_anndata", "basal_latent"]
 

@@ -27,7 +27,7 @@ from .._validation import check_labels, get_counts
 from ..data.counterfactual import reference_table
 from ..data.perturbations import canonical_label, dosage_matrix, parse_perturbation, perturbation_info, perturbation_targets
 from ..errors import EmptyPerturbationError, GeneMismatchError, MissingKeyError, UnknownPerturbationError
-from ..models import MODELS, condition_onehot, log_standardize_stats, unique_conditions
+from ..module import MODELS, condition_onehot, log_standardize_stats, unique_conditions
 from ._degenerate import check_trainable
 
 __all__ = ["register_anndata", "build_tensors", "dosage_rows", "check_genes", "REGISTRY_VERSION"]
@@ -129,7 +129,7 @@ def register_anndata(
     adata
         Raw integer counts with canonical perturbation labels, QC labels and a split.
     model
-        Name in :data:`cradlekit.models.MODELS`; decides which inputs are required.
+        Name in :data:`cradlekit.module.MODELS`; decides which inputs are required.
     artifact_key
         ``obs`` column of ``a_i`` (required by CRADLE-VAE models; recorded if present otherwise).
     split_key

@@ -8,7 +8,7 @@ import ipywidgets as W
 import torch
 import traitlets as T
 
-from ..models import MODELS
+from ..module import MODELS
 from ._messages import describe_error, set_message
 from ._views import FigureImage, View
 from .training import _ALPHA_MODELS

@@ -15,7 +15,7 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from ..model import PerturbationModel
-from ..models import MODELS
+from ..module import MODELS
 from ..train import resolve_device
 from ..train.checkpoint import LAST
 from ._messages import _log_sink, add_warnings, capture_logs, describe_error, report_errors, set_message
@@ -44,7 +44,7 @@ class TrainingController(Controller):
         Prepared AnnData: QC labels, split and (CRADLE-VAE) counterfactual references; see
         :class:`cradlekit.PerturbationModel`. Problems are reported in the widget.
     model
-        Initial model name (:data:`cradlekit.models.MODELS`).
+        Initial model name (:data:`cradlekit.module.MODELS`).
     checkpoint_dir
         Folder of the checkpoints; ``None``: a new temporary folder.
     model_options

@@ -1,9 +1,9 @@
 """The probabilistic core: Pyro models and guides of CRADLE-VAE and its baselines.
 
 Tensors in, tensors out (the AnnData-facing classes live elsewhere). Every model is a
-:class:`~cradlekit.models.base.PerturbationVAE` with Pyro ``model``/``guide`` methods, a ``loss``
+:class:`~cradlekit.module.base.PerturbationVAE` with Pyro ``model``/``guide`` methods, a ``loss``
 (negative per-cell ELBO plus auxiliary terms, with its parts), and ``generate`` /
-``predict_mean`` (Algorithm 3). See :mod:`cradlekit.models.base` for the batch keys and the
+``predict_mean`` (Algorithm 3). See :mod:`cradlekit.module.base` for the batch keys and the
 minibatch scaling.
 
 Modules

@@ -102,12 +102,12 @@ class PerturbationVAE(nn.Module):
         Hidden layers of the per-cell encoder (1).
     log_mean, log_std
         Per-gene statistics of ``log1p(x)`` on the training split (see
-        :func:`~cradlekit.models.normalization.log_standardize_stats`).
+        :func:`~cradlekit.module.normalization.log_standardize_stats`).
     num_particles
         Monte-Carlo particles of the ELBO (5).
     """
 
-    #: Name in :data:`cradlekit.models.MODELS`.
+    #: Name in :data:`cradlekit.module.MODELS`.
     name: ClassVar[str] = "base"
     #: Whether the model has an artifact latent (``artifact=True`` in generation).
     has_artifact: ClassVar[bool] = False

@@ -11,7 +11,7 @@ exact
     particles, and **averaged over the cells of the batch** (cells without a reference count as
     zero, the denominator is the batch size), then multiplied by ``cells_per_batch``: with
     ``cells_per_batch = 512`` (the authors' batch size, the ``exact`` objective of
-    :class:`~cradlekit.models.CradleVAE`) the term is on the published scale -- ``alpha x 512``
+    :class:`~cradlekit.module.CradleVAE`) the term is on the published scale -- ``alpha x 512``
     per cell -- whatever the batch size; with ``cells_per_batch = 1`` it is a per-cell average like
     the ELBO (the weight the authors' ``alpha`` was *not* tuned for: J2 then carries ~0.1 % of the
     objective).

@@ -29,7 +29,7 @@ class CpaVAE(PerturbationVAE):
     Parameters
     ----------
     n_genes, n_perturbations, n_obs_per_perturbation, n_train, **kwargs
-        See :class:`~cradlekit.models.base.PerturbationVAE`.
+        See :class:`~cradlekit.module.base.PerturbationVAE`.
     """
 
     name: ClassVar[str] = "cpa_vae"

@@ -22,7 +22,7 @@ __all__ = ["generate_cells", "seeded", "Generative"]
 
 
 class Generative(Protocol):
-    """What generation needs of a model (every :class:`~cradlekit.models.base.PerturbationVAE` has it).
+    """What generation needs of a model (every :class:`~cradlekit.module.base.PerturbationVAE` has it).
 
     A protocol rather than an import of the base class, which itself calls :func:`generate_cells`:
     the dependency runs one way, base -> generation.

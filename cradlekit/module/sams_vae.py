@@ -32,9 +32,9 @@ class SamsVAE(PerturbationVAE):
     Parameters
     ----------
     n_genes, n_perturbations, n_obs_per_perturbation, n_train, **kwargs
-        See :class:`~cradlekit.models.base.PerturbationVAE`.
+        See :class:`~cradlekit.module.base.PerturbationVAE`.
     mask_prior, embedding_layers, mask_init_logit, temperature
-        See :class:`~cradlekit.models.sparse_effects.SparseEffects`.
+        See :class:`~cradlekit.module.sparse_effects.SparseEffects`.
     decoder_input
         ``"sum"`` (SAMS-VAE: ``f_dec(z_b + z_p)``) or ``"concat"`` (``f_dec([z_b, z_p])``).
     """

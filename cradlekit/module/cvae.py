@@ -25,7 +25,7 @@ class ConditionalVAE(PerturbationVAE):
     Parameters
     ----------
     n_genes, n_perturbations, n_obs_per_perturbation, n_train, **kwargs
-        See :class:`~cradlekit.models.base.PerturbationVAE`. ``n_obs_per_perturbation`` is only
+        See :class:`~cradlekit.module.base.PerturbationVAE`. ``n_obs_per_perturbation`` is only
         validated (the model has no perturbation-plated latent).
     """
 

@@ -108,9 +108,9 @@ class CradleVAE(PerturbationVAE):
     Parameters
     ----------
     n_genes, n_perturbations, n_obs_per_perturbation, n_train
-        See :class:`~cradlekit.models.base.PerturbationVAE`.
+        See :class:`~cradlekit.module.base.PerturbationVAE`.
     latent_dim, hidden_dim, decoder_layers, encoder_layers, log_mean, log_std, num_particles
-        See :class:`~cradlekit.models.base.PerturbationVAE`.
+        See :class:`~cradlekit.module.base.PerturbationVAE`.
     mask_prior
         ``p`` of ``m_t ~ Bernoulli(p)`` (0.01; 0.001 for Replogle/Adamson).
     alpha
@@ -124,7 +124,7 @@ class CradleVAE(PerturbationVAE):
     embedding_layers
         Hidden layers of q(e | m) (4).
     mask_init_logit, temperature
-        See :class:`~cradlekit.models.sparse_effects.SparseEffects`.
+        See :class:`~cradlekit.module.sparse_effects.SparseEffects`.
     """
 
     name: ClassVar[str] = "cradle"
