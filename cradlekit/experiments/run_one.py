@@ -208,13 +208,11 @@ def _evaluate(config: ExperimentConfig, spec: RunSpec, adata: Any, pm: Any) -> d
             out[f"{scope}_{m}"] = float(scores[m])
         out[f"{scope}_n_perturbations"] = int(scores["n_perturbations"])
     generated = pm.generate([control, *ok], n=e.n_qcpr_cells, library_size=_LIBRARY_SIZE, seed=spec.seed)
-    labelled, out["qcpr_doublets"] = _qc_labelled(generated, adata, spec, e.run_scrublet)
-    passed = 1.0 - np.asarray(labelled.obs[ak], dtype=np.float64)
-    per_group = 100.0 * pd.Series(passed).groupby(labelled.obs[key].astype(str).to_numpy()).mean()
+    per_group, out["qcpr_doublets"] = _qcpr(generated, adata, spec, e.run_scrublet, key)  # labels `generated`
     out["qcpr"] = float(per_group.mean())  # equal cells per group: the pooled rate
     held = [p for p in heldout if p in per_group.index]
     out["qcpr_heldout"] = float(per_group.loc[held].mean()) if held else math.nan
-    out.update({f"qcpr_{c}": float(v) for c, v in criterion_pass_rates(labelled, spec.k).drop("all").items()})
+    out.update({f"qcpr_{c}": float(v) for c, v in criterion_pass_rates(generated, spec.k).drop("all").items()})
     data_rates = data_pass_rates(adata, spec.k).loc["QC-passed cells"]
     out["data_qcpr"] = float(data_rates["all"])
     out.update({f"data_qcpr_{c}": float(v) for c, v in data_rates.drop("all").items()})
@@ -242,25 +240,26 @@ def _ate_vectors(model_ate: pd.DataFrame, data: Any, labels: list[str]) -> dict[
             **{p: {"model": np.round(m.loc[p].to_numpy(), 4).tolist(), "data": np.round(d.loc[p].to_numpy(), 4).tolist()} for p in labels}}
 
 
-def _qc_labelled(generated: Any, adata: Any, spec: RunSpec, scrublet: bool) -> tuple[Any, str]:
-    """The generated cells labelled with the data's thresholds at ``k``, and how doublets were judged.
+def _qcpr(generated: Any, adata: Any, spec: RunSpec, scrublet: bool, key: str) -> tuple[pd.Series, str]:
+    """QCPR per perturbation at the run's ``k`` (``generated`` is labelled in place), and how doublets were judged.
 
     scrublet runs once on all the generated cells (every perturbation together). It cannot score
     cells with (almost) no variable gene (a barely trained model generates near-identical
     cells); the doublet criterion is then skipped and the row says so in ``qcpr_doublets``.
     """
-    from ..qc import apply_thresholds
+    from ..evaluate import qc_pass_rate
 
     how = f"scrublet on all {generated.n_obs} generated cells together" if scrublet else "skipped"
+    kwargs = {"ks": [spec.k], "seed": spec.seed, "groupby": key, "inplace": True}
     try:
-        labelled = apply_thresholds(generated, adata, ks=[spec.k], run_scrublet=scrublet, seed=spec.seed, copy=True)
+        table = qc_pass_rate(generated, adata, run_scrublet=scrublet, **kwargs)
     except ValueError as err:
         if not (scrublet and str(err).startswith("scrublet failed")):
             raise
         logger.warning("QCPR without the doublet criterion: %s", err)
         how = "skipped: scrublet failed on the generated cells"
-        labelled = apply_thresholds(generated, adata, ks=[spec.k], run_scrublet=False, seed=spec.seed, copy=True)
-    return labelled, how
+        table = qc_pass_rate(generated, adata, run_scrublet=False, **kwargs)
+    return table.iloc[:, 0], how
 
 
 def _model_ate(pm: Any, control: str, labels: list[str], n: int, seed: int, *, sampled: bool = True) -> pd.DataFrame:

@@ -19,7 +19,6 @@ DEFAULT_OBJECTIVE = "published"
 PAPER_ACTIVE_DIMS = 2.0
 _CRADLE = ("cradle", "cradle_wo_cf", "cradle_wo_causal")
 _MASKED = (*_CRADLE, "sams_vae")
-_OBJECTIVE_KEYS = ("objective", "published", "class_balanced", "j2_cells_per_batch")
 
 
 def resolve_mask_prior(mask_prior: float | None, latent_dim: int, active_dims: float = PAPER_ACTIVE_DIMS) -> float:
