@@ -161,6 +161,45 @@ def test_sigint_at_random_moments_then_resume_is_bit_identical(tmp_path):
     assert total >= 4  # the signals did land mid-run
 
 
+class _InterruptingFile:
+    """A file whose first ``write`` (called back from torch's C++ zip writer) sends this process SIGINT."""
+
+    def __init__(self, fh):
+        self._fh, self.sent = fh, False
+
+    def write(self, data):
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return self._fh.write(data)
+
+    def flush(self):
+        self._fh.flush()
+
+
+def test_ctrl_c_inside_the_checkpoint_write_is_an_interrupt_after_a_complete_file(tmp_path, monkeypatch):
+    # Ctrl-C while torch.save is inside its C++ writer used to surface as RuntimeError("unexpected pos")
+    # (seen in CI): the signal must wait for the write, then arrive as KeyboardInterrupt.
+    from cradlekit.train import save_checkpoint
+
+    save_checkpoint({"epoch": 1, "w": torch.zeros(3)}, tmp_path / LAST)
+    real_save = torch.save
+    files = []
+
+    def save_through_interrupting_file(obj, fh, *args, **kwargs):
+        files.append(_InterruptingFile(fh))
+        return real_save(obj, files[-1], *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_through_interrupting_file)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"epoch": 2, "w": torch.arange(1000.0)}, tmp_path / LAST)
+    assert files and files[0].sent
+    state = load_checkpoint(tmp_path / LAST)  # the new file is whole
+    assert state["epoch"] == 2 and torch.equal(state["w"], torch.arange(1000.0))
+    assert list(tmp_path.iterdir()) == [tmp_path / LAST]  # no temporary file left behind
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_kill_9_at_a_random_moment_then_resume_is_bit_identical(tmp_path):
     epochs, n = 30, 400
     full = toy_trainer(tmp_path / "full", epochs=epochs, n=n)

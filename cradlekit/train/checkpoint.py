@@ -34,7 +34,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,21 +55,52 @@ BEST = "best.pt"
 FORMAT = "cradlekit.checkpoint/2"
 
 
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) for the duration of the block, then deliver it.
+
+    ``torch.save`` writes through a C++ zip writer that calls back into Python's ``file.write``; a
+    ``KeyboardInterrupt`` raised inside that callback comes out as an opaque ``RuntimeError``
+    ("unexpected pos ...") instead of an interruption. Deferring the signal lets the write finish and
+    the user's Ctrl-C arrive as a ``KeyboardInterrupt`` right after it. Outside the main thread (where
+    Python delivers no signals) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` atomically (temporary file, flushed to disk, then renamed), so an interruption or
-    a kill at any moment leaves either the previous file or the new one, never half a file."""
+    a kill at any moment leaves either the previous file or the new one, never half a file.
+
+    A Ctrl-C during the write is held back until the new file is in place, then raised as
+    ``KeyboardInterrupt``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with _sigint_deferred():
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(state, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     return path
 
 
