@@ -257,6 +257,10 @@ def run_backed(args) -> dict:
     return out
 
 
+#: How ``cradlekit.qc.run_scrublet`` drives scanpy (recorded with each QC result).
+SCRUBLET_IMPLEMENTATION = "one batch or chunk at a time, each a scanpy.pp.scrublet call on that group's rows"
+
+
 def run_qc(args) -> dict:
     import anndata as ad
 
@@ -281,6 +285,7 @@ def run_qc(args) -> dict:
     return {
         "screen": NORMAN, "n_cells": int(adata.n_obs), "seconds": seconds, "scrublet": dict(adata.uns["qc"]["scrublet"]) if "scrublet" in adata.uns["qc"] else None,
         "n_doublets": int(adata.obs["predicted_doublet"].sum()), "memory": mem.report(),
+        "implementation": SCRUBLET_IMPLEMENTATION,
     }
 
 
@@ -365,7 +370,7 @@ def write_report(device: str) -> Path:
         path = RESULTS / f"sparse_data_{mode}_{device}.json"
         if path.exists():
             results[mode] = json.loads(path.read_text())
-    for path in sorted(RESULTS.glob(f"sparse_data_qc_*cells_{device}.json")):
+    for path in sorted(RESULTS.glob(f"sparse_data_qc_*_{device}.json")):  # first cells only, or earlier versions
         results[path.stem.removeprefix("sparse_data_").removesuffix(f"_{device}")] = json.loads(path.read_text())
     out = RESULTS / f"sparse_data_{device}.md"
     out.write_text(sparse_data_report(results, device))

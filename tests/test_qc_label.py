@@ -185,6 +185,28 @@ def test_scrublet_batch_key_passed_through(make_qc_adata):
         label_artifacts(adata[:40].copy(), batch_key="batch")
 
 
+@pytest.mark.parametrize("chunk_size", [None, 70])
+def test_scrublet_per_group_equals_scanpys_batch_key_call(make_qc_adata, chunk_size):
+    # run_scrublet scores one batch (or random chunk) at a time to hold only that group's rows; the
+    # scores must be exactly those of scanpy's own batch_key call over the same groups
+    from cradlekit.qc.doublets import _CHUNK_KEY, _chunk_labels, run_scrublet
+
+    adata = make_qc_adata(n_cells=240, seed=3)
+    calls, params = run_scrublet(adata, seed=2, batch_key="batch", use_approx_neighbors=False, chunk_size=chunk_size)
+    ref = adata.copy()
+    ref.X = ref.X.astype(np.float32)
+    key = "batch"
+    if chunk_size is not None:
+        ref.obs[_CHUNK_KEY] = _chunk_labels(ref.obs, "batch", chunk_size, 2)
+        key = _CHUNK_KEY
+    sc.pp.scrublet(ref, batch_key=key, random_state=2, use_approx_neighbors=False, verbose=False)
+    np.testing.assert_array_equal(calls["doublet_score"].to_numpy(), ref.obs["doublet_score"].to_numpy())
+    np.testing.assert_array_equal(calls["predicted_doublet"].to_numpy(), ref.obs["predicted_doublet"].to_numpy())
+    assert params["n_chunks"] == (2 if chunk_size is None else 4)
+    expected = {str(b): r.get("threshold", np.nan) for b, r in ref.uns["scrublet"]["batches"].items()}
+    assert params["threshold"] == pytest.approx(expected, nan_ok=True)
+
+
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
