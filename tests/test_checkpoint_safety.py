@@ -143,7 +143,16 @@ def _run_until_done(path, epochs, delays):
     return trainer, interrupts
 
 
-def test_sigint_at_random_moments_then_resume_is_bit_identical(tmp_path):
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's default Ctrl-C handler during the test: a shell that starts the suite in the
+    background (``cmd &``) hands it SIGINT ignored, and then no KeyboardInterrupt would ever come."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_at_random_moments_then_resume_is_bit_identical(tmp_path, ctrl_c_raises):
     epochs = 12
     full = toy_trainer(tmp_path / "full", epochs=epochs)
     t0 = time.perf_counter()
@@ -177,27 +186,37 @@ class _InterruptingFile:
         self._fh.flush()
 
 
-def test_ctrl_c_inside_the_checkpoint_write_is_an_interrupt_after_a_complete_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("handler", ["default", "ignore"])
+def test_ctrl_c_inside_the_checkpoint_write_is_an_interrupt_after_a_complete_file(tmp_path, monkeypatch, handler):
     # Ctrl-C while torch.save is inside its C++ writer used to surface as RuntimeError("unexpected pos")
-    # (seen in CI): the signal must wait for the write, then arrive as KeyboardInterrupt.
+    # (seen in CI): the signal must wait for the write, then arrive as KeyboardInterrupt; a process
+    # that ignores SIGINT keeps ignoring it
     from cradlekit.train import save_checkpoint
 
-    save_checkpoint({"epoch": 1, "w": torch.zeros(3)}, tmp_path / LAST)
-    real_save = torch.save
-    files = []
+    installed = signal.default_int_handler if handler == "default" else signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, installed)
+    try:
+        save_checkpoint({"epoch": 1, "w": torch.zeros(3)}, tmp_path / LAST)
+        real_save = torch.save
+        files = []
 
-    def save_through_interrupting_file(obj, fh, *args, **kwargs):
-        files.append(_InterruptingFile(fh))
-        return real_save(obj, files[-1], *args, **kwargs)
+        def save_through_interrupting_file(obj, fh, *args, **kwargs):
+            files.append(_InterruptingFile(fh))
+            return real_save(obj, files[-1], *args, **kwargs)
 
-    monkeypatch.setattr(torch, "save", save_through_interrupting_file)
-    with pytest.raises(KeyboardInterrupt):
-        save_checkpoint({"epoch": 2, "w": torch.arange(1000.0)}, tmp_path / LAST)
-    assert files and files[0].sent
+        monkeypatch.setattr(torch, "save", save_through_interrupting_file)
+        if handler == "default":
+            with pytest.raises(KeyboardInterrupt):
+                save_checkpoint({"epoch": 2, "w": torch.arange(1000.0)}, tmp_path / LAST)
+        else:
+            save_checkpoint({"epoch": 2, "w": torch.arange(1000.0)}, tmp_path / LAST)
+        assert files and files[0].sent
+        assert signal.getsignal(signal.SIGINT) is installed  # the caller's handler is back
+    finally:
+        signal.signal(signal.SIGINT, previous)
     state = load_checkpoint(tmp_path / LAST)  # the new file is whole
     assert state["epoch"] == 2 and torch.equal(state["w"], torch.arange(1000.0))
     assert list(tmp_path.iterdir()) == [tmp_path / LAST]  # no temporary file left behind
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_kill_9_at_a_random_moment_then_resume_is_bit_identical(tmp_path):
