@@ -8,7 +8,7 @@ from ..module import MODELS
 from ..module.cradle import resolve_objective
 
 __all__ = ["module_options", "uses_counterfactual", "resolve_mask_prior", "DEFAULT_ALPHA",
-           "DEFAULT_OBJECTIVE", "PAPER_ACTIVE_DIMS"]
+           "DEFAULT_OBJECTIVE", "PAPER_ACTIVE_DIMS", "ALPHA_MODELS"]
 
 #: SPEC §3: 0.5 for combination datasets (Norman, Dixit); 0.05 Replogle, 0.1 Adamson.
 DEFAULT_ALPHA = 0.5
@@ -18,6 +18,8 @@ DEFAULT_OBJECTIVE = "published"
 #: (combination datasets); 0.001 x 200 = 0.2 for Replogle, 0.001 x 100 = 0.1 for Adamson.
 PAPER_ACTIVE_DIMS = 2.0
 _CRADLE = ("cradle", "cradle_wo_cf", "cradle_wo_causal")
+#: Models that take the J2 weight ``alpha`` (CRADLE-VAE and its w/o Causal ablation).
+ALPHA_MODELS = ("cradle", "cradle_wo_causal")
 _MASKED = (*_CRADLE, "sams_vae")
 
 
@@ -87,4 +89,4 @@ def module_options(
 
 def uses_counterfactual(model: str, options: dict[str, Any]) -> bool:
     """Whether the model computes J2 and so needs counterfactual references."""
-    return model in ("cradle", "cradle_wo_causal") and float(options.get("alpha", DEFAULT_ALPHA)) > 0
+    return model in ALPHA_MODELS and float(options.get("alpha", DEFAULT_ALPHA)) > 0

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import ipywidgets as W
 import numpy as np
 import traitlets as T
 
+from .._keys import CRITERIA
 from ._views import FigureImage, View, frame_html, table_html
-from .qc_explorer import CRITERIA
+
+if TYPE_CHECKING:  # annotations only: no import cycle at run time
+    from .qc_explorer import QCExplorer
 
 __all__ = ["QCExplorerView"]
 

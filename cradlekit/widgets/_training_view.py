@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import ipywidgets as W
 import torch
 import traitlets as T
 
+from ..model._options import ALPHA_MODELS
 from ..module import MODELS
 from ._messages import describe_error, set_message
 from ._views import FigureImage, View
-from .training import _ALPHA_MODELS
+
+if TYPE_CHECKING:  # annotations only: no import cycle at run time
+    from .training import TrainingController
 
 __all__ = ["TrainingView"]
 
@@ -80,7 +84,7 @@ class TrainingView(View):
         self.start.disabled = self.resume.disabled = running
         self.stop.disabled = not running
         for name, widget in self.inputs.items():
-            widget.disabled = running or (name == "alpha" and c.model_name not in _ALPHA_MODELS)
+            widget.disabled = running or (name == "alpha" and c.model_name not in ALPHA_MODELS)
         self.progress.max = max(c.max_epochs, 1)
         self.progress.value = min(c.epoch, self.progress.max)
         self.state.value = (

@@ -12,17 +12,17 @@ import traitlets as T
 from anndata import AnnData
 from matplotlib.figure import Figure
 
+from .._keys import CRITERIA  # the six criteria in display order (doublet: scrublet's call)
 from ..errors import MissingKeyError
 from ..qc import label_artifacts, qc_summary, read_qc_uns
 from ..qc.thresholds import SIDE, fails, k_label, mad_threshold, robust_scale
 from ._messages import NO_QC_LABELS, report_errors, set_message
 from ._qc_tables import group_pass_table, references_note, threshold_note
+from ._qc_view import QCExplorerView
 from ._views import FAIL_COLOR, PASS_COLOR, THRESHOLD_COLOR, Controller
 
 __all__ = ["QCExplorer", "CRITERIA"]
 
-#: The six criteria, in display order (``doublet`` is scrublet's call, not a MAD threshold).
-CRITERIA = ("total_counts", "n_genes", "mito", "ribo", "hb", "doublet")
 _METRIC = {
     "total_counts": "total_counts", "n_genes": "n_genes_by_counts", "mito": "pct_counts_mt",
     "ribo": "pct_counts_ribo", "hb": "pct_counts_hb", "doublet": "predicted_doublet",
@@ -354,6 +354,4 @@ class QCExplorer(Controller):
         ax.set_title(f"{criterion}: {c['n_pass']} pass, {c['n_fail']} fail", fontsize="medium")
 
     def _make_view(self):
-        from ._qc_view import QCExplorerView
-
         return QCExplorerView(self)

@@ -15,16 +15,16 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from ..model import PerturbationModel
+from ..model._options import ALPHA_MODELS
 from ..module import MODELS
 from ..train import resolve_device
 from ..train.checkpoint import LAST
 from ._messages import _log_sink, add_warnings, capture_logs, describe_error, report_errors, set_message
+from ._training_view import TrainingView
 from ._views import DATA_COLOR, GENERATED_COLOR, Controller, new_figure
 
 __all__ = ["TrainingController", "draw_losses"]
 
-#: Models that take the J2 weight ``alpha``.
-_ALPHA_MODELS = ("cradle", "cradle_wo_causal")
 _ARCH_TRAITS = ("model_name", "latent_dim", "hidden_dim", "alpha", "artifact_key")
 
 
@@ -145,7 +145,7 @@ class TrainingController(Controller):
             "model": self.model_name, "artifact_key": self.artifact_key,
             "latent_dim": self.latent_dim, "hidden_dim": self.hidden_dim, **self.model_options,
         }  # fmt: skip
-        if self.model_name in _ALPHA_MODELS:
+        if self.model_name in ALPHA_MODELS:
             kwargs.setdefault("alpha", self.alpha)
         model = PerturbationModel(self.adata, **kwargs)
         self._built_with = self._settings()
@@ -314,8 +314,6 @@ class TrainingController(Controller):
         return fig
 
     def _make_view(self):
-        from ._training_view import TrainingView
-
         return TrainingView(self)
 
     def tables(self):
