@@ -219,6 +219,21 @@ def test_ctrl_c_inside_the_checkpoint_write_is_an_interrupt_after_a_complete_fil
     assert list(tmp_path.iterdir()) == [tmp_path / LAST]  # no temporary file left behind
 
 
+def test_checkpoint_write_leaves_a_sigint_handler_installed_outside_python_alone(tmp_path, monkeypatch):
+    # signal.getsignal() is None when the handler was set by C code (an embedding host): it could not be
+    # put back after deferring Ctrl-C, so the write must not touch it
+    from cradlekit.train import save_checkpoint
+
+    def no_replacing(*args):
+        raise AssertionError("the SIGINT handler must not be replaced")
+
+    monkeypatch.setattr(signal, "getsignal", lambda signum: None)
+    monkeypatch.setattr(signal, "signal", no_replacing)
+    save_checkpoint({"epoch": 3, "w": torch.ones(4)}, tmp_path / LAST)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / LAST)["epoch"] == 3
+
+
 def test_kill_9_at_a_random_moment_then_resume_is_bit_identical(tmp_path):
     epochs, n = 30, 400
     full = toy_trainer(tmp_path / "full", epochs=epochs, n=n)

@@ -18,6 +18,7 @@ from pathlib import Path
 import anndata as ad
 from anndata import AnnData
 
+from .._atomic import write_h5ad_atomic
 from .._keys import artifact_key
 from .._logging import logger
 from .config import SIMULATOR, ExperimentConfig
@@ -56,13 +57,6 @@ def prepared_path(config: ExperimentConfig, k: int | float, split_seed: int) -> 
     return config.output_path / "prepared" / f"{prepared_key(config, k, split_seed)}_s{split_seed}_{tag}.h5ad"
 
 
-def _write_atomic(adata: AnnData, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.h5ad")
-    adata.write_h5ad(tmp)
-    os.replace(tmp, path)
-
-
 def _prepare_base(config: ExperimentConfig) -> AnnData:
     from ..qc import label_artifacts
 
@@ -74,7 +68,7 @@ def _prepare_base(config: ExperimentConfig) -> AnnData:
     logger.info("prepared data: QC labels for k in %s on %d cells x %d genes", list(config.ks), *adata.shape)
     qc = config.qc
     label_artifacts(adata, ks=tuple(config.ks), precomputed=qc.precomputed, run_scrublet=qc.run_scrublet, seed=qc.seed)
-    _write_atomic(adata, path)
+    write_h5ad_atomic(adata, path)
     logger.info("prepared data: wrote %s", path)
     return adata
 
@@ -112,7 +106,7 @@ def prepare_data(config: ExperimentConfig, k: int | float, split_seed: int, *, b
     _split(adata, config, split_seed)
     cf = config.counterfactual
     counterfactual_references(adata, artifact_key=artifact_key(k), n_max=cf.n_max, seed=cf.seed)
-    _write_atomic(adata, path)
+    write_h5ad_atomic(adata, path)
     logger.info("prepared data: wrote %s", path)
     return path
 

@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from .._atomic import atomic_path
 from ..errors import CheckpointError, CheckpointMismatchError
 
 __all__ = [
@@ -65,8 +66,8 @@ def _sigint_deferred() -> Iterator[None]:
     the user's Ctrl-C arrive as a ``KeyboardInterrupt`` right after it. Outside the main thread (where
     Python delivers no signals) this does nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield  # no signals here, or a handler installed outside Python that could not be put back
         return
     received: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
@@ -88,20 +89,12 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     A Ctrl-C during the write is held back until the new file is in place, then raised as
     ``KeyboardInterrupt``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with _sigint_deferred():
-        try:
-            with open(tmp, "wb") as fh:
-                torch.save(state, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-    return path
+    with _sigint_deferred(), atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())  # on disk before the rename makes it the checkpoint
+    return Path(path)
 
 
 def load_checkpoint(
