@@ -72,8 +72,10 @@ __all__ = [
 
 #: Largest number of cells for which exact neighbours are used when ``use_approx_neighbors=None``.
 EXACT_NEIGHBORS_MAX_CELLS = 200_000
+#: scrublet's principal components (scanpy's default ``n_prin_comps``).
+_N_PCS = 30
 #: scrublet's PCA has 30 components, so each batch needs more cells than that.
-SCRUBLET_MIN_CELLS = 31
+SCRUBLET_MIN_CELLS = _N_PCS + 1
 #: Default largest number of cells scored together (see the module docstring).
 SCRUBLET_CHUNK_CELLS = 15_000
 _CHUNK_KEY = "_scrublet_chunk"
@@ -159,7 +161,7 @@ def run_scrublet(
     small = {b: n for b, n in sizes.items() if n < SCRUBLET_MIN_CELLS}
     if small:
         raise ValueError(
-            f"scrublet needs at least {SCRUBLET_MIN_CELLS} cells per batch (its PCA has 30 "
+            f"scrublet needs at least {SCRUBLET_MIN_CELLS} cells per batch (its PCA has {_N_PCS} "
             f"components); too small: {small}. Pass run_scrublet=False, or precomputed="
             "{'predicted_doublet': column}."
         )
@@ -196,8 +198,8 @@ def run_scrublet(
         rows = np.arange(adata.n_obs) if labels is None else np.flatnonzero(labels == group)
         part = AnnData(X=sp.csr_matrix(gather_rows(X, rows), dtype=np.float32, copy=True))
         part.obs_names = rows.astype(str)
-        n_pcs = _score_group(part, approx, seed, 30, adata.n_vars)
-        if n_pcs < 30:
+        n_pcs = _score_group(part, approx, seed, _N_PCS, adata.n_vars)
+        if n_pcs < _N_PCS:
             lowered[group or "all"] = n_pcs
         scores[rows] = part.obs["doublet_score"].to_numpy(dtype=np.float64)
         predicted[rows] = part.obs["predicted_doublet"].to_numpy(dtype=bool)
@@ -205,11 +207,11 @@ def run_scrublet(
         del part
     if lowered:
         logger.warning(
-            f"scrublet keeps fewer highly variable genes of this {adata.n_vars}-gene panel than its 30 "
+            f"scrublet keeps fewer highly variable genes of this {adata.n_vars}-gene panel than its {_N_PCS} "
             f"principal components in {len(lowered)} of {len(groups)} batch(es)/chunk(s); n_prin_comps was "
-            f"lowered there to one less than the genes kept ({min(lowered.values())} at least)"
+            f"lowered there to one less than the genes kept (down to {min(lowered.values())})"
         )
-    n_pcs = min(lowered.values(), default=30)
+    n_pcs = min(lowered.values(), default=_N_PCS)
     calls = pd.DataFrame({"doublet_score": scores, "predicted_doublet": predicted}, index=adata.obs_names.copy())
     # scrublet leaves the threshold unset (and calls no doublet) where its score histogram has no
     # clear minimum; record NaN and say so rather than fail
