@@ -207,22 +207,28 @@ def run_compare(args) -> dict:
     }
 
 
+def _screen_file(args, name: str, seed: int, screen: dict) -> Path:
+    """The simulated screen ``name`` under ``--tmp``, written (in chunks) unless it is already there."""
+    from _screens import write_screen
+
+    path = Path(args.tmp) / name
+    if not path.exists():
+        t0 = time.perf_counter()
+        write_screen(path, seed=seed, **screen)
+        logging.info("wrote %s in %.0f s", path, time.perf_counter() - t0)
+    return path
+
+
 def run_norman(args) -> dict:
     import anndata as ad
 
-    from _screens import write_screen
-
-    path = Path(args.tmp) / "norman_size.h5ad"
-    if not path.exists():
-        t0 = time.perf_counter()
-        write_screen(path, seed=0, **NORMAN)
-        logging.info("wrote %s in %.0f s", path, time.perf_counter() - t0)
+    path = _screen_file(args, "norman_size.h5ad", 0, NORMAN)
     mem = PhaseMemory()
     out: dict = {"screen": NORMAN, "file_gb": path.stat().st_size / 1e9}
     with mem.phase("read_h5ad"):
         adata = ad.read_h5ad(path)
     out["nnz"] = int(adata.X.nnz)
-    out["csr_gb"] = (adata.X.data.nbytes + adata.X.indices.nbytes + adata.X.indptr.nbytes) / 1e9
+    out["csr_gb"] = _csr_gb(adata.X)
     out["dense_float32_gb"] = adata.n_obs * adata.n_vars * 4 / 1e9
     _prepare(adata, mem)
     out["cf_table_rows"] = int(adata.uns["cf_reference"]["n_references"])
@@ -234,13 +240,9 @@ def run_norman(args) -> dict:
 
 
 def run_backed(args) -> dict:
-    from _screens import read_backed, write_screen
+    from _screens import read_backed
 
-    path = Path(args.tmp) / "backed_1m.h5ad"
-    if not path.exists():
-        t0 = time.perf_counter()
-        write_screen(path, seed=1, **BACKED)
-        logging.info("wrote %s in %.0f s", path, time.perf_counter() - t0)
+    path = _screen_file(args, "backed_1m.h5ad", 1, BACKED)
     mem = PhaseMemory()
     out: dict = {"screen": BACKED, "file_gb": path.stat().st_size / 1e9}
     with mem.phase("open_backed"):
@@ -265,11 +267,8 @@ def run_qc(args) -> dict:
     import anndata as ad
 
     import cradlekit as ck
-    from _screens import write_screen
 
-    path = Path(args.tmp) / "norman_size.h5ad"
-    if not path.exists():
-        write_screen(path, seed=0, **NORMAN)
+    path = _screen_file(args, "norman_size.h5ad", 0, NORMAN)
     mem = PhaseMemory()
     with mem.phase("read_h5ad"):
         if args.qc_cells:  # the first cells only (one scrublet chunk's worth)

@@ -87,6 +87,16 @@ def _wait_ready(proc: subprocess.Popen) -> float:
     return time.perf_counter()
 
 
+def _signal_after(proc: subprocess.Popen, start: float, delay: float, sig: int, tick: float) -> bool:
+    """Send ``sig`` to ``proc`` ``delay`` s after ``start`` unless it has ended by then; whether it landed."""
+    while time.perf_counter() - start < delay and proc.poll() is None:
+        time.sleep(tick)
+    landed = proc.poll() is None
+    if landed:
+        proc.send_signal(sig)
+    return landed
+
+
 def _same_state(a: Path, b: Path) -> bool:
     import torch
 
@@ -120,11 +130,7 @@ def training_trials(work: Path, n: int, rng: random.Random) -> tuple[list[dict],
             t_start = _wait_ready(proc)
             if len([e for e in events if e["delay_s"] is not None]) < n_signals:
                 delay = rng.uniform(0.02, 0.98) * duration
-                while time.perf_counter() - t_start < delay and proc.poll() is None:
-                    time.sleep(0.005)
-                landed = proc.poll() is None
-                if landed:
-                    proc.send_signal(sig)
+                landed = _signal_after(proc, t_start, delay, sig, 0.005)
                 proc.wait()
                 events.append({"delay_s": round(delay, 2), "landed": landed, "exit": proc.returncode,
                                "epoch_on_disk": _epoch_on_disk(ckpt)})
@@ -190,12 +196,7 @@ def grid_trials(work: Path, n: int, rng: random.Random) -> tuple[list[dict], dic
         out = work / f"grid{trial}"
         delay = rng.uniform(0.5, 0.95) * duration
         proc = _grid_proc(config, out)
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < delay and proc.poll() is None:
-            time.sleep(0.01)
-        landed = proc.poll() is None
-        if landed:
-            proc.send_signal(sig)
+        landed = _signal_after(proc, time.perf_counter(), delay, sig, 0.01)
         proc.communicate()
         done_before = len(list((out / "runs").glob("*.json"))) if (out / "runs").exists() else 0
         again = _grid_proc(config, out)
