@@ -371,9 +371,25 @@ def write_report(device: str) -> Path:
             results[mode] = json.loads(path.read_text())
     for path in sorted(RESULTS.glob(f"sparse_data_qc_*_{device}.json")):  # first cells only, or earlier versions
         results[path.stem.removeprefix("sparse_data_").removesuffix(f"_{device}")] = json.loads(path.read_text())
+    if "norman" in results:  # what the model itself holds at this gene count (for the 2x-CSR note)
+        results["norman"]["model"] = _model_size(results["norman"]["screen"]["n_genes"])
     out = RESULTS / f"sparse_data_{device}.md"
     out.write_text(sparse_data_report(results, device))
     return out
+
+
+def _model_size(n_genes: int) -> dict:
+    """Parameters of the benchmarked CRADLE-VAE and the size of one particles x batch x genes activation."""
+    import inspect
+
+    from _screens import write_screen
+
+    from cradlekit.module import build_model
+
+    n_targets = inspect.signature(write_screen).parameters["n_single"].default
+    module = build_model("cradle", n_genes, n_targets, [100] * n_targets, 80_000, **CONFIG)
+    return {"n_targets": n_targets, "parameters": sum(p.numel() for p in module.parameters()),
+            "activation_gb": CONFIG["num_particles"] * BATCH * n_genes * 4 / 1e9}
 
 
 if __name__ == "__main__":
