@@ -34,12 +34,14 @@ from the seed); ``chunk_size=None`` scores every batch whole.
 Memory: batches and chunks are scored one at a time, each on a float32 CSR copy of its own rows
 only (scores identical to scanpy's ``batch_key`` call, which first copies the whole matrix).
 Inside one call scanpy densifies the z-scored observed and simulated cells (three times the
-group's cells) over its highly variable genes in float64, several copies at once: measured
-~7 GB above the baseline for a 15,000-cell chunk with 4,348 highly variable genes (about 110
-bytes per cell and highly variable gene). On a simulated full-Norman-size screen (111,255 ×
-19,018 in memory, 8 chunks) QC with scrublet peaked at 11.0 GB resident (15.2 GB before the
-per-group loop) and took ~8 min on one core (``benchmarks/results/sparse_data_cpu.md``). A
-smaller ``chunk_size`` lowers the peak in proportion.
+group's cells) over its highly variable genes in float64, several copies at once: for a
+15,000-cell chunk with 4,348 highly variable genes its z-score step alone takes resident memory
+from 2.6 to 9.5 GB, 7.9 GB above where scanpy started (about 120 bytes per cell and highly
+variable gene; ``benchmarks/results/scrublet_chunk_profile_cpu.md``). On a simulated
+full-Norman-size screen (111,255 × 19,018 in memory, 8 chunks) QC with scrublet peaked at
+11.0 GB resident (15.2 GB before the per-group loop) and took ~8 min on one core
+(``benchmarks/results/sparse_data_cpu.md``). A smaller ``chunk_size`` lowers the peak in
+proportion.
 
 Small gene panels: scanpy's scrublet keeps only its highly variable genes, which for a
 panel of a few hundred already-selected genes can be fewer than its 30 principal components
