@@ -15,10 +15,15 @@ def test_demo_writes_labelled_data_and_summary(tmp_path, capsys):
     assert "cf_reference_table" in adata.uns and "cf_reference_row" in adata.obs
     summary = (tmp_path / "summary.md").read_text()
     for section in ("QC fail counts", "Recovery of injected artifacts", "Split", "Held-out combinations",
-                    "CRADLE-VAE (short training)", "held-out combinations vs true ATE", "QC pass rate"):
+                    "The default model beside the conditional VAE", "held-out ATE-ρ (truth)", "QCPR ceiling"):
         assert section in summary
-    assert (tmp_path / "model" / "registry.json").exists()
-    assert (tmp_path / "checkpoints" / "last.pt").exists()
+    table = [line for line in summary.splitlines() if line.startswith("| ")]
+    labels = [line.split("|")[1].strip() for line in table[1:]]
+    assert labels[0].startswith("CRADLE-VAE, default objective") and "Conditional VAE" in labels
+    assert "Baseline: mean of training perturbations" in labels and "Baseline: additive (training singles)" in labels
+    assert any("hit the cap" in line for line in table)  # 2 epochs: the models are marked as not converged
+    assert list((tmp_path / "runs" / "models").glob("cradle_default_*/registry.json"))
+    assert len(list((tmp_path / "runs" / "runs").glob("*.json"))) == 4
     assert "Recovery" in capsys.readouterr().out
 
 

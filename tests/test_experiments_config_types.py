@@ -25,7 +25,7 @@ def _with(tmp_path, old: str, new: str) -> Path:
     [
         ("lr: 3.0e-3", "lr: 3e-3", r"train\.lr must be a number, got '3e-3' \(str\) \(YAML reads 3e-3 as text"),
         ("lr: 3.0e-3", 'lr: "0.003"', r"train\.lr must be a number, got '0\.003'"),
-        ("max_steps: 200", "max_steps: 2.5", r"train\.max_steps must be an integer or null, got 2\.5"),
+        ("max_steps: 4000", "max_steps: 2.5", r"train\.max_steps must be an integer or null, got 2\.5"),
         ("accelerator: cpu", "accelerator: tpu", r"train\.accelerator must be 'auto', 'cpu', 'cuda'"),
         ("accelerator: cpu", "accelerator: 1", r"train\.accelerator must be a string, got 1"),
         ("save_models: false", "save_models: 'no'", r"save_models must be true or false"),

@@ -1,4 +1,4 @@
-"""The experiment grid on the simulator (configs/smoke.yaml: 2 models x k 3/5 x 2 seeds, 200 steps each):
+"""The experiment grid on the simulator (configs/smoke.yaml: 2 models x k 3/5 x 2 seeds, early stopping with patience 3):
 tables, caching, resume after an interruption, determinism, and the same table through a local Dask cluster."""
 
 from __future__ import annotations

@@ -62,12 +62,13 @@ def _val_kl(trained, key) -> np.ndarray:
 def test_objective_names_resolve_to_their_ingredients():
     assert resolve_objective("published") == ("published", True, True, 1.0)
     assert resolve_objective("exact") == ("exact", False, True, 512.0)
-    assert resolve_objective(None) == ("custom", False, False, 1.0)
+    assert resolve_objective("unweighted") == ("unweighted", False, False, 1.0)
+    assert resolve_objective(None) == ("unweighted", False, False, 1.0)  # no ingredient on: the unweighted arm
     assert resolve_objective("exact", class_balanced=False)[0] == "custom"  # an explicit ingredient wins
     assert resolve_objective(None, published=True, class_balanced=True)[0] == "published"
     with pytest.raises(ValueError, match="objective must be one of"):
         resolve_objective("paper")
-    assert set(OBJECTIVES) == {"published", "exact"}
+    assert set(OBJECTIVES) == {"published", "exact", "unweighted"}
 
 
 def test_default_arm_is_the_published_objective(trained):

@@ -29,6 +29,7 @@ from .perturbations import (
 from .readers import load_dataset, standardize_dataset
 from .own import read_h5ad, setup
 from .simulate import simulate_perturbseq, true_ate_frame
+from .simulate_truth import simulate_clean_cells
 from .splits import split_cells, split_combinations, split_summary
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "require_perturbations",
     "setup",
     "simulate_perturbseq",
+    "simulate_clean_cells",
     "split_cells",
     "split_combinations",
     "split_summary",

@@ -7,6 +7,11 @@ Main entry points
     generated cells, in the metric space of :func:`perturbseq_normalize`.
 :func:`ate_pearson`, :func:`ate_r2`, :func:`top_k_jaccard`, :func:`evaluate_perturbations`
     ATE-ρ, ATE-R² (data as truth) and top-50 Jaccard, on all or a subset of perturbations.
+:func:`centered_ate_pearson`, :func:`target_sign_agreement`
+    Calibrated views: ATE-ρ around the mean training effect (a constant prediction scores 0),
+    and whether target genes move the expected way.
+:mod:`cradlekit.evaluate.cell_eval`
+    Predictions in the layout of the cell-eval package, and its metrics on them (optional extra).
 :func:`qc_pass_rate`
     QCPR: % of generated cells passing the data's stored QC thresholds for k = 3, 4, 5.
 :func:`artifact_recovery`
@@ -17,6 +22,7 @@ Main entry points
 
 from .artifact_recovery import artifact_recovery
 from .ate import data_ate, model_ate
+from .calibrated import SignAgreement, centered_ate_pearson, target_sign_agreement
 from .metrics import JaccardResult, align_ate, ate_pearson, ate_r2, evaluate_perturbations, top_k_jaccard
 from .normalize import perturbseq_normalize
 from .qcpr import criterion_pass_rates, data_pass_rates, qc_pass_rate
@@ -33,6 +39,9 @@ __all__ = [
     "top_k_jaccard",
     "JaccardResult",
     "evaluate_perturbations",
+    "centered_ate_pearson",
+    "target_sign_agreement",
+    "SignAgreement",
     "qc_pass_rate",
     "criterion_pass_rates",
     "data_pass_rates",

@@ -274,7 +274,7 @@ def rescue_artifacts(
                 rho = counterfactual_frequencies(module, X, D, a, 0.0)
                 lib = X.sum(-1) if fixed_library is None else torch.full_like(X[:, 0], fixed_library)
                 expected = lib.unsqueeze(-1) * rho
-                counts_out.append(sp.csr_matrix(module.decoder.sample(rho, lib).cpu().numpy().astype(np.float32)))
+                counts_out.append(sp.csr_matrix(module.decoder.sample(rho, lib, module.generative_theta(False)).cpu().numpy().astype(np.float32)))
                 expected_out.append(expected.cpu().numpy().astype(np.float32))
                 lib_out.append(lib.cpu().numpy())
                 a_out.append(a.cpu().numpy())

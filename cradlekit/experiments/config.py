@@ -22,6 +22,7 @@ a non-positive ``k`` and out-of-range fractions raise :class:`ConfigError` namin
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import re
 from collections.abc import Mapping
@@ -31,7 +32,9 @@ from typing import Any
 
 import yaml
 
+from ..baselines import BASELINES
 from ..module import MODELS
+from ..train.trainer import LR_SCHEDULES
 from ._typecheck import check_types
 from .dataset_config import SIMULATOR, ConfigError, DatasetConfig, validate_dataset
 from .variants import read_variants
@@ -45,18 +48,22 @@ __all__ = [
 #: Models with the artifact latent (they take ``alpha`` and the objective's options).
 CRADLE_MODELS = ("cradle", "cradle_wo_cf", "cradle_wo_causal")
 #: Options only CRADLE-VAE models take (dropped from the shared options for the baselines).
-CRADLE_ONLY_OPTIONS = ("alpha", "objective", "published", "class_balanced", "j2_cells_per_batch")
+CRADLE_ONLY_OPTIONS = ("alpha", "objective", "published", "class_balanced", "j2_cells_per_batch", "artifact_dispersion")
 #: ``split.seed`` value that makes each run's split seed its own seed (the authors' sweeps).
 RUN_SEED = "run"
 
 
 @dataclass(frozen=True)
 class QCConfig:
-    """Options of :func:`cradlekit.qc.label_artifacts` (labels for every ``k`` of the grid, computed once)."""
+    """Options of :func:`cradlekit.qc.label_artifacts` (labels for every ``k`` of the grid, computed once).
+
+    ``batch_key``: an ``obs`` column of sample batches (e.g. the cell line of a multi-line screen):
+    scrublet runs per batch; ``null`` takes the one recorded by set-up, if any."""
 
     run_scrublet: bool = True
     seed: int = 0
     precomputed: Any = "auto"
+    batch_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,9 @@ class TrainOptions:
     """Arguments of :meth:`PerturbationModel.train`; ``torch_threads``: intra-op threads during a run
     (1 keeps small networks fast and results identical between sequential and Dask runs; ``None``: unchanged);
     ``model_seed``: the training seed of every run (the authors fix it and vary the split seed);
-    ``None``: each run's seed."""
+    ``None``: each run's seed. ``lr_schedule``: ``null`` (constant ``lr``, the paper's) or
+    ``plateau`` (halve after ``lr_patience`` epochs without a new best validation loss, see
+    :class:`cradlekit.train.TrainConfig`)."""
 
     max_epochs: int = 2000
     max_steps: int | None = None
@@ -124,12 +133,20 @@ class TrainOptions:
     accelerator: str = "auto"
     torch_threads: int | None = 1
     model_seed: int | None = None
+    lr_schedule: str | None = None
+    lr_factor: float = 0.5
+    lr_patience: int = 10
 
 
 @dataclass(frozen=True)
 class EvalOptions:
     """Evaluation budget: generated cells per perturbation for the model ATE (SPEC: 2,500) and for
     QCPR (SPEC: 100), top-``jaccard_k`` genes (50), scrublet on the generated cells (on).
+
+    ``target_direction``: the expected sign of a target gene's own change (``down`` for knockout
+    and CRISPRi, ``up`` for CRISPRa, ``data``: the data's sign), for ``heldout_target_sign``;
+    ``cell_eval``: also score the held-out perturbations with the cell-eval package (optional
+    extra ``cradlekit[evaluate]``; ``celleval_*`` columns).
 
     ``model_ate``: ``"sampled"`` (SPEC §4 and the authors' evaluation code: the mean of
     log-normalised *generated count* profiles) or ``"expected"`` (the mean of ``log2(1e4·ρ + 1)``,
@@ -140,6 +157,8 @@ class EvalOptions:
     jaccard_k: int = 50
     run_scrublet: bool = True
     model_ate: str = "sampled"
+    target_direction: str = "data"
+    cell_eval: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +168,10 @@ class ExperimentConfig:
     ``variants`` names further entries of ``models``: ``{name: {model: <registry name>, options:
     {...}, label: "..."}}``, a registry model with its own options on top of ``model_options``
     (e.g. CRADLE-VAE under the exact objective, or a rung of the SAMS-VAE -> CRADLE-VAE ladder).
+
+    ``models`` may also name the baselines of :mod:`cradlekit.baselines` (``no_change``, ``mean``,
+    ``additive``, ``linear``): they are fitted on the same training cells and scored the same way,
+    without training or generated cells (their QCPR is empty).
     """
 
     dataset: DatasetConfig
@@ -189,8 +212,20 @@ class ExperimentConfig:
         """Name of a ``models`` entry in tables (a variant's ``label``, else the entry)."""
         return str(self.variants.get(model, {}).get("label") or model)
 
+    def train_options(self, model: str) -> TrainOptions:
+        """The training options of a ``models`` entry: the grid's ``train`` with its variant's ``train`` on top."""
+        own = self.variants.get(model, {}).get("train")
+        return dataclasses.replace(self.train, **own) if own else self.train
+
+    def is_baseline(self, model: str) -> bool:
+        """Whether a ``models`` entry is a baseline (or a variant of one) rather than a trained model."""
+        return self.base_model(model) in BASELINES
+
     def model_kwargs(self, model: str) -> dict[str, Any]:
-        """Keyword arguments of ``PerturbationModel(adata, model=base_model(model), ...)`` for this grid."""
+        """Keyword arguments of ``PerturbationModel(adata, model=base_model(model), ...)`` for this grid
+        (for a baseline: the options of its function, from its variant)."""
+        if self.is_baseline(model):
+            return dict(self.variants.get(model, {}).get("options", {}))
         base = dataclasses.asdict(self.model_options)
         extra = base.pop("extra")
         own = {**self.model_overrides.get(model, {}), **self.variants.get(model, {}).get("options", {})}
@@ -327,17 +362,29 @@ def _validate(c: ExperimentConfig, source: str) -> None:
         raise ConfigError(f"{source}: {msg}")
 
     check_types(c, fail, skip=("dataset",))  # dataset: checked by validate_dataset
-    if not ACCELERATOR.match(c.train.accelerator):
-        fail(f"train.accelerator must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps', got {c.train.accelerator!r}")
+    train_fields = {f.name for f in dataclasses.fields(TrainOptions)}
+    for name, variant in c.variants.items():
+        bad = sorted(set(variant.get("train", {})) - train_fields)
+        if bad:
+            fail(f"variants.{name}.train: unknown key(s) {bad}; allowed: {sorted(train_fields)}")
+        if variant.get("train"):
+            own = c.train_options(name)
+            check_types(own, lambda msg, name=name: fail(f"variants.{name}.train: {msg}"))
+            _validate_train(own, lambda msg, name=name: fail(f"variants.{name}: {msg}"))
+    _validate_train(c.train, fail)
 
-    unknown = [m for m in c.models if m not in MODELS and m not in c.variants]
+    unknown = [m for m in c.models if m not in MODELS and m not in BASELINES and m not in c.variants]
     if unknown:
-        fail(f"unknown model name(s) {unknown}; choose from {sorted(MODELS)} or a name under 'variants'")
+        fail(f"unknown model name(s) {unknown}; choose from {sorted(MODELS)}, a baseline {sorted(BASELINES)} "
+             "or a name under 'variants'")
+
     bad_over = sorted(set(c.model_overrides) - set(c.models))
     if bad_over:
         fail(f"model_overrides for model(s) not in the grid: {bad_over}")
     for model, opts in [*c.model_overrides.items(), *((m, v["options"]) for m, v in c.variants.items())]:
-        if c.base_model(model) not in CRADLE_MODELS and set(CRADLE_ONLY_OPTIONS) & set(opts):
+        if c.is_baseline(model):
+            _check_baseline_options(model, c.base_model(model), opts, fail)
+        elif c.base_model(model) not in CRADLE_MODELS and set(CRADLE_ONLY_OPTIONS) & set(opts):
             fail(f"options of {model}: {sorted(set(CRADLE_ONLY_OPTIONS) & set(opts))} apply to CRADLE-VAE models only")
     from ..module.cradle import OBJECTIVES
 
@@ -345,8 +392,6 @@ def _validate(c: ExperimentConfig, source: str) -> None:
         fail(f"model_options.objective must be one of {sorted(OBJECTIVES)} or null, got {c.model_options.objective!r}")
     if c.split.seed != RUN_SEED and (isinstance(c.split.seed, bool) or not isinstance(c.split.seed, int) or c.split.seed < 0):
         fail(f"split.seed must be {RUN_SEED!r} or a non-negative integer, got {c.split.seed!r}")
-    if c.train.model_seed is not None and (isinstance(c.train.model_seed, bool) or not isinstance(c.train.model_seed, int)):
-        fail(f"train.model_seed must be an integer or null, got {c.train.model_seed!r}")
     if any(s < 0 for s in c.seeds):
         fail(f"seeds must be non-negative integers, got {list(c.seeds)}")
     validate_dataset(c.dataset, fail)
@@ -361,20 +406,17 @@ def _validate(c: ExperimentConfig, source: str) -> None:
         fail(f"split.fractions must be three non-negative numbers summing to 1, got {list(s.fractions)}")
     positive = {
         "model_options.latent_dim": c.model_options.latent_dim, "model_options.hidden_dim": c.model_options.hidden_dim,
-        "model_options.num_particles": c.model_options.num_particles, "train.max_epochs": c.train.max_epochs,
-        "train.batch_size": c.train.batch_size, "evaluation.n_model_cells": c.evaluation.n_model_cells,
+        "model_options.num_particles": c.model_options.num_particles, "evaluation.n_model_cells": c.evaluation.n_model_cells,
         "evaluation.n_qcpr_cells": c.evaluation.n_qcpr_cells, "evaluation.jaccard_k": c.evaluation.jaccard_k,
         "counterfactual.n_max": c.counterfactual.n_max,
     }
-    optional = {"train.max_steps": c.train.max_steps, "train.patience": c.train.patience,
-                "train.torch_threads": c.train.torch_threads}
-    for name, value in {**positive, **{k: v for k, v in optional.items() if v is not None}}.items():
+    for name, value in positive.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             fail(f"{name} must be a positive integer, got {value!r}")
     if c.evaluation.model_ate not in ("sampled", "expected"):
         fail(f"evaluation.model_ate must be 'sampled' or 'expected', got {c.evaluation.model_ate!r}")
-    if not c.train.lr > 0:
-        fail(f"train.lr must be positive, got {c.train.lr}")
+    if c.evaluation.target_direction not in ("down", "up", "data"):
+        fail(f"evaluation.target_direction must be 'down', 'up' or 'data', got {c.evaluation.target_direction!r}")
     if c.model_options.alpha is not None and c.model_options.alpha < 0:
         fail(f"model_options.alpha must be non-negative, got {c.model_options.alpha}")
     for name in ("name", "output_dir", "description"):
@@ -384,6 +426,37 @@ def _validate(c: ExperimentConfig, source: str) -> None:
         fail("output_dir must not be empty")
     if not isinstance(c.save_models, bool):
         fail(f"save_models must be true or false, got {c.save_models!r}")
+
+
+def _validate_train(t: TrainOptions, fail: Any) -> None:
+    """Checks of a ``train`` section (the grid's, or a variant's merged one)."""
+    if not ACCELERATOR.match(t.accelerator):
+        fail(f"train.accelerator must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps', got {t.accelerator!r}")
+    if t.model_seed is not None and (isinstance(t.model_seed, bool) or not isinstance(t.model_seed, int)):
+        fail(f"train.model_seed must be an integer or null, got {t.model_seed!r}")
+    values = {"train.max_epochs": t.max_epochs, "train.batch_size": t.batch_size, "train.lr_patience": t.lr_patience,
+              **{k: v for k, v in {"train.max_steps": t.max_steps, "train.patience": t.patience,
+                                   "train.torch_threads": t.torch_threads}.items() if v is not None}}
+    for name, value in values.items():
+        smallest = 0 if name == "train.lr_patience" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+            fail(f"{name} must be a {'non-negative' if smallest == 0 else 'positive'} integer, got {value!r}")
+    if not t.lr > 0:
+        fail(f"train.lr must be positive, got {t.lr}")
+    if t.lr_schedule not in LR_SCHEDULES:
+        fail(f"train.lr_schedule must be null or 'plateau', got {t.lr_schedule!r}")
+    if not 0 < t.lr_factor < 1:
+        fail(f"train.lr_factor must be in (0, 1), got {t.lr_factor!r}")
+
+
+def _check_baseline_options(model: str, base: str, options: dict[str, Any], fail: Any) -> None:
+    """A baseline variant's options must be keyword options of its function (data keys are the grid's)."""
+    fn = BASELINES[base]
+    allowed = {p for p, v in inspect.signature(fn).parameters.items() if v.kind is inspect.Parameter.KEYWORD_ONLY}
+    allowed -= {"perturbations", "artifact_key", "train_split", "split_key"}
+    bad = sorted(set(options) - allowed)
+    if bad:
+        fail(f"options of {model}: {bad} are not options of the {base!r} baseline (allowed: {sorted(allowed)})")
 
 
 def _plain(value: Any) -> Any:

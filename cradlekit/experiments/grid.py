@@ -25,12 +25,14 @@ __all__ = [
 ]
 
 #: Bumped when a change to run_one makes old cached results incomparable.
-RUNNER_VERSION = 3  # 2: model ATE from sampled counts; 3: split seed per run, eligible held-out
-# combinations, one "all" set for every model, objective arms, per-criterion QCPR
+RUNNER_VERSION = 4  # 2: model ATE from sampled counts; 3: split seed per run, eligible held-out
+# combinations, one "all" set for every model, objective arms, per-criterion QCPR; 4: baselines,
+# calibrated metrics, convergence columns
 #: Dataset keyword arguments that say where a file is, not what is in it (kept out of the keys).
 _LOCATION_KWARGS = ("path", "cache_dir", "local_dirs", "download", "verify")
 #: Table order of the models (the paper's, ablations last).
-MODEL_ORDER = ("cvae", "cpa_vae", "svae_plus", "sams_vae", "cradle", "cradle_wo_cf", "cradle_wo_causal")
+MODEL_ORDER = ("no_change", "mean", "additive", "linear", "cvae", "cpa_vae", "svae_plus", "sams_vae", "cradle",
+               "cradle_wo_cf", "cradle_wo_causal")
 
 
 @dataclass(frozen=True, order=True)
@@ -80,7 +82,19 @@ def prepared_key(config: ExperimentConfig, k: int | float | None = None, split_s
 
 
 def run_payload(config: ExperimentConfig, spec: RunSpec) -> dict[str, Any]:
-    """Everything that determines the result of ``spec`` (hashed by :func:`run_key`)."""
+    """Everything that determines the result of ``spec`` (hashed by :func:`run_key`).
+
+    A baseline's result does not depend on the model, training or generation settings, which are
+    left out of its payload (changing them does not refit it).
+    """
+    if config.is_baseline(spec.model):
+        e = config.evaluation
+        return {
+            "runner_version": RUNNER_VERSION, "data": _data_payload(config), "model": spec.model,
+            "base_model": config.base_model(spec.model), "options": config.model_kwargs(spec.model),
+            "split_seed": config.split.seed_for(spec.seed), "k": float(spec.k), "seed": int(spec.seed),
+            "evaluation": {"jaccard_k": e.jaccard_k, "target_direction": e.target_direction, "cell_eval": e.cell_eval},
+        }
     return {
         "runner_version": RUNNER_VERSION,
         "data": _data_payload(config),
@@ -89,7 +103,7 @@ def run_payload(config: ExperimentConfig, spec: RunSpec) -> dict[str, Any]:
         "base_model": config.base_model(spec.model),
         "model_kwargs": config.model_kwargs(spec.model),
         "split_seed": config.split.seed_for(spec.seed),
-        "train": dataclasses.asdict(config.train),
+        "train": dataclasses.asdict(config.train_options(spec.model)),
         "evaluation": dataclasses.asdict(config.evaluation),
         "k": float(spec.k),
         "seed": int(spec.seed),

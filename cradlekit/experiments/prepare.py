@@ -67,7 +67,8 @@ def _prepare_base(config: ExperimentConfig) -> AnnData:
     adata = load_raw(config)
     logger.info("prepared data: QC labels for k in %s on %d cells x %d genes", list(config.ks), *adata.shape)
     qc = config.qc
-    label_artifacts(adata, ks=tuple(config.ks), precomputed=qc.precomputed, run_scrublet=qc.run_scrublet, seed=qc.seed)
+    label_artifacts(adata, ks=tuple(config.ks), precomputed=qc.precomputed, run_scrublet=qc.run_scrublet, seed=qc.seed,
+                    batch_key=qc.batch_key if qc.batch_key is not None else "auto")
     write_h5ad_atomic(adata, path)
     logger.info("prepared data: wrote %s", path)
     return adata

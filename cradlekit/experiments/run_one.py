@@ -1,4 +1,8 @@
-"""One cell of the grid: prepared data → train → evaluate → a result row (and its JSON file).
+"""One cell of the grid: prepared data → train (or fit a baseline) → evaluate → a result row and its JSON.
+
+A cell is a trained model (:data:`cradlekit.module.MODELS`, or a variant of one) or a baseline of
+:mod:`cradlekit.baselines` (``no_change``, ``mean``, ``additive``, ``linear``), which predicts
+effects from the training cells without training or generating cells.
 
 Evaluation (SPEC §4), at the run's QC multiple ``k``:
 
@@ -24,7 +28,15 @@ Evaluation (SPEC §4), at the run's QC multiple ``k``:
   ``data_qcpr`` for the data's QC-passed cells under the same thresholds on the same genes
   (:func:`cradlekit.evaluate.data_pass_rates`), so a gain can be traced to a criterion;
 * the objective: ``objective`` (CRADLE-VAE's arm), and at the best epoch on validation cells
-  ``j2_share`` (J2 / total loss) and ``kl_z_b`` (KL of the basal latent per cell).
+  ``j2_share`` (J2 / total loss) and ``kl_z_b`` (KL of the basal latent per cell);
+* calibrated metrics (:mod:`.scoring`): ``<scope>_ate_pearson_centered`` (ATE-ρ around the mean
+  training effect, which a constant prediction cannot win), ``heldout_target_sign`` (share of
+  target genes in the panel moving the expected way, ``evaluation.target_direction``) and, with
+  ``evaluation.cell_eval``, cell-eval's metrics (``celleval_*``) on the held-out perturbations;
+* convergence: ``stopped_early`` (early stopping on validation ended the run before
+  ``max_epochs``), ``converged`` (the same; always true for a baseline), ``epochs``,
+  ``best_epoch``, and the time spent (``train_seconds`` wall, ``train_cpu_seconds`` CPU of this
+  process). Only converged runs support a verdict (:mod:`.report`).
 
 Perturbations with a target the model never trained on cannot be generated; they are left out
 and counted in ``*_n_excluded`` (with eligible held-out draws this does not happen in a
@@ -45,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from .._logging import logger
+from ..evaluate.normalize import TARGET_SUM as _LIBRARY_SIZE  # generated cells: library size 1e4 (SPEC §4)
 from .config import ExperimentConfig
 from .grid import RunSpec, run_json_path, run_key, run_name, run_payload
 
@@ -54,10 +67,10 @@ __all__ = ["run_one", "read_run", "METRICS"]
 METRICS = (
     "heldout_ate_pearson", "heldout_ate_r2", "heldout_jaccard",
     "all_ate_pearson", "all_ate_r2", "all_jaccard", "qcpr", "qcpr_heldout",
+    "heldout_ate_pearson_centered", "all_ate_pearson_centered",
 )
 #: Per-criterion QCPR columns (generated cells) and the data's QC-passed cells on the same basis.
 QCPR_CRITERIA = ("total_counts", "n_genes", "mito", "ribo", "hb", "doublet")
-_LIBRARY_SIZE = 1e4
 _CHUNK_ENTRIES = 2**24  # generated values held at once by the model-ATE loop
 
 
@@ -77,7 +90,8 @@ def run_one(config: ExperimentConfig, model: str, k: int | float, seed: int, *, 
     config
         The grid (its prepared data is made here if missing).
     model, k, seed
-        The cell: a name of :data:`cradlekit.module.MODELS`, the QC multiple, the training seed.
+        The cell: a ``models`` entry of the config (a model, a baseline or a variant), the QC
+        multiple, the seed.
     write
         Write the JSON (and the model, with ``save_models``) into ``config.output_dir``.
 
@@ -86,13 +100,14 @@ def run_one(config: ExperimentConfig, model: str, k: int | float, seed: int, *, 
     dict
         ``dataset, model, k, seed, split``, the :data:`METRICS`, ``heldout_n_perturbations``,
         ``heldout_n_excluded``, ``all_n_perturbations``, ``all_n_excluded``, ``epochs``,
-        ``best_epoch``, ``steps``, ``train_seconds``, ``eval_seconds``, ``device``,
-        ``n_model_cells``, ``n_qcpr_cells``, ``config_hash``, ``run``.
+        ``best_epoch``, ``steps``, ``max_epochs``, ``stopped_early``, ``converged``,
+        ``train_seconds``, ``train_cpu_seconds``, ``eval_seconds``, ``device``,
+        ``n_model_cells``, ``n_qcpr_cells``, ``config_hash``, ``run`` (see the module docstring).
     """
     import torch
 
     spec = RunSpec(model, k, int(seed))
-    threads = config.train.torch_threads
+    threads = config.train_options(model).torch_threads
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
@@ -105,48 +120,92 @@ def run_one(config: ExperimentConfig, model: str, k: int | float, seed: int, *, 
     return row
 
 
-def _run(config: ExperimentConfig, spec: RunSpec) -> tuple[dict[str, Any], Any]:
-    from ..model import PerturbationModel
+def _run(config: ExperimentConfig, spec: RunSpec) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    from ..baselines import mean_baseline
+    from ..data.perturbations import perturbation_info
     from .prepare import prepare_data, read_prepared
 
     split_seed = config.split.seed_for(spec.seed)
     adata = read_prepared(prepare_data(config, spec.k, split_seed))
-    ak = spec.artifact_key
+    key, control = perturbation_info(adata)
     logger.info("run %s: %s at k=%g, seed %d", run_name(config, spec), spec.model, spec.k, spec.seed)
-    pm = PerturbationModel(adata, model=config.base_model(spec.model), artifact_key=ak, **config.model_kwargs(spec.model))
-    t = config.train
+    mean = mean_baseline(adata, artifact_key=spec.artifact_key)
+    reference = pd.Series(np.asarray(mean.X[0], dtype=np.float64), index=mean.var_names.astype(str))
+    start, cpu = time.perf_counter(), time.process_time()
+    trained: Any = None
+    predicted: pd.DataFrame | None = None
+    generated: Any = None
+    if config.is_baseline(spec.model):
+        predicted, training = _baseline(config, spec, adata), _no_training()
+    else:
+        trained, training = _train(config, spec, adata)
+    train_seconds, train_cpu = time.perf_counter() - start, time.process_time() - cpu
     start = time.perf_counter()
-    pm.train(
-        max_epochs=t.max_epochs, max_steps=t.max_steps, lr=t.lr, weight_decay=t.weight_decay,
-        batch_size=t.batch_size, patience=t.patience, grad_clip=t.grad_clip,
-        seed=spec.seed if t.model_seed is None else t.model_seed, accelerator=t.accelerator, progress_bar=False,
-    )
-    train_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    metrics = _evaluate(config, spec, adata, pm)
+    if trained is not None:
+        labels = sorted(set(adata.obs[key].astype(str)) - {control})
+        ok = [p for p in labels if trained.can_generate(p)]
+        e = config.evaluation
+        predicted = _model_ate(trained, control, ok, e.n_model_cells, spec.seed, sampled=e.model_ate == "sampled")
+        generated = trained.generate([control, *ok], n=e.n_qcpr_cells, library_size=_LIBRARY_SIZE, seed=spec.seed)
+    metrics = _evaluate(config, spec, adata, predicted, generated, control=control, key=key, reference=reference)
     details = {"per_perturbation": metrics.pop("per_perturbation", {}), "heldout_ate": metrics.pop("heldout_ate", {})}
-    info = pm.train_info
     row = {
         "dataset": config.dataset.display,
         "model": spec.model,
         "k": spec.k,
         "seed": spec.seed,
         "split": _split_label(config, split_seed),
-        **objective_diagnostics(pm),
+        **(objective_diagnostics(trained) if trained is not None else {"objective": None, "j2_share": math.nan, "kl_z_b": math.nan}),
         **metrics,
-        "epochs": int(info["epochs"]),
-        "best_epoch": int(info["best_epoch"]),
-        "steps": int(info["steps"]),
+        **training,
         "train_seconds": round(train_seconds, 3),
+        "train_cpu_seconds": round(train_cpu, 3),
         "eval_seconds": round(time.perf_counter() - start, 3),
-        "device": str(info["device"]),
         "n_model_cells": config.evaluation.n_model_cells,
         "n_qcpr_cells": config.evaluation.n_qcpr_cells,
         "config_hash": run_key(config, spec),
         "run": run_name(config, spec),
     }
     logger.info("run %s done: %s", row["run"], {m: _fmt(row[m]) for m in METRICS})
-    return row, pm, details
+    return row, trained, details
+
+
+def _train(config: ExperimentConfig, spec: RunSpec, adata: Any) -> tuple[Any, dict[str, Any]]:
+    """Train the run's model; return it and the training facts of its row."""
+    from ..model import PerturbationModel
+
+    pm = PerturbationModel(adata, model=config.base_model(spec.model), artifact_key=spec.artifact_key,
+                           **config.model_kwargs(spec.model))
+    t = config.train_options(spec.model)
+    pm.train(
+        max_epochs=t.max_epochs, max_steps=t.max_steps, lr=t.lr, weight_decay=t.weight_decay,
+        batch_size=t.batch_size, patience=t.patience, grad_clip=t.grad_clip, lr_schedule=t.lr_schedule,
+        lr_factor=t.lr_factor, lr_patience=t.lr_patience,
+        seed=spec.seed if t.model_seed is None else t.model_seed, accelerator=t.accelerator, progress_bar=False,
+    )
+    info = pm.train_info
+    stopped = bool(info.get("stopped_early", False))
+    return pm, {
+        "epochs": int(info["epochs"]), "best_epoch": int(info["best_epoch"]), "steps": int(info["steps"]),
+        "max_epochs": int(t.max_epochs), "stopped_early": stopped, "converged": stopped,
+        "device": str(info["device"]),
+    }
+
+
+def _no_training() -> dict[str, Any]:
+    """The training facts of a baseline's row: nothing is trained, so nothing can stop short."""
+    return {"epochs": 0, "best_epoch": 0, "steps": 0, "max_epochs": 0, "stopped_early": False, "converged": True,
+            "device": "cpu"}
+
+
+def _baseline(config: ExperimentConfig, spec: RunSpec, adata: Any) -> pd.DataFrame:
+    """A baseline's predicted ATE (it generates no cells)."""
+    from ..baselines import predict_baseline
+
+    ate = predict_baseline(config.base_model(spec.model), adata, artifact_key=spec.artifact_key,
+                           **config.model_kwargs(spec.model))
+    return pd.DataFrame(np.asarray(ate.X, dtype=np.float64), index=ate.obs_names.astype(str),
+                        columns=ate.var_names.astype(str))
 
 
 def _split_label(config: ExperimentConfig, split_seed: int) -> str:
@@ -174,92 +233,27 @@ def objective_diagnostics(pm: Any) -> dict[str, Any]:
     }
 
 
-def _evaluate(config: ExperimentConfig, spec: RunSpec, adata: Any, pm: Any) -> dict[str, Any]:
-    from ..evaluate import criterion_pass_rates, data_ate, data_pass_rates, evaluate_perturbations
+def _evaluate(
+    config: ExperimentConfig, spec: RunSpec, adata: Any, predicted: pd.DataFrame, generated: Any, *, control: str,
+    key: str, reference: pd.Series,
+) -> dict[str, Any]:
+    """Scope metrics for every predictor; QCPR for the models (their generated cells); cell-eval on request."""
+    from .scoring import data_qcpr, score_cell_eval, score_qcpr, score_scopes, scopes
 
-    e, ak = config.evaluation, spec.artifact_key
-    control = pm.registry["control_label"]
-    key = pm.registry["perturbation_key"]
-    labels = sorted(set(adata.obs[key].astype(str)) - {control})
-    if config.split.kind == "combinations":
-        heldout = sorted(str(p) for p in adata.uns["split"]["heldout"])
-        heldout_split = None
-        seen = [p for p in labels if p not in set(heldout)]
+    e = config.evaluation
+    out = score_scopes(config, spec, adata, predicted, control=control, key=key, reference=reference)
+    heldout, split = scopes(config, adata, control, key)["heldout"]
+    if generated is not None:
+        out.update(score_qcpr(generated, adata, spec, heldout, scrublet=e.run_scrublet, key=key))
     else:
-        heldout, heldout_split, seen = labels, "test", labels
-    ok = [p for p in labels if pm.can_generate(p)]
-    scopes = {"heldout": (heldout, heldout_split), "all": (seen, None)}
-    model_ate = _model_ate(pm, control, ok, e.n_model_cells, spec.seed, sampled=e.model_ate == "sampled")
-    out: dict[str, Any] = {}
-    for scope, (wanted, split) in scopes.items():
-        usable = [p for p in wanted if p in set(ok)]
-        out[f"{scope}_n_excluded"] = len(wanted) - len(usable)
-        scores = {"ate_pearson": math.nan, "ate_r2": math.nan, "jaccard": math.nan, "n_perturbations": 0}
+        out.update({"qcpr_doublets": "no generated cells (baseline)", "qcpr": math.nan, "qcpr_heldout": math.nan,
+                    **{f"qcpr_{c}": math.nan for c in QCPR_CRITERIA}, **data_qcpr(adata, spec)})
+    if e.cell_eval:
+        usable = [p for p in heldout if p in set(predicted.index)]
         if usable:
-            data = data_ate(adata, artifact_key=ak, perturbations=usable, split=split, on_empty="skip")
-            present = [p for p in usable if p in set(data.obs_names)]
-            out[f"{scope}_n_excluded"] += len(usable) - len(present)
-            k_genes = min(e.jaccard_k, adata.n_vars)
-            scores.update(evaluate_perturbations(model_ate, data, perturbations=present, k=k_genes))
-            if scope == "heldout" and present:
-                out["per_perturbation"] = _per_perturbation(model_ate, data, present, k_genes)
-                out["heldout_ate"] = _ate_vectors(model_ate, data, present)
-        for m in ("ate_pearson", "ate_r2", "jaccard"):
-            out[f"{scope}_{m}"] = float(scores[m])
-        out[f"{scope}_n_perturbations"] = int(scores["n_perturbations"])
-    generated = pm.generate([control, *ok], n=e.n_qcpr_cells, library_size=_LIBRARY_SIZE, seed=spec.seed)
-    per_group, out["qcpr_doublets"] = _qcpr(generated, adata, spec, e.run_scrublet, key)  # labels `generated`
-    out["qcpr"] = float(per_group.mean())  # equal cells per group: the pooled rate
-    held = [p for p in heldout if p in per_group.index]
-    out["qcpr_heldout"] = float(per_group.loc[held].mean()) if held else math.nan
-    out.update({f"qcpr_{c}": float(v) for c, v in criterion_pass_rates(generated, spec.k).drop("all").items()})
-    data_rates = data_pass_rates(adata, spec.k).loc["QC-passed cells"]
-    out["data_qcpr"] = float(data_rates["all"])
-    out.update({f"data_qcpr_{c}": float(v) for c, v in data_rates.drop("all").items()})
+            out.update(score_cell_eval(adata, spec, usable, split, control=control, key=key, generated=generated,
+                                       predicted=None if generated is not None else predicted))
     return out
-
-
-def _per_perturbation(model_ate: pd.DataFrame, data: Any, labels: list[str], k: int) -> dict[str, dict[str, float]]:
-    """ATE-ρ, ATE-R² and top-``k`` Jaccard of each perturbation on its own (over genes)."""
-    from ..evaluate import ate_pearson, ate_r2, top_k_jaccard
-
-    jac = top_k_jaccard(model_ate, data, k=k, perturbations=labels).per_perturbation
-    return {
-        p: {"ate_pearson": ate_pearson(model_ate, data, perturbations=[p]),
-            "ate_r2": ate_r2(model_ate, data, perturbations=[p]), "jaccard": float(jac[p])}
-        for p in labels
-    }
-
-
-def _ate_vectors(model_ate: pd.DataFrame, data: Any, labels: list[str]) -> dict[str, Any]:
-    """Model and data ATE of each held-out perturbation over the genes (4 decimals), for gene-level analysis."""
-    from ..evaluate import align_ate
-
-    m, d = align_ate(model_ate, data, perturbations=labels)
-    return {"genes": [str(g) for g in d.columns],
-            **{p: {"model": np.round(m.loc[p].to_numpy(), 4).tolist(), "data": np.round(d.loc[p].to_numpy(), 4).tolist()} for p in labels}}
-
-
-def _qcpr(generated: Any, adata: Any, spec: RunSpec, scrublet: bool, key: str) -> tuple[pd.Series, str]:
-    """QCPR per perturbation at the run's ``k`` (``generated`` is labelled in place), and how doublets were judged.
-
-    scrublet runs once on all the generated cells (every perturbation together). It cannot score
-    cells with (almost) no variable gene (a barely trained model generates near-identical
-    cells); the doublet criterion is then skipped and the row says so in ``qcpr_doublets``.
-    """
-    from ..evaluate import qc_pass_rate
-
-    how = f"scrublet on all {generated.n_obs} generated cells together" if scrublet else "skipped"
-    kwargs = {"ks": [spec.k], "seed": spec.seed, "groupby": key, "inplace": True}
-    try:
-        table = qc_pass_rate(generated, adata, run_scrublet=scrublet, **kwargs)
-    except ValueError as err:
-        if not (scrublet and str(err).startswith("scrublet failed")):
-            raise
-        logger.warning("QCPR without the doublet criterion: %s", err)
-        how = "skipped: scrublet failed on the generated cells"
-        table = qc_pass_rate(generated, adata, run_scrublet=False, **kwargs)
-    return table.iloc[:, 0], how
 
 
 def _model_ate(pm: Any, control: str, labels: list[str], n: int, seed: int, *, sampled: bool = True) -> pd.DataFrame:
@@ -291,12 +285,12 @@ def _model_ate(pm: Any, control: str, labels: list[str], n: int, seed: int, *, s
 def _write(config: ExperimentConfig, spec: RunSpec, row: dict[str, Any], model: Any, details: dict[str, Any]) -> None:
     path = run_json_path(config, spec)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if config.save_models:
+    if config.save_models and model is not None:
         model.save(config.output_path / "models" / run_name(config, spec), overwrite=True)
     record = {
         "row": _jsonable(row),
         "run": _jsonable(run_payload(config, spec)),
-        "train_info": _jsonable(model.train_info),
+        "train_info": _jsonable(model.train_info if model is not None else {}),
         "heldout_per_perturbation": _jsonable(details.get("per_perturbation", {})),
         "heldout_ate": _jsonable(details.get("heldout_ate", {})),
         "host": platform.node(),

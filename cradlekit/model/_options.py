@@ -77,7 +77,7 @@ def module_options(
             opts["alpha"] = DEFAULT_ALPHA if alpha is None else float(alpha)
     else:
         given = {"alpha": alpha, "published": published, "class_balanced": class_balanced,
-                 "j2_cells_per_batch": j2_cells_per_batch}
+                 "j2_cells_per_batch": j2_cells_per_batch, "artifact_dispersion": model_options.get("artifact_dispersion")}
         bad = [k for k, v in given.items() if v not in (None, False)]
         if bad:
             raise ValueError(f"{bad} apply to CRADLE-VAE models only, not to model={model!r}")

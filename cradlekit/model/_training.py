@@ -73,6 +73,9 @@ class TrainingMixin:
         batch_size: int = 512,
         patience: int | None = 50,
         grad_clip: float = 100.0,
+        lr_schedule: str | None = None,
+        lr_factor: float = 0.5,
+        lr_patience: int = 10,
         seed: int = 0,
         accelerator: str | torch.device = "auto",
         checkpoint_dir: str | os.PathLike | None = None,
@@ -95,6 +98,10 @@ class TrainingMixin:
             Adam settings, cells per step, gradient-norm clip (SPEC defaults: 3e-4, 1e-6, 512, 100).
         patience
             Epochs without a new best validation loss before stopping (``None``: never; 100 for Replogle).
+        lr_schedule, lr_factor, lr_patience
+            ``None`` keeps ``lr`` constant (the paper); ``"plateau"`` multiplies it by ``lr_factor``
+            after ``lr_patience`` epochs without a new best validation loss (down to ``lr / 64``),
+            see :class:`~cradlekit.train.TrainConfig`.
         seed
             Seeds the initial weights, shuffling and Monte-Carlo samples.
         accelerator
@@ -137,6 +144,7 @@ class TrainingMixin:
         config = TrainConfig(
             lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs, max_steps=max_steps,
             patience=patience, grad_clip=grad_clip, seed=seed, checkpoint_every=checkpoint_every,
+            lr_schedule=lr_schedule, lr_factor=lr_factor, lr_patience=lr_patience,
             checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir), progress_bar=progress_bar,
         )
         run_info = {"model": {"name": self.registry["model"], "options": self.module_options},
@@ -155,7 +163,8 @@ class TrainingMixin:
         self.train_info = {
             "device": str(device), "seed": int(seed), "epochs": trainer.epoch, "steps": trainer.step,
             "best_epoch": trainer.best_epoch, "best_loss": trainer.best_loss, "stopped_early": trainer.stopped_early,
-            "lr": lr, "batch_size": batch_size, "resume_changes": [dict(c) for c in trainer.changes],
+            "lr": lr, "lr_schedule": lr_schedule, "max_epochs": max_epochs, "max_steps": max_steps,
+            "patience": patience, "batch_size": batch_size, "resume_changes": [dict(c) for c in trainer.changes],
         }
         logger.info("trained %d epochs (%d steps) on %s; best epoch %d", trainer.epoch, trainer.step, device, trainer.best_epoch)
         return self.history

@@ -313,6 +313,10 @@ class PerturbationVAE(nn.Module):
         """Sample latents for each row of ``D`` and return gene frequencies ``(n, G)``."""
         raise NotImplementedError
 
+    def generative_theta(self, artifact: bool) -> torch.Tensor | None:
+        """Inverse dispersion of generated counts (``None``: the decoder's own, shared by all cells)."""
+        return None
+
     @torch.no_grad()
     def predict_mean(
         self,

@@ -28,11 +28,15 @@ Objectives (``objective=``), SPEC §3:
     size): the same scale as the published sum over a 512-cell batch, whatever the batch size, and
     the same class-balanced reconstruction, so the KL formula is the only difference between the
     arms.
+``"unweighted"`` (ours)
+    No class weighting of the reconstruction (every cell weighs 1, as in every other model) and
+    the exact KL averaged per cell at weight ``alpha``: J2 stays a small term (~0.2 % of the
+    objective) and the basal latent keeps its information (no posterior collapse).
 ``None``
-    Set the ingredients yourself: ``published`` (formula and sum), ``class_balanced``,
-    ``j2_cells_per_batch`` (exact formula only; 1 is the per-cell average, which leaves J2 at
-    ~0.1 % of the objective). Explicit ingredients also override a named objective; the resolved
-    name (``objective`` attribute) is then ``"custom"`` unless they match one.
+    Set the ingredients yourself, starting from ``"unweighted"``: ``published`` (formula and sum),
+    ``class_balanced``, ``j2_cells_per_batch`` (exact formula only; 1 is the per-cell average).
+    Explicit ingredients also override a named objective; the resolved name (``objective``
+    attribute) is then ``"custom"`` unless they match one.
 
 Ablations: ``alpha=0`` (w/o CF, no J2 computed) and ``causal=False`` (w/o Causal: ``u`` is a
 fixed learnable vector, no prior, no KL); both follow the objective they ablate.
@@ -69,6 +73,7 @@ REFERENCE_BATCH_SIZE = 512
 OBJECTIVES: dict[str, tuple[bool, bool, float]] = {
     "published": (True, True, 1.0),
     "exact": (False, True, float(REFERENCE_BATCH_SIZE)),
+    "unweighted": (False, False, 1.0),
 }
 
 
@@ -121,6 +126,11 @@ class CradleVAE(PerturbationVAE):
         ``"published"`` (default), ``"exact"`` or ``None`` (see the module docstring).
     published, class_balanced, j2_cells_per_batch
         The ingredients of the objective; ``None`` takes the named objective's value.
+    artifact_dispersion
+        Give QC-failed cells their own per-gene inverse dispersion ``theta_a`` (ours; the paper
+        shares one ``theta`` between all cells). The extra variance of artifacts that ``u``
+        cannot express then stays out of the clean cells' ``theta``, which generation with the
+        artifact off uses; ``generate(..., artifact=True)`` uses ``theta_a``.
     embedding_layers
         Hidden layers of q(e | m) (4).
     mask_init_logit, temperature
@@ -144,6 +154,7 @@ class CradleVAE(PerturbationVAE):
         published: bool | None = None,
         class_balanced: bool | None = None,
         j2_cells_per_batch: float | None = None,
+        artifact_dispersion: bool = False,
         embedding_layers: int = 4,
         mask_init_logit: float = 0.0,
         temperature: float = 1.0,
@@ -171,6 +182,9 @@ class CradleVAE(PerturbationVAE):
         self.decoder = NegativeBinomialDecoder(
             [Dz, Dz, Dz], n_genes, H, self.decoder_layers
         )
+        self.artifact_dispersion = bool(artifact_dispersion)
+        if self.artifact_dispersion:
+            self.artifact_log_theta = nn.Parameter(torch.zeros(n_genes))
 
     @property
     def required_keys(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -211,7 +225,7 @@ class CradleVAE(PerturbationVAE):
                 z_b = pyro.sample("z_b", self._latent_prior(ctx, ctx.batch_size, Dz))
                 rho = self._decode(z_b, z_p, u, a)
                 with self._reconstruction_weights(a):
-                    pyro.sample("x", self.decoder.distribution(rho, ctx.library), obs=ctx.X)
+                    pyro.sample("x", self.decoder.distribution(rho, ctx.library, self._theta(a)), obs=ctx.X)
 
     def guide(self, batch: Batch) -> dict[str, torch.Tensor] | None:
         """q(m) q(e | m) q(u) q(z_b | x, z_p, z_a); returns the J2 encoder parameters."""
@@ -230,6 +244,15 @@ class CradleVAE(PerturbationVAE):
                 loc, scale, aux = self._encode(batch, ctx, z_p, u, a)
                 pyro.sample("z_b", dist.Normal(loc, scale).to_event(1))
         return aux
+
+    def _theta(self, a: torch.Tensor) -> torch.Tensor | None:
+        """Per-cell inverse dispersion: ``theta_a`` for failed cells with ``artifact_dispersion``, else shared."""
+        if not self.artifact_dispersion:
+            return None
+        return torch.where(a > 0.5, torch.exp(self.artifact_log_theta), self.decoder.theta)
+
+    def generative_theta(self, artifact: bool) -> torch.Tensor | None:  # noqa: D102 - see the base class
+        return torch.exp(self.artifact_log_theta) if (artifact and self.artifact_dispersion) else None
 
     def _decode(
         self, z_b: torch.Tensor, z_p: torch.Tensor, u: torch.Tensor, a: torch.Tensor

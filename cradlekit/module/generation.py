@@ -39,6 +39,8 @@ class Generative(Protocol):
 
     def _generative_frequencies(self, D: torch.Tensor, artifact: bool) -> torch.Tensor: ...
 
+    def generative_theta(self, artifact: bool) -> torch.Tensor | None: ...
+
     def eval(self) -> torch.nn.Module: ...
 
     def train(self, mode: bool = True) -> torch.nn.Module: ...
@@ -123,7 +125,7 @@ def generate_cells(
                 rho = module._generative_frequencies(D, artifact)
                 lib = torch.full((D.shape[0],), float(library_size), device=device)
                 if sample_counts:
-                    out[start : start + D.shape[0]] = module.decoder.sample(rho, lib)
+                    out[start : start + D.shape[0]] = module.decoder.sample(rho, lib, module.generative_theta(artifact))
                 else:
                     out[start : start + D.shape[0]] = lib[:, None] * rho
     finally:

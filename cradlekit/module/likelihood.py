@@ -57,10 +57,16 @@ class NegativeBinomialDecoder(nn.Module):
         """``rho`` from the first layer's pre-activation (see :attr:`first`)."""
         return torch.softmax(self.out(self.mlp.trunk(pre)), dim=-1)
 
-    def distribution(self, rho: torch.Tensor, library_size: torch.Tensor) -> NegativeBinomial:
-        """NB with mean ``library_size[..., None] * rho`` (genes as the event dimension)."""
-        return NegativeBinomial.from_frequencies(rho, library_size, self.theta)
+    def distribution(
+        self, rho: torch.Tensor, library_size: torch.Tensor, theta: torch.Tensor | None = None
+    ) -> NegativeBinomial:
+        """NB with mean ``library_size[..., None] * rho`` (genes as the event dimension).
 
-    def sample(self, rho: torch.Tensor, library_size: torch.Tensor) -> torch.Tensor:
+        ``theta``: an inverse dispersion to use instead of :attr:`theta` (broadcast against the
+        mean, e.g. one row per cell).
+        """
+        return NegativeBinomial.from_frequencies(rho, library_size, self.theta if theta is None else theta)
+
+    def sample(self, rho: torch.Tensor, library_size: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
         """Draw counts from the NB (uses the global torch RNG of ``rho``'s device)."""
-        return self.distribution(rho, library_size).sample()
+        return self.distribution(rho, library_size, theta).sample()

@@ -19,12 +19,17 @@ from .device_data import DeviceData
 from .fingerprint import data_fingerprint
 from .seed import get_rng_state, seed_everything, set_rng_state
 
-__all__ = ["TrainConfig", "Trainer", "LossModule", "MUST_MATCH", "MAY_CHANGE"]
+__all__ = ["TrainConfig", "Trainer", "LossModule", "MUST_MATCH", "MAY_CHANGE", "LR_SCHEDULES"]
 
 #: Training settings a resumed run must share with the checkpoint (they shape the trajectory).
 MUST_MATCH = ("batch_size", "weight_decay", "grad_clip", "seed", "val_seed")
 #: Settings a resume may change: applied to the restored state (``lr`` to the optimiser) and recorded.
 MAY_CHANGE = ("lr", "max_epochs", "max_steps", "patience")
+#: Learning-rate schedules: ``None`` keeps ``lr`` constant (the paper); ``"plateau"`` multiplies it by
+#: ``lr_factor`` after ``lr_patience`` epochs without a new best validation loss, down to ``lr * min_lr_ratio``.
+LR_SCHEDULES = (None, "plateau")
+#: Settings of a schedule, recorded with the run (and required to match on resume) when a schedule is on.
+SCHEDULE_SETTINGS = ("lr_schedule", "lr_factor", "lr_patience", "min_lr_ratio")
 
 
 class LossModule(Protocol):
@@ -67,6 +72,14 @@ class TrainConfig:
         Show a tqdm bar over epochs.
     val_seed
         Seed of the Monte-Carlo samples used for validation, so validation losses are comparable.
+    lr_schedule
+        ``None`` (constant ``lr``, the paper's) or ``"plateau"``: multiply the learning rate by
+        ``lr_factor`` after ``lr_patience`` epochs without a new best validation loss, never below
+        ``lr * min_lr_ratio`` (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau` on the same loss
+        that drives early stopping). Keep ``lr_patience`` well below ``patience`` so that a lower
+        rate gets its chance before early stopping ends the run.
+    lr_factor, lr_patience, min_lr_ratio
+        Settings of the ``"plateau"`` schedule.
     """
 
     lr: float = 3e-4
@@ -82,6 +95,10 @@ class TrainConfig:
     restore_best: bool = True
     progress_bar: bool = True
     val_seed: int = 12345
+    lr_schedule: str | None = None
+    lr_factor: float = 0.5
+    lr_patience: int = 10
+    min_lr_ratio: float = 1.0 / 64
 
 
 class Trainer:
@@ -156,6 +173,23 @@ class Trainer:
             fused=bool(params) and all(p.is_cuda for p in params),
         )
         self._shuffle = torch.Generator()
+        self._scheduler = self._build_scheduler()
+
+    def _build_scheduler(self) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+        cfg = self.config
+        if cfg.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
+        if cfg.lr_schedule is None:
+            return None
+        if not 0 < cfg.lr_factor < 1 or int(cfg.lr_patience) < 0 or not 0 < cfg.min_lr_ratio <= 1:
+            raise ValueError(
+                f"lr_factor must be in (0, 1), lr_patience >= 0 and min_lr_ratio in (0, 1]; got "
+                f"{cfg.lr_factor}, {cfg.lr_patience}, {cfg.min_lr_ratio}"
+            )
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self._optimizer, mode="min", factor=cfg.lr_factor, patience=int(cfg.lr_patience),
+            threshold=0.0, min_lr=cfg.lr * cfg.min_lr_ratio,
+        )
 
     # ------------------------------------------------------------------ control
     def request_stop(self) -> None:
@@ -174,7 +208,8 @@ class Trainer:
         record = {
             "module_class": cls.__qualname__,  # not the module: a script may run as __main__
             "parameters": {k: list(v.shape) for k, v in self.module.state_dict().items()},
-            "training": {k: getattr(self.config, k) for k in MUST_MATCH},
+            "training": {k: getattr(self.config, k) for k in MUST_MATCH
+                         + (SCHEDULE_SETTINGS if self.config.lr_schedule is not None else ())},
             **self.run_info,
         }
         if "data" not in record:
@@ -199,6 +234,7 @@ class Trainer:
             "rng": get_rng_state(),
             "shuffle_rng": self._shuffle.get_state(),
             "config": asdict(self.config),
+            **({"scheduler": self._scheduler.state_dict()} if self._scheduler is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -215,6 +251,8 @@ class Trainer:
         self.changes = [dict(c) for c in state.get("changes", [])]
         set_rng_state(state["rng"])
         self._shuffle.set_state(state["shuffle_rng"].cpu())
+        if self._scheduler is not None and "scheduler" in state:
+            self._scheduler.load_state_dict(state["scheduler"])
 
     def _run_record(self) -> dict[str, Any]:
         if self._record is None:
@@ -230,6 +268,8 @@ class Trainer:
             if name == "lr":
                 for group in self._optimizer.param_groups:
                     group["lr"] = new
+                if self._scheduler is not None:  # the floor follows the new starting rate
+                    self._scheduler.min_lrs = [new * self.config.min_lr_ratio] * len(self._optimizer.param_groups)
             self.changes.append({"epoch": self.epoch, "setting": name, "from": old, "to": new})
             logger.info("resumed run: %s changed from %r to %r at epoch %d", name, old, new, self.epoch)
 
@@ -343,6 +383,7 @@ class Trainer:
         record.update({f"train_{k}": float(v / max(n_batches, 1)) for k, v in parts_sum.items()})
         if self.val_data is not None:
             record.update(self.evaluate(self.val_data, prefix="val"))
+        record["lr"] = float(self._optimizer.param_groups[0]["lr"])
         record["seconds"] = time.perf_counter() - t0
         return record
 
@@ -368,6 +409,8 @@ class Trainer:
 
     def _track_best(self, record: dict[str, Any]) -> bool:
         value = record.get("val_loss", record["train_loss"])
+        if self._scheduler is not None:
+            self._scheduler.step(value)
         if value < self.best_loss:
             self.best_loss = value
             self.best_epoch = record["epoch"]

@@ -1,0 +1,73 @@
+"""Verdicts of a grid against its baselines, in sentences a reader cannot misread.
+
+A trained model "beats" a baseline on a metric when its paired difference over splits (model minus
+baseline, same splits) has a 95 % bootstrap interval above 0; it "falls short" when the interval is
+below 0; otherwise the two are not distinguishable with these splits. Only converged runs count
+(:func:`cradlekit.experiments.tables.converged_runs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .paired import paired_comparison
+from .tables import converged_runs
+
+__all__ = ["against_baselines", "verdict_lines", "VERDICT_METRICS"]
+
+#: Metrics the verdicts speak about (held out: what the models are for).
+VERDICT_METRICS = {
+    "heldout_ate_pearson": "held-out ATE-ρ",
+    "heldout_ate_pearson_centered": "held-out ATE-ρ centred on the mean effect",
+}
+
+
+def against_baselines(
+    results: pd.DataFrame, models: Sequence[str], baselines: Sequence[str], metrics: Sequence[str], *, k: float,
+) -> pd.DataFrame:
+    """Each trained model minus each baseline, paired over splits (converged runs only)."""
+    runs, _ = converged_runs(results)
+    present = set(runs["model"])
+    frames = []
+    for model in models:
+        if model not in present:
+            continue
+        others = [b for b in baselines if b in present]
+        if others:
+            frames.append(paired_comparison(runs, model, others, metrics, k=k))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def verdict_lines(
+    results: pd.DataFrame, models: Sequence[str], baselines: Sequence[str], labels: dict[str, str], *, k: float,
+) -> list[str]:
+    """Markdown bullet sentences: per metric, the strongest baseline and how each trained model compares."""
+    runs, _ = converged_runs(results[results["k"].astype(float) == float(k)])
+    lines = []
+    for metric, name in VERDICT_METRICS.items():
+        if metric not in runs:
+            continue
+        means = runs.groupby("model")[metric].mean()
+        base = [b for b in baselines if b in means.index and np.isfinite(means[b])]
+        trained = [m for m in models if m in means.index and np.isfinite(means[m])]
+        if not base or not trained:
+            continue
+        best = max(base, key=lambda b: means[b])
+        pc = paired_comparison(runs, best, trained, [metric], k=k)  # baseline minus model
+        better = [r for _, r in pc.iterrows() if r["n"] and r["ci_high"] < 0]
+        worse = [r for _, r in pc.iterrows() if r["n"] and r["ci_low"] > 0]
+        head = f"- **{name}**: the strongest baseline is {labels.get(best, best)} ({means[best]:.3f})."
+        if not better:
+            top = max(trained, key=lambda m: means[m])
+            row = pc[pc["other"] == top].iloc[0]
+            head += (f" **No trained model beats it**: the best, {labels.get(top, top)} ({means[top]:.3f}), differs by "
+                     f"{-row['mean_diff']:+.3f} (95 % CI [{-row['ci_high']:+.3f}, {-row['ci_low']:+.3f}], n = {int(row['n'])} splits)")
+            head += f"; {len(worse)} of {len(trained)} trained models fall short of it." if worse else "."
+        else:
+            names = ", ".join(f"{labels.get(r['other'], r['other'])} ({-r['mean_diff']:+.3f})" for r in better)
+            head += f" Beaten (CI above 0) by {names}; {len(worse)} of {len(trained)} trained models fall short of it."
+        lines.append(head)
+    return lines
