@@ -9,7 +9,10 @@ same target removes such leftovers, but only files of that exact pattern, made o
 process that no longer runs (:func:`remove_stale_temporaries`).
 
 A write that fails because the disk is full (or a file-size or quota limit is reached) raises
-:class:`~cradlekit.errors.FileWriteError` naming the target file; the target is unchanged.
+:class:`~cradlekit.errors.FileWriteError` naming the target file; the target is unchanged. An h5ad is
+checked before writing too (:func:`write_h5ad_atomic`): HDF5 can crash the process (a segmentation
+fault while closing the file) after a failed write, so an AnnData whose arrays alone need more than
+the free space (or the file-size limit) is refused before a byte is written.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import glob
 import hashlib
 import os
 import re
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,8 +139,52 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def _array_bytes(adata: Any) -> int:
+    """Bytes of the arrays an h5ad of ``adata`` stores (``X``, layers, obsm/varm/obsp/varp), a lower bound of
+    the file's size (tables and metadata not counted; a backed ``X`` counts 0)."""
+    total = 0
+    mappings = [getattr(adata, name, None) or {} for name in ("layers", "obsm", "varm", "obsp", "varp")]
+    for value in [getattr(adata, "X", None), *(v for m in mappings for v in m.values())]:
+        parts = [getattr(value, p, None) for p in ("data", "indices", "indptr")] if hasattr(value, "indptr") else [value]
+        total += sum(int(getattr(p, "nbytes", 0) or 0) for p in parts if hasattr(p, "dtype"))
+    return total
+
+
+def _room(folder: Path) -> tuple[int, str] | None:
+    """Bytes one file may still take in ``folder`` (free space, or the file-size limit if lower)."""
+    try:
+        room, what = shutil.disk_usage(folder).free, "free space"
+    except OSError:
+        return None
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if soft != resource.RLIM_INFINITY and soft < room:
+            room, what = soft, "the file-size limit (ulimit -f)"
+    except (ImportError, OSError, ValueError):  # pragma: no cover - no resource module (Windows)
+        pass
+    return room, what
+
+
 def write_h5ad_atomic(adata: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
-    """``adata.write_h5ad(path)``, atomically (also safe when ``path`` is the file ``adata`` came from)."""
+    """``adata.write_h5ad(path)``, atomically (also safe when ``path`` is the file ``adata`` came from).
+
+    Raises
+    ------
+    cradlekit.errors.FileWriteError
+        The arrays alone need more than the free space or the file-size limit (checked before writing),
+        or the disk filled up while writing; the message names ``path``, which is left as it was.
+    """
+    path = Path(path)
+    need, room = _array_bytes(adata), _room(path.parent if path.parent.exists() else Path.cwd())
+    if room is not None and need > room[0]:
+        code = errno.EFBIG if room[1].startswith("the file-size") else errno.ENOSPC
+        raise FileWriteError(
+            code, f"could not write {path}: its arrays alone take {need / 2**20:.1f} MB and {room[1]} allows "
+            f"{room[0] / 2**20:.1f} MB; nothing was written ({path} was left as it was). Free space (or raise the "
+            f"limit) on {path.parent} and run again", str(path),
+        )
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp, **kwargs)
     return Path(path)

@@ -259,3 +259,22 @@ def test_the_cli_prints_one_line_for_a_runtime_error(tmp_path, make_qc_adata, mo
                                 "(--debug shows the traceback)"]
     with pytest.raises(RuntimeError):  # --debug: the traceback
         main(["--debug", "qc", str(path), str(tmp_path / "out.h5ad")])
+
+
+def test_a_disk_that_fills_up_during_an_h5ad_write_is_reported_with_the_file(tmp_path):
+    from cradlekit._atomic import write_h5ad_atomic
+
+    class FillsTheDisk:  # what h5py raises when the disk fills up while HDF5 writes (errno only in the text)
+        X = np.zeros((2, 2), np.float32)
+
+        def write_h5ad(self, filename, **kwargs):
+            with open(filename, "wb") as fh:
+                fh.write(b"part of a file")
+            raise RuntimeError("Can't write data (file write failed: errno = 28, error message = 'No space left on device')")
+
+    target = tmp_path / "out.h5ad"
+    target.write_bytes(b"the previous file")
+    with pytest.raises(errors.FileWriteError) as err:
+        write_h5ad_atomic(FillsTheDisk(), target)
+    assert err.value.errno == 28 and str(target) in str(err.value)
+    assert target.read_bytes() == b"the previous file" and sorted(p.name for p in tmp_path.iterdir()) == ["out.h5ad"]
