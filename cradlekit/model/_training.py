@@ -106,7 +106,9 @@ class TrainingMixin:
         accelerator
             ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a device.
         checkpoint_dir, checkpoint_every
-            Folder for ``last.pt`` (every ``checkpoint_every`` epochs) and ``best.pt``.
+            Folder for ``last.pt`` (every ``checkpoint_every`` epochs) and ``best.pt``. While training, the
+            folder is locked (``.cradlekit-training.lock``, released when the training or its process
+            ends): a second training into it is refused.
         resume
             Continue from ``checkpoint_dir/last.pt`` when it exists (weights, optimiser, RNG states).
             The checkpoint must come from the same run: model and options, genes (names and order),
