@@ -14,8 +14,14 @@ concurrent runners - and what became of each.
    would run code as ``last.pt`` and ``model.pt``, a cached dataset failing its checksum, a truncated
    first download, ``cradlekit qc`` interrupted while writing onto its input; the error, whether it
    names the file, whether code ran, whether a file was lost.
+5. **Second round** (issue 20; ``fault_injection_round2.py`` and ``fault_injection_losses.py``): damaged
+   h5ad inputs and prepared files, bytes flipped in model.pt/last.pt/a cached download with its size and
+   mtime kept, a 2x2 swap of counts, two trainings into one checkpoint folder and two grids into one
+   output folder started together, a NaN at epoch 1, bad ``train()`` arguments, odd labels, killed
+   downloads and ``qc IN IN``, a binary config, files missing entries, a full disk; then the cost of the
+   content checks (``_content_check_cost.py``).
 
-Usage (about 4 minutes on one CPU core)::
+Usage (about 6 minutes on two busy CPU cores)::
 
     python benchmarks/fault_injection.py [--train-trials 8] [--grid-trials 2] [--seed 0]
 
@@ -321,18 +327,20 @@ def file_checks(work: Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------ report
-def write_report(train_rows, duration, grid_rows, concurrent, files, seconds, args) -> Path:
+def write_report(train_rows, duration, grid_rows, concurrent, files, second, costs, seconds, args) -> Path:
     sys.path.insert(0, str(HERE))
     from _common import RESULTS, machine, write_result
+    from fault_injection_round2 import report_lines
 
     write_result("fault_injection", {"training": train_rows, "training_seconds": duration, "grid": grid_rows,
-                                     "concurrent": concurrent, "files": files, "seconds": seconds,
-                                     "args": vars(args)})
+                                     "concurrent": concurrent, "files": files, "second_round": second,
+                                     "content_check_cost": {k: v for k, v in costs.items() if k != "lines"},
+                                     "seconds": seconds, "args": vars(args)})
     signals = [e for r in train_rows for e in r["events"] if e["delay_s"] is not None]
     landed = sum(e["landed"] for e in signals)
     ok = sum(r["identical_weights"] and r["identical_val_losses"] for r in train_rows)
     lines = [
-        "# Fault injection (issue 12)",
+        "# Fault injection (issues 12 and 20)",
         "",
         f"`python benchmarks/fault_injection.py --train-trials {args.train_trials} --grid-trials {args.grid_trials} "
         f"--seed {args.seed}` on {machine()['cpu_count']} CPUs, one torch thread; {seconds / 60:.1f} min in all.",
@@ -371,6 +379,7 @@ def write_report(train_rows, duration, grid_rows, concurrent, files, seconds, ar
     for r in files:
         msg = r["message"].replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {r['case']} | {r['outcome']} | {r['names_file']} | {r['code_ran']} | {r.get('file_kept', '')} | {msg} |")
+    lines += report_lines(second, costs)
     path = RESULTS / "fault_injection.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -395,7 +404,12 @@ def main() -> None:
         train_rows, duration = training_trials(work, args.train_trials, rng)
         grid_rows, concurrent = grid_trials(work, args.grid_trials, rng)
         files = file_checks(work)
-    path = write_report(train_rows, duration, grid_rows, concurrent, files, time.perf_counter() - start, args)
+        from _content_check_cost import measure
+        from fault_injection_round2 import round_two
+
+        second = round_two(work, work / "grid.yaml", work / "grid_ref", _results)
+        costs = measure(work)
+    path = write_report(train_rows, duration, grid_rows, concurrent, files, second, costs, time.perf_counter() - start, args)
     print(f"wrote {path}")
 
 

@@ -241,8 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     try:
         return int(args.func(args))
-    except (CradlekitError, ConfigError, OSError, ValueError, TypeError) as err:
-        # bad input or a bad config: one line naming the problem and the fix, no traceback
+    except (CradlekitError, ConfigError, OSError, ValueError, TypeError, RuntimeError) as err:
+        # bad input, a bad config or a failure deep in a library: one line naming the problem, no traceback
         message = " ".join(str(err).split())
         print(f"cradlekit {args.command}: error: {type(err).__name__}: {message} "
               "(--debug shows the traceback)", file=sys.stderr)

@@ -22,6 +22,10 @@ __all__ = [
     "GeneMismatchError",
     "CheckpointError",
     "CheckpointMismatchError",
+    "DamagedFileError",
+    "FolderInUseError",
+    "InvalidLabelError",
+    "FileWriteError",
 ]
 
 
@@ -75,3 +79,25 @@ class CheckpointError(CradlekitError, OSError):
 
 class CheckpointMismatchError(CradlekitError, ValueError):
     """A checkpoint was written by a different run (model, settings, genes or data) than the one resuming it."""
+
+
+class DamagedFileError(CradlekitError, OSError):
+    """A file exists but cannot be read as what it should be (damaged, truncated, or another format).
+
+    The message names the file and what to do; an ``except OSError`` clause still catches it.
+    """
+
+
+class FolderInUseError(CradlekitError, OSError):
+    """Another live process is writing into the same folder (a checkpoint folder, a grid's output folder)."""
+
+
+class InvalidLabelError(MissingKeyError):
+    """A perturbation label is malformed (an empty member, as in ``'+'``, ``'A+'`` or ``'A++B'``)."""
+
+
+class FileWriteError(CradlekitError, OSError):
+    """A file could not be written (disk full, file-size or quota limit); the message names the file.
+
+    Keeps the ``errno`` of the underlying error (e.g. 28, no space left on device).
+    """

@@ -196,7 +196,7 @@ def test_verified_file_is_not_rehashed(server, isolated_data_env, monkeypatch):
     real = download_mod.file_digest
     monkeypatch.setattr(download_mod, "file_digest", lambda *a, **k: calls.append(a) or real(*a, **k))
     fetch(_entry(server.url), cache_dir=isolated_data_env)
-    assert calls == []  # the stamp matched
+    assert calls == []  # hashed once in this process, the file unchanged since
     (isolated_data_env / "toy.h5ad").write_bytes(CONTENT)  # rewritten: new mtime, must be re-hashed
     fetch(_entry(server.url), cache_dir=isolated_data_env)
     assert len(calls) == 1

@@ -9,8 +9,11 @@ Where :func:`fetch` looks, in order:
    skipped with a warning;
 3. the cache, ``cache_dir=`` or ``$CRADLEKIT_CACHE`` or ``~/.cache/cradlekit`` - a corrupt cached
    file is logged, moved aside into ``<cache>/.moved-aside/`` (never deleted: the checksum, not the
-   file, may be wrong) and downloaded again, never used;
-4. a download with :mod:`pooch` into the cache, checked against the manifest's hash.
+   file, may be wrong; a second file moved aside under a taken name gets ``.2``, ``.3`` ...) and
+   downloaded again, never used;
+4. a download with :mod:`pooch`'s HTTP downloader into a temporary file in the cache
+   (:func:`cradlekit._atomic.atomic_path`; one left by a killed download is removed by the next
+   :func:`fetch`), renamed into place, then checked against the manifest's hash.
 
 **Trust on first use.** When the manifest knows no checksum for a dataset, the sha256 of the first
 download is written next to it in ``<file>.sha256`` (``sha256sum`` format), but only once the file
@@ -18,9 +21,12 @@ opens as a valid h5ad (a truncated download is moved aside and nothing is record
 copies and re-downloads are checked against that record; if upstream really changed the file,
 delete the sidecar to trust the new one.
 
-Hashing a large file every time is slow (Replogle is 61 GB), so after a successful check a stamp
-in ``<cache>/.verified/`` records the file's path, size, modification time and digest; an
-unchanged file is not hashed again. Any change of size or modification time forces a full check.
+**Content checked on every load, hashed once per process.** A file's content is hashed the first
+time a process uses it (sha256 runs at about 1-2 GB/s: seconds for most datasets, about a minute for
+Replogle's 61 GB; see ``benchmarks/results/fault_injection.md``); within the process the digest is
+reused while the file's size, modification time, change time and inode are unchanged (any write,
+even one that restores the modification time, changes the change time). No record on disk is trusted
+instead of the content: bytes changed behind the file system's back are found by the next process.
 Nothing is written next to local copies outside the cache.
 """
 
@@ -28,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,8 +41,11 @@ from pathlib import Path
 
 import pooch
 
+from .._atomic import atomic_path, remove_stale_temporaries
+from .._h5ad import h5ad_problem
 from .._logging import logger
-from ..errors import ChecksumError, DatasetNotAvailableError
+from .._moved_aside import MOVED_ASIDE, move_aside
+from ..errors import ChecksumError, DatasetNotAvailableError, FileWriteError
 from .manifest import DatasetEntry, get_entry
 
 __all__ = [
@@ -52,11 +60,12 @@ __all__ = [
     "SHARED_DATA_ENV",
 ]
 
-MOVED_ASIDE = ".moved-aside"
 CACHE_ENV = "CRADLEKIT_CACHE"
 DATA_DIRS_ENV = "CRADLEKIT_DATA_DIRS"
 SHARED_DATA_ENV = "CRADLEKIT_SHARED_DATA"
 _CHUNK = 1 << 20
+#: Digests computed in this process: (path, size, mtime_ns, ctime_ns, inode, alg) -> hex digest.
+_HASHED: dict[tuple, str] = {}
 
 
 def default_cache_dir() -> Path:
@@ -92,11 +101,6 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _stamp(path: Path, cache: Path) -> Path:
-    key = hashlib.sha1(str(path.resolve()).encode("utf-8")).hexdigest()
-    return cache / ".verified" / f"{key}.json"
-
-
 def expected_checksum(entry: DatasetEntry, cache_dir: str | Path | None = None) -> tuple[str, str, str] | None:
     """``(alg, hex, source)`` the file must match, or ``None`` when nothing is known yet.
 
@@ -114,23 +118,23 @@ def expected_checksum(entry: DatasetEntry, cache_dir: str | Path | None = None) 
     return None
 
 
-def _matches(path: Path, expected: tuple[str, str, str], size: int | None, cache: Path) -> tuple[bool, str]:
-    """Check ``path``; return ``(ok, what was found)``. Uses and refreshes its stamp in ``cache``."""
+def _content_digest(path: Path, alg: str) -> str:
+    """:func:`file_digest` of ``path``, computed once per process while the file is unchanged."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, alg)
+    if key not in _HASHED:
+        _HASHED[key] = file_digest(path, alg)
+    return _HASHED[key]
+
+
+def _matches(path: Path, expected: tuple[str, str, str], size: int | None) -> tuple[bool, str]:
+    """Check ``path``'s size and content; return ``(ok, what was found)``."""
     alg, digest, _ = expected
     st = path.stat()
     if size is not None and st.st_size != size:
         return False, f"a file of {st.st_size} bytes (expected {size} bytes)"
-    stamp = {"path": str(path.resolve()), "alg": alg, "digest": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    with contextlib.suppress(OSError, ValueError):
-        if json.loads(_stamp(path, cache).read_text(encoding="utf-8")) == stamp:
-            return True, f"{alg} {digest}"
-    actual = file_digest(path, alg)
-    if actual != digest:
-        return False, f"{alg} {actual}"
-    with contextlib.suppress(OSError):
-        _stamp(path, cache).parent.mkdir(parents=True, exist_ok=True)
-        _stamp(path, cache).write_text(json.dumps(stamp), encoding="utf-8")
-    return True, f"{alg} {actual}"
+    actual = _content_digest(path, alg)
+    return actual == digest, f"{alg} {actual}"
 
 
 @contextlib.contextmanager
@@ -214,7 +218,7 @@ def fetch(
                 "verify=False" if not verify else "no checksum known yet",
             )
             return candidate
-        ok, found = _matches(candidate, expected, entry.size_bytes, cache)
+        ok, found = _matches(candidate, expected, entry.size_bytes)
         if ok:
             logger.info("%s: using verified local copy %s", entry.name, candidate)
             return candidate
@@ -224,8 +228,9 @@ def fetch(
         )
 
     cached = cache / entry.filename
+    remove_stale_temporaries(cached)  # a download killed mid-way left its temporary file
     if cached.is_file() and expected is not None:
-        ok, found = _matches(cached, expected, entry.size_bytes, cache)
+        ok, found = _matches(cached, expected, entry.size_bytes)
         if ok:
             logger.info("%s: using cached %s", entry.name, cached)
             return cached
@@ -265,7 +270,7 @@ def _use_explicit(
     if expected is None:
         logger.warning("%s: no checksum known; using %s as is", entry.name, path)
         return path
-    ok, found = _matches(path, expected, entry.size_bytes, cache)
+    ok, found = _matches(path, expected, entry.size_bytes)
     if not ok:
         raise ChecksumError(
             f"{entry.name}: {path} does not match the checksum from {expected[2]}: expected "
@@ -289,21 +294,16 @@ def _download(
     size = f" ({entry.size_bytes / 1e9:.2f} GB)" if entry.size_bytes else ""
     logger.info("%s: downloading %s%s into %s", entry.name, entry.url, size, cache)
     cache.mkdir(parents=True, exist_ok=True)
-    try:
-        with _quiet_pooch():
-            out = pooch.retrieve(  # checked below, so a mismatching file is moved aside, not deleted
-                entry.url,
-                known_hash=None,
-                fname=entry.filename,
-                path=cache,
-                progressbar=progressbar,
-                downloader=pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout),
-            )
+    out_path = cache / entry.filename
+    try:  # into a temporary file renamed into place; checked below, so a bad file is moved aside, not deleted
+        with _quiet_pooch(), atomic_path(out_path) as tmp:
+            pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout)(entry.url, str(tmp), None)
+    except FileWriteError:
+        raise
     except (requests.exceptions.RequestException, OSError) as err:
         raise DatasetNotAvailableError(
             _not_available(entry, dirs, cache, expected, f"the download failed ({err})")
         ) from err
-    out_path = Path(out)
     if expected is None:
         problem = _h5ad_problem(entry, out_path)
         if problem is not None:
@@ -314,7 +314,7 @@ def _download(
             )
         _record_first_use(entry, out_path, note="first download")
     else:
-        ok, found = _matches(out_path, expected, entry.size_bytes, cache)  # also writes the stamp
+        ok, found = _matches(out_path, expected, entry.size_bytes)
         if not ok:
             moved = _move_aside(out_path, cache, found)
             raise ChecksumError(
@@ -330,25 +330,16 @@ def _h5ad_problem(entry: DatasetEntry, path: Path) -> str | None:
     """Why ``path`` is not a readable h5ad (``None`` when it opens, or the entry is not an h5ad)."""
     if str(entry.format).lower() != "h5ad":
         return None
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as fh:
-            missing = [k for k in ("obs", "var") if k not in fh]
-    except Exception as err:  # noqa: BLE001 - any failure to open means "not usable"
-        return f"does not open as an h5ad ({type(err).__name__}: {str(err)[:160]})"
-    return f"is not an AnnData file (no {', '.join(missing)})" if missing else None
+    return h5ad_problem(path)
 
 
 def _move_aside(path: Path, cache: Path, found: str) -> Path:
     """Rename ``path`` into ``<cache>/.moved-aside/`` (same file system: no copy), named by what was
-    found (``sha256 <hex>``, ``unreadable``, a size), so a file moved aside twice is one file."""
+    found (``sha256 <hex>``, ``unreadable``, a size). A name taken by another file gets ``.2``, ``.3`` ...;
+    only a name made of the file's own digest is reused (the same bytes moved aside twice are one file)."""
     tag = "".join(c if c.isalnum() else "-" for c in found.split(" (")[0])[:40].strip("-")
-    dest = cache / MOVED_ASIDE / f"{path.name}.{tag}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(path, dest)
-    _stamp(path, cache).unlink(missing_ok=True)
-    return dest
+    by_digest = found.split(" ")[0] in hashlib.algorithms_available and " (" not in found
+    return move_aside(path, cache / MOVED_ASIDE, f"{path.name}.{tag}", same_content=by_digest)
 
 
 def _moved_note(cache: Path, entry: DatasetEntry) -> str:
@@ -363,7 +354,7 @@ def _moved_note(cache: Path, entry: DatasetEntry) -> str:
 
 
 def _record_first_use(entry: DatasetEntry, path: Path, *, note: str) -> None:
-    digest = file_digest(path, "sha256")
+    digest = _content_digest(path, "sha256")
     _sidecar(path).write_text(f"{digest}  {path.name}\n", encoding="utf-8")
     logger.warning(
         "%s: no published checksum; recorded sha256 %s of %s (%s) in %s - later loads are "

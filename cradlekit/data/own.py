@@ -13,15 +13,14 @@ with a message saying how to load it).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import anndata as ad
 import numpy as np
 from anndata import AnnData
 
+from .._h5ad import read_h5ad_checked
 from .._keys import COMBO_SEP, CONTROL_LABEL, PERTURBATION_KEY, UNS_KEY
 from .._logging import logger
 from .._rows import check_counts_in_chunks
@@ -43,13 +42,14 @@ def read_h5ad(path: str | Path) -> AnnData:
     ------
     FileNotFoundError
         If the file does not exist (the message gives the absolute path).
+    cradlekit.errors.DamagedFileError
+        If the file exists but does not read as an AnnData (damaged, truncated, another format):
+        the message names the file and what to do.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no such .h5ad file: {path.resolve()}")
-    with warnings.catch_warnings():  # files written by old anndata versions read fine
-        warnings.simplefilter("ignore", getattr(ad, "OldFormatWarning", UserWarning))
-        return ad.read_h5ad(path)
+    return read_h5ad_checked(path.resolve(), what="input")
 
 
 def setup(
@@ -115,8 +115,17 @@ def setup(
         Counts that are not raw integers; a backed AnnData (the message says how to load it).
     cradlekit.errors.MissingKeyError
         An absent column or layer; empty or missing labels (with the number of cells).
+    cradlekit.errors.InvalidLabelError
+        Labels with an empty member (``+``, ``A+``, ``+B``, ``A++B``), with the number of cells.
     cradlekit.errors.UnknownControlError
         The control label has no cell.
+
+    Warns
+    -----
+    UserWarning
+        Labels that look like a missing value (``nan``, ``None``) or differ from the control label
+        only in case (``Control``): they are kept as targets (see
+        :func:`~cradlekit.data.standardize_perturbations`).
 
     Examples
     --------

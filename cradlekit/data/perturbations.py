@@ -6,10 +6,16 @@ joined by ``+`` (``KLF1+MAP2K6``). Combinations are stored with their targets in
 sorted order so ``B+A`` and ``A+B`` are the same perturbation.
 
 One rule makes a label canonical, :func:`canonicalize_labels` (built on :func:`parse_perturbation`):
-targets are whitespace-stripped, sorted and de-duplicated, control members (``control+A``) and
-empty members (``A++B``) are dropped, and an empty or missing label is an error. The split, the
+targets are whitespace-stripped, sorted and de-duplicated, control members (``control+A``) are
+dropped, and an empty or missing label is an error, as is a label with an empty member (``+``,
+``A+``, ``+B``, ``A++B``: a separator with nothing on one side is neither a target nor the control,
+and guessing which was meant would silently turn such cells into controls or singles). The split, the
 dosage matrix, the data ATE and generation all go through it, so ``B+A`` and ``A+B`` are one
 perturbation everywhere.
+
+:func:`standardize_perturbations` (and so :func:`cradlekit.data.setup`) also warns about labels that
+look like a missing value written as text (``nan``, ``None``, ``NA`` ...) and labels that differ from
+a control label only in case (``Control`` next to ``control``): both would otherwise become targets.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from anndata import AnnData
 from .._keys import COMBO_SEP, CONTROL_LABEL, PERTURBATION_KEY, UNS_KEY
 from .._logging import logger
 from .._validation import check_control_label, check_groups_nonempty, check_labels, check_obs_key
-from ..errors import MissingKeyError
+from ..errors import InvalidLabelError, MissingKeyError
+from .label_checks import warn_suspicious_labels
 
 __all__ = [
     "parse_perturbation",
@@ -54,6 +61,8 @@ def parse_perturbation(label: str, *, control_label: str = CONTROL_LABEL, sep: s
     ------
     ValueError
         For an empty (or whitespace-only) label: it is not the control.
+    cradlekit.errors.InvalidLabelError
+        For a label with an empty member (``"+"``, ``"A+"``, ``"+B"``, ``"A++B"``); a ``ValueError``.
     """
     return _parse(label, controls=(control_label,), sep=sep)[0]
 
@@ -72,8 +81,10 @@ def _parse(label, *, controls: Sequence[str], sep: str) -> tuple[tuple[str, ...]
     if any(p != q for p, q in zip(parts, raw)):
         notes.add("whitespace")
     if any(not p for p in parts):
-        notes.add("empty member")
-    parts = [p for p in parts if p]
+        raise InvalidLabelError(
+            f"perturbation label {text!r} has an empty member (nothing on one side of {sep!r}): it is neither a "
+            "target nor the control"
+        )
     if any(p == controls[0] for p in parts):
         notes.add("control member")
     elif any(p in controls for p in parts):
@@ -97,7 +108,6 @@ def _is_missing(label) -> bool:
 _WARN_NOTES = {
     "duplicate": "a target repeated within a label (e.g. 'A+A') was counted once",
     "control member": "a control inside a combination (e.g. 'control+A') was dropped",
-    "empty member": "an empty member (e.g. 'A++B' or 'A+') was dropped",
 }
 
 
@@ -113,8 +123,7 @@ def canonicalize_labels(
     """The canonical label of every cell: the one rule used by split, dosage, ATE and generation.
 
     Targets are whitespace-stripped, sorted (``B+A`` → ``A+B``) and de-duplicated; control members
-    and empty members are removed (with a warning giving the number of cells); controls become
-    ``new_control_label``.
+    are removed (with a warning giving the number of cells); controls become ``new_control_label``.
 
     Parameters
     ----------
@@ -138,11 +147,14 @@ def canonicalize_labels(
     ------
     cradlekit.errors.MissingKeyError
         If a label is missing (NaN/None) or empty: the message gives the number of cells.
+    cradlekit.errors.InvalidLabelError
+        If a label has an empty member (``+``, ``A+``, ``+B``, ``A++B``): the message gives the number
+        of cells and the labels.
 
     Warns
     -----
     UserWarning
-        When a duplicate, control or empty member was removed from a label.
+        When a duplicate or control member was removed from a label.
     """
     series = labels if isinstance(labels, pd.Series) else pd.Series(list(labels), dtype=object)
     new_control = control_label if new_control_label is None else new_control_label
@@ -156,13 +168,25 @@ def canonicalize_labels(
     text = series.astype(str)
     mapping: dict[str, str] = {}
     fixed: dict[str, list[str]] = {}
+    bad: list[str] = []
     for label in pd.unique(text):  # loop over unique labels, not cells
-        targets, notes = _parse(label, controls=controls, sep=sep)
+        try:
+            targets, notes = _parse(label, controls=controls, sep=sep)
+        except InvalidLabelError:
+            bad.append(label)
+            continue
         mapping[label] = canonical_label(targets, control_label=new_control, sep=COMBO_SEP)
         for note in notes & set(_WARN_NOTES):
             fixed.setdefault(note, []).append(label)
-    out = text.map(mapping)
     counts = text.value_counts()
+    if bad:
+        raise InvalidLabelError(
+            f"{int(counts[bad].sum())} of {len(series)} cells in {what} have a label with an empty member "
+            f"({len(bad)} labels: {bad[:5]}): a {sep!r} with nothing on one side is neither a target nor the "
+            f"control {control_label!r}. Fix these labels (e.g. 'A+' -> 'A', '+' -> {control_label!r}) or drop "
+            "the cells first"
+        )
+    out = text.map(mapping)
     for note, examples in fixed.items():
         n = int(counts[examples].sum())
         msg = (f"{what}: {_WARN_NOTES[note]} in {n} cells ({len(examples)} labels, e.g. "
@@ -223,10 +247,27 @@ def standardize_perturbations(
         The original labels, when ``key_added`` is the column that held them.
     ``uns['cradlekit']``
         ``perturbation_key``, ``control_label`` and ``combo_sep``.
+
+    Raises
+    ------
+    cradlekit.errors.UnknownControlError
+        The control label has no cell.
+    cradlekit.errors.MissingKeyError
+        A cell has no (or an empty) label.
+    cradlekit.errors.InvalidLabelError
+        A label has an empty member (``+``, ``A+``, ``+B``, ``A++B``).
+
+    Warns
+    -----
+    UserWarning
+        Labels that look like a missing value written as text (``nan``, ``None``, ``NA`` ...), or
+        that differ from a control label only in case (``Control`` next to ``control``): both are
+        kept as targets.
     """
     check_control_label(adata, perturbation_key, control_label)
     # NaN or empty labels would silently become a perturbation named "nan" or the control
     raw = check_labels(adata, perturbation_key)
+    warn_suspicious_labels(raw, (control_label, *extra_control_labels), sep, what=f"adata.obs[{perturbation_key!r}]")
     canonical = canonicalize_labels(
         raw, control_label=control_label, sep=sep, extra_control_labels=extra_control_labels,
         new_control_label=new_control_label, what=f"adata.obs[{perturbation_key!r}]",

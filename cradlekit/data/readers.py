@@ -12,16 +12,15 @@ original column already called ``perturbation`` is renamed ``perturbation_origin
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._h5ad import read_h5ad_checked
 from .._keys import CONTROL_LABEL, PERTURBATION_KEY, UNS_KEY
 from .._logging import logger
 from .._validation import check_raw_counts
@@ -265,9 +264,11 @@ def standardize_dataset(
 def _read(file: Path, entry: DatasetEntry, *, subset: str | None, select: bool) -> tuple[AnnData, dict]:
     """Read only the needed cells/genes (backed mode keeps the rest on disk)."""
     info: dict[str, Any] = {}
-    with warnings.catch_warnings():  # files written by old anndata versions read fine
-        warnings.simplefilter("ignore", ad.OldFormatWarning)
-        backed = ad.read_h5ad(file, backed="r")
+    backed = read_h5ad_checked(
+        file, backed="r", what=f"{entry.name}: file",
+        remedy="it is damaged or truncated (an interrupted copy or download?); delete or move it and load the "
+        "dataset again (a manifest dataset is downloaded again), or pass a good copy with path=",
+    )
     try:
         rows = np.ones(backed.n_obs, dtype=bool)
         cols = np.ones(backed.n_vars, dtype=bool)

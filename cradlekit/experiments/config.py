@@ -256,7 +256,10 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> ExperimentConfig:
     ConfigError
         An invalid entry (the message names it); a file that is not a YAML mapping.
     """
-    text = Path(path).read_text()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text (UTF-8) YAML file ({err.reason} at byte {err.start}); pass the config's .yaml") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:

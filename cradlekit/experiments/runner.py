@@ -8,15 +8,22 @@ Several runners may share an output folder: each run is taken under a lock
 (:class:`~.locks.RunLock`, released by the operating system if the runner dies), a runner skips
 runs another one holds, and at the end waits for them (and runs any whose holder failed).
 
+Runners of *one* grid share a folder; a grid with other settings is refused while one runs there
+(:class:`~cradlekit.errors.FolderInUseError`): both would rewrite ``results.csv`` and the tables, each
+with its own runs only. Every runner holds a shared lock ``.locks/grid-<settings digest>.lock`` in the
+output folder for as long as it runs, and refuses to start while a lock of another digest is held.
+
 At the end every finished run in the folder whose settings match the config (its cache key is the
 one this config gives its model, k and seed; :func:`collect_results`) is collected into
 ``results.csv`` (and ``results.parquet`` when pyarrow is installed) and the tables are rendered, so
-two grids sharing a folder, or two runners, each leave a table of all the matching runs. Files are
+two grids sharing a folder one after the other, or two runners, each leave a table of all the matching
+runs (a warning names the runs of other settings that the new ``results.csv`` leaves out). Files are
 written atomically.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import time
@@ -28,7 +35,9 @@ from typing import Any, Literal
 import pandas as pd
 
 from .._atomic import atomic_path
+from .._locks import held_elsewhere, holder
 from .._logging import logger
+from ..errors import FolderInUseError
 from .config import ExperimentConfig
 from .grid import MODEL_ORDER, RunSpec, expand_grid, run_json_path, run_key, run_name
 from .locks import LOCK_DIR, RunLock
@@ -105,9 +114,44 @@ def run_grid(
     Returns
     -------
     GridResult
+
+    Raises
+    ------
+    cradlekit.errors.FolderInUseError
+        A grid with other settings is running in the same output folder (nothing is changed).
     """
     if executor not in ("sequential", "dask"):
         raise ValueError(f"executor must be 'sequential' or 'dask', got {executor!r}")
+    folder = _claim_folder(config)
+    try:
+        return _run_grid(config, executor, client, n_workers, on_error, callback, write)
+    finally:
+        folder.release()
+
+
+def _grid_digest(config: ExperimentConfig) -> str:
+    """Digest of a grid's settings (everything but the output folder): runners of one grid share it."""
+    payload = {k: v for k, v in config.to_dict().items() if k != "output_dir"}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _claim_folder(config: ExperimentConfig) -> RunLock:
+    """Hold this grid's shared lock on the output folder; refuse while a grid with other settings holds one."""
+    locks = config.output_path / LOCK_DIR
+    mine = RunLock(locks / f"grid-{_grid_digest(config)}.lock", shared=True)
+    mine.acquire(blocking=True)
+    for other in sorted(locks.glob("grid-*.lock")):
+        if other != mine.path and held_elsewhere(other):
+            mine.release()
+            raise FolderInUseError(
+                f"output folder {config.output_path} is in use by a grid with other settings ({holder(other)}; lock "
+                f"{other.name}): both would rewrite results.csv and the tables with their own runs only. Use another "
+                "output folder (output_dir, or --out), or wait until that grid ends."
+            )
+    return mine
+
+
+def _run_grid(config, executor, client, n_workers, on_error, callback, write) -> GridResult:
     start = time.perf_counter()
     specs = expand_grid(config)
     result = GridResult(results=pd.DataFrame())
@@ -274,8 +318,9 @@ def collect_results(config: ExperimentConfig) -> pd.DataFrame:
         key = (0, order[spec], 0, "", 0) if spec in order else (1, float(spec.k), rank, spec.model, spec.seed)
         found.append((key, row))
     if other:
-        logger.info("%d finished run(s) in %s were made with other settings and are not in this grid's results",
-                    other, config.output_path / "runs")
+        logger.warning("%d finished run(s) in %s were made with other settings and are not in this grid's results "
+                       "(nor in the results.csv written now); run their grid again to list them (they are cached)",
+                       other, config.output_path / "runs")
     frame = pd.DataFrame([row for _, row in sorted(found, key=lambda item: item[0])])
     for col in METRICS:
         if col in frame:

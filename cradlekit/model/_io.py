@@ -24,6 +24,9 @@ MODEL_FILE = "model.pt"
 REGISTRY_FILE = "registry.json"
 HISTORY_FILE = "history.json"
 FORMAT = "cradlekit.PerturbationModel/1"
+#: Entries of ``registry.json`` (and of its ``registry``) that loading a model reads.
+META_KEYS = ("registry", "module_options")
+REGISTRY_KEYS = ("model", "genes", "targets", "conditions", "n_obs_per_perturbation", "n_train", "control_label")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -88,8 +91,9 @@ def read_model_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
     ValueError
         If ``registry.json`` is not a cradlekit model record.
     cradlekit.errors.CheckpointError
-        If a file is damaged or truncated, or ``model.pt`` holds Python objects (it is loaded with
-        ``weights_only=True`` and never unpickled); the message names the file.
+        If a file is damaged or truncated, ``registry.json`` lacks an entry loading needs, ``model.pt``'s
+        content does not match the checksum recorded when it was saved, or ``model.pt`` holds Python
+        objects (it is loaded with ``weights_only=True`` and never unpickled); the message names the file.
     """
     path = Path(path)
     for name in (MODEL_FILE, REGISTRY_FILE):
@@ -100,6 +104,12 @@ def read_model_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ValueError(f"{path / REGISTRY_FILE} has format {found!r}, expected {FORMAT!r}")
+    registry = meta.get("registry")
+    missing = [k for k in META_KEYS if k not in meta] or (
+        [f"registry.{k}" for k in REGISTRY_KEYS if k not in registry] if isinstance(registry, dict) else ["registry (a mapping)"]
+    )
+    if missing:
+        raise CheckpointError(f"{path / REGISTRY_FILE} lacks {', '.join(missing)} (altered or damaged); {remedy}")
     state = load_checkpoint(path / MODEL_FILE, what="saved model", remedy=remedy)
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"saved model {path / MODEL_FILE} does not hold a dict of tensors; {remedy}")

@@ -12,6 +12,7 @@ from anndata import AnnData
 
 from .._keys import CF_LAYER, SPLIT_KEY, artifact_key as _artifact_key
 from .._logging import logger
+from ..errors import NonFiniteLossError
 from ..module import PerturbationVAE, build_model
 from ..train import CellBatches, Trainer, resolve_device
 from ._io import read_model_dir, write_model_dir
@@ -141,6 +142,7 @@ class PerturbationModel(TrainingMixin):
         self._trainer: Trainer | None = None
         self._log_stats: tuple[torch.Tensor, torch.Tensor] | None = None
         self._data_fingerprint: dict[str, Any] | None = None
+        self._nonfinite: str | None = None  # the message of the non-finite loss that ended the last training
 
     def _build_module(self, seed: int) -> PerturbationVAE:
         """A freshly initialised module; ``seed`` fixes its weights (the global RNG is left as it was)."""
@@ -270,14 +272,36 @@ class PerturbationModel(TrainingMixin):
         return basal_latent(self.module, cell_batches(adata, self.registry, batch_size), seed=seed)
 
     # ------------------------------------------------------------------ save / load
-    def save(self, dir_path: str | os.PathLike, *, overwrite: bool = False) -> None:
+    def save(self, dir_path: str | os.PathLike, *, overwrite: bool = False, allow_nonfinite: bool = False) -> None:
         """Write the module state, registry, options and history to a folder (no pickled AnnData).
+
+        Parameters
+        ----------
+        dir_path
+            The folder (created if needed).
+        overwrite
+            Replace a model already saved there.
+        allow_nonfinite
+            Save even though the last :meth:`train` ended with a non-finite loss. Its weights are those
+            of the step that diverged (often NaN or huge), so by default they are refused; the
+            checkpoint folder's ``last.pt``/``best.pt`` hold the last good epochs, if any were saved.
 
         Raises
         ------
         FileExistsError
             If the folder already holds a model and ``overwrite`` is False.
+        cradlekit.errors.NonFiniteLossError
+            If the last training ended with a non-finite loss and ``allow_nonfinite`` is False; nothing
+            is written.
         """
+        if self._nonfinite is not None and not allow_nonfinite:
+            raise NonFiniteLossError(
+                f"not saving to {os.fspath(dir_path)}: the last train() ended with a non-finite loss, so this model holds "
+                f"the weights of the step that diverged ({self._nonfinite}) Train again (a lower lr), or pass "
+                "allow_nonfinite=True to save these weights anyway."
+            )
+        if self._nonfinite is not None:
+            logger.warning("saving the weights of a training that ended with a non-finite loss to %s", os.fspath(dir_path))
         meta = {"registry": self.registry, "module_options": self.module_options, "train_info": self.train_info,
                 "is_trained": self.is_trained}
         path = write_model_dir(dir_path, state=self.module.state_dict(), meta=meta, history=self.history, overwrite=overwrite)

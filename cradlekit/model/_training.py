@@ -14,10 +14,16 @@ from typing import Any
 import pyro
 import torch
 
+from .._locks import RunLock, holder
 from .._logging import logger
+from ..errors import FolderInUseError, NonFiniteLossError
 from ..train import Callback, CellBatches, TrainConfig, Trainer, resolve_device
 from ._batches import build_batches
 from ._fingerprint import data_fingerprint
+from ._train_args import check_train_args
+
+#: The lock file a training holds in its checkpoint folder (:class:`~cradlekit._locks.RunLock`).
+CHECKPOINT_LOCK = ".cradlekit-training.lock"
 
 __all__ = ["TrainingMixin"]
 
@@ -107,7 +113,9 @@ class TrainingMixin:
         accelerator
             ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a device.
         checkpoint_dir, checkpoint_every
-            Folder for ``last.pt`` (every ``checkpoint_every`` epochs) and ``best.pt``.
+            Folder for ``last.pt`` (every ``checkpoint_every`` epochs) and ``best.pt``. While training, the
+            folder is locked (``.cradlekit-training.lock``, released when the training or its process
+            ends): a second training into it is refused.
         resume
             Continue from ``checkpoint_dir/last.pt`` when it exists (weights, optimiser, RNG states).
             The checkpoint must come from the same run: model and options, genes (names and order),
@@ -128,14 +136,28 @@ class TrainingMixin:
 
         Raises
         ------
+        TypeError, ValueError
+            An argument of the wrong type or out of range (``lr='1e-3'``, ``batch_size=0``,
+            ``checkpoint_every=0``, ``lr=0``), named in the message; raised before anything runs.
+        cradlekit.errors.FolderInUseError
+            Another training (in this or another process) is writing into ``checkpoint_dir``: two
+            runs in one folder would overwrite each other's checkpoints. Nothing is changed.
         cradlekit.errors.NonFiniteLossError
-            On a NaN/inf loss, naming the epoch and step (``last.pt`` keeps the last completed epoch).
+            On a NaN/inf loss, naming the epoch and step and what the checkpoint folder holds (``last.pt``
+            keeps the last completed epoch, if one was saved). The model's weights are then those of
+            the diverged step: :meth:`save` refuses them unless ``allow_nonfinite=True``.
         cradlekit.errors.CheckpointMismatchError
             ``resume=True`` and ``last.pt`` was written by a different run; the message names the
             differing fields (nothing is changed; use a fresh ``checkpoint_dir`` or ``resume=False``).
         cradlekit.errors.CheckpointError
             ``last.pt`` is damaged or holds Python objects (it is never unpickled).
         """
+        check_train_args(
+            max_epochs=max_epochs, max_steps=max_steps, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            patience=patience, grad_clip=grad_clip, seed=seed, accelerator=accelerator, checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every, resume=resume, callbacks=callbacks, progress_bar=progress_bar,
+        )
+        seed = int(seed)  # NumPy integers too (Python's random.seed takes int only)
         device = resolve_device(accelerator)
         if not self.is_trained:
             self.module.load_state_dict(self._build_module(seed).state_dict())
@@ -152,14 +174,21 @@ class TrainingMixin:
         if checkpoint_dir is not None:  # the record is only written to (and checked against) checkpoints
             run_info["data"] = self._fingerprint()
         self._trainer = Trainer(self.module, train_data, val_data, config=config, callbacks=list(callbacks), run_info=run_info)
+        lock = None if checkpoint_dir is None else _lock_checkpoint_dir(checkpoint_dir, self)
         try:
             with pyro.validation_enabled(False):  # skips per-sample support checks; restored on exit
                 history = self._trainer.fit(resume=resume)
+        except NonFiniteLossError as err:
+            self._nonfinite = str(err)  # the module holds the diverged step's weights; save() refuses them
+            raise
         finally:
+            if lock is not None:
+                lock.release()
             trainer, self._trainer = self._trainer, None
             self.module.eval()
         self.history = list(history)
         self.is_trained = True
+        self._nonfinite = None
         self.train_info = {
             "device": str(device), "seed": int(seed), "epochs": trainer.epoch, "steps": trainer.step,
             "best_epoch": trainer.best_epoch, "best_loss": trainer.best_loss, "stopped_early": trainer.stopped_early,
@@ -175,3 +204,17 @@ class TrainingMixin:
             logger.debug("request_stop: no training is running")
             return
         self._trainer.request_stop()
+
+
+def _lock_checkpoint_dir(checkpoint_dir: str | os.PathLike, model: Any) -> RunLock:
+    """Take the checkpoint folder's lock, or raise :class:`~cradlekit.errors.FolderInUseError` (and
+    forget ``model``'s trainer: nothing ran)."""
+    lock = RunLock(os.path.join(os.fspath(checkpoint_dir), CHECKPOINT_LOCK))
+    if not lock.acquire():
+        model._trainer = None
+        raise FolderInUseError(
+            f"checkpoint_dir {os.fspath(checkpoint_dir)} is in use by another training ({holder(lock.path)}): two runs "
+            "writing into one folder would overwrite each other's checkpoints. Use another checkpoint_dir, or wait "
+            "until that training ends (its lock is released when its process ends, however it ends)."
+        )
+    return lock

@@ -1,4 +1,8 @@
-"""Short digests of training data, recorded in checkpoints so a resume can tell whether the data changed."""
+"""Short digests of training data, recorded in checkpoints so a resume can tell whether the data changed.
+
+Every digest here is of content (bytes of tensors and arrays, every count of a matrix), not of
+summaries: a change that keeps every total (a 2x2 swap of counts) still changes it.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
-__all__ = ["digest", "data_fingerprint"]
+__all__ = ["digest", "data_fingerprint", "CountsDigest", "counts_digest"]
 
 
 def _update(h: Any, obj: Any) -> None:
@@ -56,9 +61,59 @@ def digest(*objects: Any) -> str:
     return h.hexdigest()
 
 
+class CountsDigest:
+    """A digest of count rows fed in chunks, independent of their storage and of the chunking.
+
+    Each block of rows is put in canonical CSR form (sorted column indices, duplicates summed, no
+    explicit zeros, values as float64: dense or sparse, int or float, give one digest); row lengths,
+    column indices and values go to three streams, so where the chunks end does not matter.
+    """
+
+    def __init__(self, n_cols: int):
+        self.n_cols = int(n_cols)
+        self.n_rows = 0
+        self._streams = [hashlib.blake2b(digest_size=16) for _ in range(3)]
+
+    def update(self, block: Any) -> None:
+        """Add the next rows (numpy array or scipy sparse matrix; not modified)."""
+        csr = sp.csr_matrix(block).astype(np.float64)  # astype copies: sorting below never touches the data
+        csr.sum_duplicates()  # sorted column indices, one entry per (row, column)
+        csr.eliminate_zeros()
+        parts = (np.diff(csr.indptr).astype(np.int64), csr.indices.astype(np.int64), csr.data)
+        for h, part in zip(self._streams, parts):
+            h.update(memoryview(np.ascontiguousarray(part)).cast("B"))
+        self.n_rows += csr.shape[0]
+
+    def hexdigest(self) -> str:
+        h = hashlib.blake2b(f"csr{self.n_rows}x{self.n_cols}:".encode(), digest_size=16)
+        for part in self._streams:
+            h.update(part.digest())
+        return h.hexdigest()
+
+
+def counts_digest(X: Any, rows: np.ndarray | None = None) -> str:
+    """:class:`CountsDigest` of ``X[rows]`` (all rows by default), read in row chunks (in memory or backed)."""
+    from .._rows import row_chunks
+
+    out = CountsDigest(X.shape[1])
+    for _, block in row_chunks(X, rows):
+        out.update(block)
+    return out.hexdigest()
+
+
+def _content(data: Any) -> Any:
+    """What identifies a data set's content: :class:`DeviceData`'s tensors, or :class:`CellBatches`'
+    counts (:func:`counts_digest` of its rows), tables and columns."""
+    if hasattr(data, "tensors"):
+        return data.tensors
+    return {"rows": data.rows, "X": counts_digest(data.X, data.rows), "columns": data.columns,
+            "tables": {k: [table, index] for k, (table, index) in data.tables.items()}}
+
+
 def data_fingerprint(train: Any, val: Any | None) -> dict[str, Any]:
-    """Rows and digest of the training and validation :class:`~cradlekit.train.DeviceData`."""
+    """Rows and digest of the training and validation data (:class:`~cradlekit.train.DeviceData` or
+    :class:`~cradlekit.train.CellBatches`)."""
     return {
         "n_train": len(train), "n_val": 0 if val is None else len(val),
-        "train": digest(train.tensors), "val": None if val is None else digest(val.tensors),
+        "train": digest(_content(train)), "val": None if val is None else digest(_content(val)),
     }

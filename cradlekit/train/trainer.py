@@ -15,6 +15,7 @@ from .._logging import logger
 from ..errors import NonFiniteLossError
 from .callbacks import Callback, as_callback
 from .checkpoint import BEST, FORMAT, LAST, check_same_run, load_checkpoint, plain, save_checkpoint
+from .checkpoint import RESUME_KEYS, nonfinite_hint, require_keys
 from .device_data import DeviceData
 from .fingerprint import data_fingerprint
 from .seed import get_rng_state, seed_everything, set_rng_state
@@ -276,6 +277,7 @@ class Trainer:
     def _resume(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.train_data.device)
         check_same_run(state.get("run") if state.get("format") == FORMAT else None, self._run_record(), path)
+        require_keys(state, RESUME_KEYS, path)
         self.load_state_dict(state)
         self._apply_changes(state.get("config", {}))
         self._saved_epoch = self.epoch
@@ -358,7 +360,7 @@ class Trainer:
         for batch in self.train_data.batches(cfg.batch_size, shuffle=True, generator=self._shuffle):
             loss, parts = self.module.loss(batch)
             if not torch.isfinite(loss):
-                hint = " The last good state is in the checkpoint folder." if self.checkpoint_dir else ""
+                hint = nonfinite_hint(self.checkpoint_dir, self._saved_epoch, self.best_epoch)
                 raise NonFiniteLossError(
                     f"loss is {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1} "
                     f"(parts: { {k: float(v) for k, v in parts.items()} }); lower the learning rate "
