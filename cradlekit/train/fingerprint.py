@@ -7,7 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+
+from .._rows import row_chunks
+from .cell_batches import CellBatches
 
 __all__ = ["digest", "data_fingerprint"]
 
@@ -56,9 +60,45 @@ def digest(*objects: Any) -> str:
     return h.hexdigest()
 
 
+#: Rows per chunk when a :class:`CellBatches` count matrix is digested (fixed: the digest must not
+#: depend on how the matrix is stored).
+_DIGEST_CHUNK_ROWS = 4096
+
+
+def _cell_batches_digest(data: CellBatches) -> str:
+    """Digest of the cells a :class:`CellBatches` yields: its rows of ``X`` (read in chunks, as CSR
+    float32 without explicit zeros, so in-memory, dense and on-disk copies of the same counts agree),
+    its tables with their per-cell index, and its columns."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{type(data).__name__}:{data.x_key}:{data.n}x{data.n_genes}".encode())
+    for _, block in row_chunks(data.X, data.rows, chunk_rows=_DIGEST_CHUNK_ROWS):
+        csr = sp.csr_matrix(block, dtype=np.float32)
+        csr.eliminate_zeros()
+        csr.sort_indices()
+        for part in (np.diff(csr.indptr).astype(np.int64), csr.indices.astype(np.int64), csr.data):
+            _update(h, part)
+    _update(h, {name: [table, index] for name, (table, index) in data.tables.items()})
+    _update(h, data.columns)
+    return h.hexdigest()
+
+
+def _data_digest(data: Any) -> str:
+    """Digest of a :class:`~cradlekit.train.DeviceData` (its tensors) or a :class:`CellBatches`."""
+    if isinstance(data, CellBatches):
+        return _cell_batches_digest(data)
+    tensors = getattr(data, "tensors", None)
+    if tensors is None:
+        raise TypeError(
+            f"cannot fingerprint training data of type {type(data).__name__}: expected DeviceData or CellBatches "
+            "(or pass run_info={'data': ...} to the Trainer)"
+        )
+    return digest(tensors)
+
+
 def data_fingerprint(train: Any, val: Any | None) -> dict[str, Any]:
-    """Rows and digest of the training and validation :class:`~cradlekit.train.DeviceData`."""
+    """Rows and digest of the training and validation data (:class:`~cradlekit.train.DeviceData` or
+    :class:`~cradlekit.train.CellBatches`)."""
     return {
         "n_train": len(train), "n_val": 0 if val is None else len(val),
-        "train": digest(train.tensors), "val": None if val is None else digest(val.tensors),
+        "train": _data_digest(train), "val": None if val is None else _data_digest(val),
     }
