@@ -34,7 +34,7 @@ import importlib
 from types import ModuleType
 
 from . import data, errors, evaluate, model, module, qc, train
-from ._logging import logger
+from ._logging import enable_logging, logger
 from .model import PerturbationModel
 
 __version__ = "0.1.0"
@@ -45,6 +45,7 @@ _LAZY_SUBMODULES = ("experiments", "pl", "widgets")
 __all__ = [
     "PerturbationModel",
     "data",
+    "enable_logging",
     "errors",
     "evaluate",
     "experiments",

@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._logging import logger
 from ..errors import MissingKeyError
 
 __all__ = ["align_ate", "ate_pearson", "ate_r2", "top_k_jaccard", "JaccardResult", "evaluate_perturbations"]
@@ -242,5 +241,4 @@ def _top_k_mask(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def _warn(msg: str) -> None:
-    logger.warning(msg)
     warnings.warn(msg, RuntimeWarning, stacklevel=3)

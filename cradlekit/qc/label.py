@@ -241,7 +241,6 @@ def _warn_doublet_skipped() -> None:
         "QC criterion 'doublet' skipped: run_scrublet=False and no predicted_doublet in obs "
         "(pass precomputed={'predicted_doublet': column}). Its flags are all False."
     )
-    logger.warning(msg)
     warnings.warn(msg, UserWarning, stacklevel=3)
 
 
