@@ -157,7 +157,7 @@ def test_numbers_in_the_text_come_from_glue(built_book):
 def test_widget_pages_embed_the_widget_state(built_book, page):
     text = (built_book["html"] / f"{page}.html").read_text(encoding="utf-8")
     assert "application/vnd.jupyter.widget-state+json" in text, f"{page}: no embedded widget state"
-    assert "_static/widgets/embed-amd.js" in text, f"{page}: the vendored widget manager is not loaded"
+    assert "_static/widgets/embed-amd.js" in text, f"{page}: the widget manager is not loaded"
 
 
 def test_execution_statistics_page_lists_every_chapter(built_book):
