@@ -1,4 +1,5 @@
-"""Counterfactual references ``x̄_{i,c}`` for the auxiliary loss (SPEC §2, paper Algorithm 1.11).
+"""Counterfactual references ``x̄_{i,c}`` for the auxiliary loss (paper Algorithm 1, line 11;
+design page, "Splits and counterfactual references").
 
 For a QC-passed cell ``i`` the reference is the per-gene median of up to ``n_max`` QC-failed cells with
 the same perturbation in the same split, drawn without replacement with a seeded RNG, independently

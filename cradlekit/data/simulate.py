@@ -1,6 +1,6 @@
 """A Perturb-seq simulator with known ground truth.
 
-The generative process mirrors the latent structure CRADLE-VAE assumes (see SPEC §3), so a trained
+The generative process mirrors the latent structure CRADLE-VAE assumes (the paper's Eq. (5)), so a trained
 model can be checked against the truth:
 
 * basal state ``z_b ~ N(0, I_D)`` per cell (``N(c_s, I_D)`` around the centre of the cell's state ``s`` with

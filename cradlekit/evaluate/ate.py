@@ -1,4 +1,4 @@
-"""Average treatment effects (ATE) of perturbations, from data and from generated cells (SPEC §4).
+"""Average treatment effects (ATE) of perturbations, from data and from generated cells (design page, "Metrics").
 
 The ATE of perturbation ``t`` is, per gene, the mean normalised expression
 (:func:`~cradlekit.evaluate.normalize.perturbseq_normalize`) of the cells with ``t`` minus that
@@ -143,7 +143,7 @@ def model_ate(
 ) -> AnnData:
     """Model ATE: mean normalised expression of generated cells with ``t`` minus that of generated controls.
 
-    Generation is the generator's job (SPEC §4: 2,500 cells per perturbation and 2,500 controls,
+    Generation is the generator's job (the paper: 2,500 cells per perturbation and 2,500 controls,
     artifact off, library size ``1e4``); this function only averages what it is given.
 
     Parameters

@@ -1,4 +1,4 @@
-"""Agreement between model and data ATEs: ATE-ρ, ATE-R² and top-k Jaccard (paper Table 2, SPEC §4).
+"""Agreement between model and data ATEs: ATE-ρ, ATE-R² and top-k Jaccard (paper Table 2; design page, "Metrics").
 
 Inputs are perturbations × genes ATE matrices, as AnnData (from :func:`~cradlekit.evaluate.data_ate`
 and :func:`~cradlekit.evaluate.model_ate`) or DataFrames (index = perturbations, columns = genes).

@@ -128,10 +128,10 @@ class TrainOptions:
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """Evaluation budget: generated cells per perturbation for the model ATE (SPEC: 2,500) and for
-    QCPR (SPEC: 100), top-``jaccard_k`` genes (50), scrublet on the generated cells (on).
+    """Evaluation budget: generated cells per perturbation for the model ATE (the paper: 2,500) and for
+    QCPR (the paper: 100), top-``jaccard_k`` genes (50), scrublet on the generated cells (on).
 
-    ``model_ate``: ``"sampled"`` (SPEC §4 and the authors' evaluation code: the mean of
+    ``model_ate``: ``"sampled"`` (the paper and the authors' evaluation code: the mean of
     log-normalised *generated count* profiles) or ``"expected"`` (the mean of ``log2(1e4·ρ + 1)``,
     the decoder's expected expression without the negative-binomial noise)."""
 

@@ -1,6 +1,6 @@
 """One cell of the grid: prepared data → train → evaluate → a result row (and its JSON file).
 
-Evaluation (SPEC §4), at the run's QC multiple ``k``:
+Evaluation (paper Table 2; design page, "Metrics"), at the run's QC multiple ``k``:
 
 * the run's data: QC labels, the split of its split seed (``split.seed: run``: the run's seed,
   as in the authors' sweeps) and the counterfactual references of ``artifact_k<k>``; training
