@@ -160,6 +160,28 @@ def test_widget_pages_embed_the_widget_state(built_book, page):
     assert "_static/widgets/embed-amd.js" in text, f"{page}: the widget manager is not loaded"
 
 
+def test_api_reference_documents_every_public_name(built_book):
+    """The API page is generated from the docstrings: every name of every subpackage's ``__all__``."""
+    import importlib
+    import inspect
+
+    text = (built_book["html"] / "api.html").read_text(encoding="utf-8")
+    missing = []
+    for sub in ("qc", "data", "model", "train", "module", "evaluate", "experiments", "pl", "widgets", "errors"):
+        module = importlib.import_module(f"cradlekit.{sub}")
+        for name in module.__all__:
+            if not inspect.ismodule(getattr(module, name)) and f'id="cradlekit.{sub}.{name}"' not in text:
+                missing.append(f"cradlekit.{sub}.{name}")
+    assert not missing, f"not on the API page: {missing}"
+    assert "Parameters" in text and 'id="cradlekit.enable_logging"' in text
+
+
+def test_design_page_is_built(built_book):
+    text = (built_book["html"] / "design.html").read_text(encoding="utf-8")
+    for anchor in ("design-qc", "design-splits", "design-model", "design-training", "design-metrics"):
+        assert f'id="{anchor}"' in text, anchor
+
+
 def test_execution_statistics_page_lists_every_chapter(built_book):
     text = (built_book["html"] / "execution.html").read_text(encoding="utf-8")
     for page in EXPECTED:

@@ -154,6 +154,9 @@ def counterfactual_references(
     used and the median is shared; with none, the passed cells get no reference. Failed cells never
     get one. The mask, not the (empty) row, says which cells have a reference.
 
+    ``adata`` may be a backed AnnData (``read_h5ad(path, backed="r")``): the counts are checked in
+    chunks and only the QC-failed cells' rows are read into memory.
+
     Parameters
     ----------
     adata
@@ -177,9 +180,6 @@ def counterfactual_references(
     per_cell_layer
         Also write the references as a per-cell layer ``layers[key_added]`` (one row per cell, a
         shared reference repeated) instead of the compact table; for code that needs a layer.
-
-    ``adata`` may be a backed AnnData (``read_h5ad(path, backed="r")``): the counts are checked in
-    chunks and only the QC-failed cells' rows are read into memory.
 
     Returns
     -------
