@@ -17,25 +17,57 @@ model
     ``module`` up from AnnData, trains, generates, saves and loads.
 evaluate
     Evaluation against ground truth.
+pl
+    Figures (matplotlib); imported on first use of ``cradlekit.pl``.
+widgets
+    ipywidgets controllers for notebooks; imported on first use of ``cradlekit.widgets``.
+experiments
+    The experiment runner (grids of runs, tables); imported on first use of ``cradlekit.experiments``.
+
+``pl``, ``widgets`` and ``experiments`` are loaded lazily (PEP 562), so ``import cradlekit`` does not
+import matplotlib or ipywidgets.
 """
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 from . import data, errors, evaluate, model, module, qc, train
-from ._logging import logger
+from ._logging import enable_logging, logger
 from .model import PerturbationModel
 
 __version__ = "0.1.0"
 
+#: Submodules imported on first attribute access (they pull in matplotlib, ipywidgets, ...).
+_LAZY_SUBMODULES = ("experiments", "pl", "widgets")
+
 __all__ = [
     "PerturbationModel",
     "data",
+    "enable_logging",
     "errors",
     "evaluate",
+    "experiments",
     "logger",
     "model",
     "module",
+    "pl",
     "qc",
     "train",
+    "widgets",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> ModuleType:
+    """Import a lazily loaded submodule (``cradlekit.pl``, ``.widgets``, ``.experiments``) on first use."""
+    if name in _LAZY_SUBMODULES:
+        submodule = importlib.import_module(f".{name}", __name__)
+        globals()[name] = submodule
+        return submodule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._atomic import write_h5ad_atomic, write_text_atomic
-from ._logging import logger
+from ._logging import enable_logging, logger
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -237,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .experiments.dataset_config import ConfigError
 
     args = build_parser().parse_args(argv)
+    enable_logging()  # a terminal: progress (INFO) on stderr; one handler however often main() runs
     if args.debug:
         return int(args.func(args))
     try:

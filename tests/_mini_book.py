@@ -21,10 +21,11 @@ file_format: mystnb
 
 def write_mini_book(root: Path, body: str) -> Path:
     """``root`` as a book of one page ``page.md`` (``FRONTMATTER`` + ``body``), with the book's
-    ``_config.yml`` and ``_vendor/``; returns ``root``."""
+    ``_config.yml``, its local Sphinx extensions (``_ext/``) and style sheet (``_styles/``); returns ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(BOOK / "_config.yml", root / "_config.yml")
-    shutil.copytree(BOOK / "_vendor", root / "_vendor")
+    shutil.copytree(BOOK / "_ext", root / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(BOOK / "_styles", root / "_styles")
     (root / "_toc.yml").write_text("format: jb-book\nroot: page\n")
     (root / "page.md").write_text(FRONTMATTER + body)
     return root

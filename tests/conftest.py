@@ -80,7 +80,7 @@ def isolated_data_env(tmp_path, monkeypatch):
 
 @pytest.fixture
 def cradlekit_log(monkeypatch, caplog):
-    """``caplog`` that also sees the ``cradlekit`` logger (which does not propagate by default)."""
+    """``caplog`` at INFO on the ``cradlekit`` logger (propagation forced on, whatever a test changed)."""
     import logging
 
     from cradlekit._logging import logger

@@ -23,6 +23,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from _browser import ARTIFACTS, CHROMIUM_FLAGS, chromium  # noqa: F401 - the shared fixture
 from _mini_book import write_mini_book
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +109,7 @@ def built_book(tmp_path_factory):
     if html.is_dir():  # keep the last build for a look (tests/artifacts is git-ignored)
         shutil.rmtree(artifacts / "book_html", ignore_errors=True)
         shutil.copytree(html, artifacts / "book_html")
-    return {"html": html, "log": log, "seconds": seconds}
+    return {"html": html, "log": log, "seconds": seconds, "out": out}
 
 
 def test_build_succeeds_without_warnings(built_book):
@@ -157,7 +158,95 @@ def test_numbers_in_the_text_come_from_glue(built_book):
 def test_widget_pages_embed_the_widget_state(built_book, page):
     text = (built_book["html"] / f"{page}.html").read_text(encoding="utf-8")
     assert "application/vnd.jupyter.widget-state+json" in text, f"{page}: no embedded widget state"
-    assert "_static/widgets/embed-amd.js" in text, f"{page}: the vendored widget manager is not loaded"
+    assert "_static/widgets/embed-amd.js" in text, f"{page}: the widget manager is not loaded"
+
+
+def test_api_reference_documents_every_public_name(built_book):
+    """The API page is generated from the docstrings: every name of every subpackage's ``__all__``."""
+    import importlib
+    import inspect
+
+    text = (built_book["html"] / "api.html").read_text(encoding="utf-8")
+    missing = []
+    for sub in ("qc", "data", "model", "train", "module", "evaluate", "experiments", "pl", "widgets", "errors"):
+        module = importlib.import_module(f"cradlekit.{sub}")
+        for name in module.__all__:
+            if not inspect.ismodule(getattr(module, name)) and f'id="cradlekit.{sub}.{name}"' not in text:
+                missing.append(f"cradlekit.{sub}.{name}")
+    assert not missing, f"not on the API page: {missing}"
+    assert "Parameters" in text and 'id="cradlekit.enable_logging"' in text
+
+
+def test_design_page_is_built(built_book):
+    text = (built_book["html"] / "design.html").read_text(encoding="utf-8")
+    for anchor in ("design-qc", "design-splits", "design-model", "design-training", "design-metrics"):
+        assert f'id="{anchor}"' in text, anchor
+
+
+def test_no_built_page_shows_the_build_machines_paths(built_book):
+    """Paths in the pages are relative to the book: none names the checkout, the output folder, the
+    home folder or the npm cache of the machine that built it."""
+    sys.path.insert(0, str(BOOK / "_ext"))
+    import npm_assets  # the book's extension: where this machine caches the pages' JavaScript
+
+    machine = {str(ROOT), str(built_book["out"]), str(Path.home()) + "/", str(npm_assets.cache_dir())}
+    machine |= {str(Path(p).resolve()) for p in (ROOT, built_book["out"])}
+    found = []
+    for page in sorted(built_book["html"].rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        found += [f"{page.relative_to(built_book['html'])}: {p}" for p in sorted(machine) if p in text]
+    assert not found, "absolute paths of the build machine in the built pages:\n" + "\n".join(found[:20])
+
+
+#: Width of the browser window in which the chapter's tables must be whole (a laptop screen).
+WINDOW_PX = 1300
+WIDE_TABLES = {"06_tables": ["tab-table2", "tab-table3", "tab-paper-comparison"]}
+
+_TABLE_GEOMETRY = """(figureId) => {
+  const column = document.querySelector('.bd-article') || document.querySelector('main');
+  const right = column.getBoundingClientRect().right;
+  return Array.from(document.getElementById(figureId).querySelectorAll('table')).map((table) => {
+    const style = getComputedStyle(table);
+    const box = table.getBoundingClientRect();
+    table.scrollLeft = table.scrollWidth;  // scroll the box to its last column
+    const cells = table.querySelectorAll('tr:first-child > th, tr:first-child > td');
+    const last = cells[cells.length - 1];
+    const lastBox = last.getBoundingClientRect();
+    return {columnRight: right, boxRight: box.right, overflowX: style.overflowX,
+            scrollWidth: table.scrollWidth, clientWidth: table.clientWidth,
+            lastText: last.textContent.trim(), lastRight: lastBox.right, lastLeft: lastBox.left};
+  });
+}"""
+
+
+@pytest.mark.parametrize("page", sorted(WIDE_TABLES))
+def test_wide_tables_are_whole_at_1300_px(built_book, chromium, page):
+    """In a 1300 px window every table of the page ends inside the text column, and its last column
+    can be reached: the table fits, or it scrolls sideways inside its own box (not cut off)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            context = browser.new_context(viewport={"width": WINDOW_PX, "height": 900})
+            context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file://")
+                          else route.abort())  # fmt: skip
+            tab = context.new_page()
+            tab.goto((built_book["html"] / f"{page}.html").as_uri())
+            tab.wait_for_load_state("load")
+            found = {name: tab.evaluate(_TABLE_GEOMETRY, name) for name in WIDE_TABLES[page]}
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            tab.locator(f"#{WIDE_TABLES[page][0]}").screenshot(path=str(ARTIFACTS / f"{page}_table_{WINDOW_PX}px.png"))
+        finally:
+            browser.close()
+    for name, tables in found.items():
+        assert tables, f"{page}: no table in #{name}"
+        for t in tables:
+            where = f"{page} #{name} (last column {t['lastText']!r})"
+            assert t["boxRight"] <= t["columnRight"] + 1, f"{where}: the table runs past the text column: {t}"
+            if t["scrollWidth"] > t["clientWidth"] + 1:  # wider than its box: it must scroll, not clip
+                assert t["overflowX"] in ("auto", "scroll"), f"{where}: wider than its box and not scrollable: {t}"
+            assert t["lastRight"] <= t["boxRight"] + 1 and t["lastLeft"] >= 0, f"{where}: last column not reachable: {t}"
 
 
 def test_execution_statistics_page_lists_every_chapter(built_book):

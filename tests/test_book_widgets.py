@@ -1,11 +1,13 @@
-"""ipywidgets in the built book render offline, from the JavaScript vendored in ``book/_vendor/widgets``.
+"""ipywidgets in the built book render offline, from the JavaScript the book build fetches from the npm
+registry into its cache (``book/_ext/npm_assets.py``; nothing of it is in the repository).
 
 The test builds a one-page Jupyter Book in ``tmp_path`` with the book's own ``_config.yml`` and
-``_vendor/`` (a MyST notebook showing an ``IntSlider`` and an ``HTML`` widget), checks the built page
-(embedded widget state, one script tag for each vendored file, the files copied to
+``_ext/`` (a MyST notebook showing an ``IntSlider`` and an ``HTML`` widget), checks the built page
+(embedded widget state, one script tag for each widget file, the pinned files copied to
 ``_static/widgets/``), then opens it from ``file://`` in headless Chromium with every other request
 aborted and waits for both widgets to be drawn, once. A screenshot is saved to
-``tests/artifacts/book_widgets.png``.
+``tests/artifacts/book_widgets.png``. The build uses the usual npm cache: the first build on a machine
+downloads the pinned tarballs, later ones work offline.
 
 Needs ``jupyter-book`` 1.x next to ``sys.executable`` (the ``book`` extra), the ``playwright`` Python
 package; Chromium comes from the shared ``chromium`` fixture of ``tests/_browser.py``, which installs
@@ -15,6 +17,7 @@ it). Without them the tests are skipped with the reason, unless ``CRADLEKIT_BROW
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -28,13 +31,19 @@ from _mini_book import write_mini_book
 
 HERE = Path(__file__).resolve().parent
 BOOK = HERE.parent / "book"
-VENDOR = BOOK / "_vendor" / "widgets"
-VENDORED_JS = ["require.js", "embed-amd.js"]  # loaded in this order
+sys.path.insert(0, str(BOOK / "_ext"))
+import npm_assets  # noqa: E402 - the book's extension, from book/_ext
+
+#: _static/ path -> pinned SHA-256 of every file the extension serves
+PINNED = {target: digest for p in npm_assets.PACKAGES for target, digest in p.files.values()}
+WIDGET_JS = ["require.js", "embed-amd.js"]  # loaded in this order
 BUILD_TIMEOUT = 300  # seconds for `jupyter-book build` (about 5 s here)
 PAGE_TIMEOUT = 30  # seconds until the widgets are drawn (about 1 s here)
 WIDGET_TEXT = "cradlekit widget ok"
 
 PAGE = f'''# Widgets
+
+Some mathematics, typeset by MathJax from the npm cache: $x_i = \\sum_k a_k$.
 
 ```{{code-cell}} ipython3
 import ipywidgets as W
@@ -66,7 +75,10 @@ def built_book(tmp_path_factory) -> Path:
     if not jupyter_book.is_file():
         _unavailable(f"{jupyter_book} not found: install the book extra (pip install -e '.[book]')")
     root = write_mini_book(tmp_path_factory.mktemp("mini_book"), PAGE)
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(root / "_jupyter_runtime")}
+    npm_assets.ensure_assets()  # the pinned tarballs into the npm cache (downloaded on a machine's first run)
+    # then build with an unreachable registry: the build itself must work offline, from the cache
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(root / "_jupyter_runtime"),
+           "CRADLEKIT_NPM_REGISTRY": "http://127.0.0.1:9"}
     done = subprocess.run([str(jupyter_book), "build", str(root)], cwd=root, env=env, capture_output=True,
                           text=True, timeout=BUILD_TIMEOUT, check=False)  # fmt: skip
     assert done.returncode == 0, f"jupyter-book build failed:\n{(done.stdout + done.stderr)[-4000:]}"
@@ -77,24 +89,26 @@ def built_book(tmp_path_factory) -> Path:
 
 def test_book_has_no_static_folder():
     """jupyter-book 1.x adds every .js under *all* html_static_path folders to every page once a
-    ``_static`` folder exists: the vendored files would be loaded twice (widgets drawn twice)."""
+    ``_static`` folder exists: the widget files would be loaded twice (widgets drawn twice)."""
     assert not (BOOK / "_static").exists(), (
-        "book/_static exists: jupyter-book 1.x would then add _vendor/widgets/*.js to every page; "
-        "see book/_vendor/widgets/README.md"
+        "book/_static exists: jupyter-book 1.x would then add the widget JavaScript to every page; "
+        "see book/_ext/npm_assets.py"
     )
 
 
-def test_built_page_loads_the_vendored_widget_js(built_book):
+def test_built_page_loads_the_pinned_widget_js(built_book):
     html = (built_book / "page.html").read_text()
     assert html.count('type="application/vnd.jupyter.widget-state+json"') == 1
     assert html.count('type="application/vnd.jupyter.widget-view+json"') == 2
-    for name in VENDORED_JS:
+    for name in WIDGET_JS:
         tags = _script_tags(html, name)
         assert len(tags) == 1, f"expected one script tag for _static/widgets/{name}, found {tags}"
-        built = built_book / "_static" / "widgets" / name
-        assert built.is_file(), f"{built} missing: is html_static_path ['_vendor'] in _config.yml?"
-        assert built.read_bytes() == (VENDOR / name).read_bytes()
+    for target, digest in PINNED.items():  # the widget files and MathJax, as pinned
+        built = built_book / "_static" / target
+        assert built.is_file(), f"{built} missing: is npm_assets in _config.yml's local_extensions?"
+        assert hashlib.sha256(built.read_bytes()).hexdigest() == digest, target
     assert html.index("_static/widgets/require.js") < html.index("_static/widgets/embed-amd.js")
+    assert len(re.findall(r'<script\b[^>]*\bsrc="_static/mathjax/tex-svg\.js(?:\?[^"]*)?"', html)) == 1
     # myst-nb's CDN defaults are replaced, not added to
     assert "require.min.js" not in html and "html-manager@" not in html
 
@@ -129,6 +143,10 @@ def test_widgets_render_offline_in_chromium(built_book, chromium):
                 text.first.wait_for(state="visible")
             except Exception as err:  # noqa: BLE001 - say what the page did instead
                 pytest.fail(f"widgets not drawn: {err}\npage errors: {errors}\naborted requests: {aborted}")
+            try:  # MathJax (served from the same cache) typesets the formula as SVG
+                page.locator("mjx-container svg").first.wait_for(state="attached")
+            except Exception as err:  # noqa: BLE001 - say what the page did instead
+                pytest.fail(f"formula not typeset: {err}\npage errors: {errors}\naborted requests: {aborted}")
             page.wait_for_timeout(300)  # a second (duplicate) rendering would show up by now
             n_sliders, n_texts = slider.count(), text.count()
             readout = page.locator(".jupyter-widgets.widget-slider .widget-readout").first.inner_text()
@@ -139,5 +157,6 @@ def test_widgets_render_offline_in_chromium(built_book, chromium):
 
     assert n_sliders == 1 and n_texts == 1, f"widgets drawn {n_sliders} / {n_texts} times (expected once)"
     assert readout.strip() == "7"  # the embedded state was applied
-    assert not [u for u in aborted if "widget" in u or "require" in u], f"widget JS from the network: {aborted}"
+    assert not [u for u in aborted if "widget" in u or "require" in u or "mathjax" in u.lower()], (
+        f"JavaScript from the network: {aborted}")
     print(f"book widget test: drawn offline; browser part {time.monotonic() - t0:.1f} s")

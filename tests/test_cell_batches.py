@@ -216,3 +216,63 @@ def test_baseline_batches_equal_the_dense_path(screen, name):
         got = sparse.take(pos)
         assert set(got) == set(dense) == {"X", "D"}
         assert all(torch.equal(got[k], dense[k][torch.from_numpy(pos)]) for k in got)
+
+
+class _CountRegression(torch.nn.Module):
+    """A linear read-out of the counts: enough for the trainer, independent of the model package."""
+
+    def __init__(self, n_genes: int):
+        super().__init__()
+        self.lin = torch.nn.Linear(n_genes, 1)
+
+    def loss(self, batch):
+        loss = ((self.lin(torch.log1p(batch["X"])).squeeze(-1) - batch["y"]) ** 2).mean()
+        return loss, {"mse": loss.detach()}
+
+
+def _count_batches(X, rows, y):
+    return CellBatches(X, rows, columns={"y": torch.as_tensor(y[rows], dtype=torch.float32)})
+
+
+def _direct_trainer(X, y, checkpoint_dir, epochs):
+    torch.manual_seed(0)
+    module = _CountRegression(X.shape[1])
+    cfg = TrainConfig(max_epochs=epochs, batch_size=50, lr=1e-2, progress_bar=False,
+                      patience=None, checkpoint_dir=str(checkpoint_dir))
+    return Trainer(module, _count_batches(X, np.arange(0, 160), y), _count_batches(X, np.arange(160, 200), y),
+                   config=cfg)
+
+
+def test_trainer_checkpoints_cell_batches_without_run_info(tmp_path):
+    """A direct Trainer user (no PerturbationModel, so no ``run_info['data']``) with CellBatches and a
+    checkpoint folder: the run record fingerprints the batches, a resume with the same data goes on,
+    one with other counts or another split is refused."""
+    from cradlekit.errors import CheckpointMismatchError
+    from cradlekit.train.fingerprint import data_fingerprint
+
+    rng = np.random.default_rng(0)
+    X = sp.random(200, 30, density=0.3, format="csr", dtype=np.float32, random_state=1)
+    X.data = np.rint(X.data * 10)
+    y = rng.normal(size=200)
+    first = _direct_trainer(X, y, tmp_path, epochs=2)
+    first.fit()
+    record = first.run_record()["data"]
+    assert record["n_train"] == 160 and record["n_val"] == 40 and record["train"] != record["val"]
+    assert (tmp_path / "last.pt").is_file()
+
+    resumed = _direct_trainer(X, y, tmp_path, epochs=4)
+    resumed.fit()
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+
+    # the same counts stored densely, or as int64 CSR, fingerprint alike; other counts do not
+    same = data_fingerprint(_count_batches(X.toarray(), np.arange(160), y), None)["train"]
+    assert same == record["train"]
+    assert data_fingerprint(_count_batches(sp.csr_matrix(X, dtype=np.int64), np.arange(160), y), None)["train"] == same
+    changed = X.copy()
+    changed.data[0] += 1
+    with pytest.raises(CheckpointMismatchError, match="data"):
+        _direct_trainer(changed, y, tmp_path, epochs=5).fit()
+    other_split = _direct_trainer(X, y, tmp_path, epochs=5)
+    other_split.train_data = _count_batches(X, np.arange(1, 161), y)
+    with pytest.raises(CheckpointMismatchError, match="data"):
+        other_split.fit()

@@ -209,9 +209,13 @@ def test_chunked_means_equal_single_pass(monkeypatch):
 def test_model_ate_warns_on_contradicting_generation_record(cradlekit_log):
     gen = _generated(np.array([[1, 3], [7, 0]], dtype=np.float32), ["control", "A"])
     gen.uns["generation"] = {"values": "counts", "artifact": True, "library_size": 1e4}
-    model_ate(gen, normalized=True)
-    assert "sampled counts: use normalized=False" in cradlekit_log.text
-    assert "artifact switched on" in cradlekit_log.text
+    with pytest.warns(UserWarning) as caught:
+        model_ate(gen, normalized=True)
+    texts = [str(w.message) for w in caught]
+    assert sum("sampled counts: use normalized=False" in t for t in texts) == 1
+    assert sum("artifact switched on" in t for t in texts) == 1
+    assert all(w.filename == __file__ for w in caught)  # they point at the caller
+    assert not [r for r in cradlekit_log.records if r.levelname == "WARNING"]  # and are not logged too
 
 
 def test_ate_anndata_survives_h5ad(tmp_path):

@@ -113,7 +113,7 @@ def test_scrublet_on_generated_cells_and_a_hand_count(reference):
     """Scrublet runs on the generated cells and finds injected doublets; QCPR equals a hand count.
 
     Oracles: the injected doublet truth, and the five MAD criteria recomputed with numpy from the
-    reference's stored thresholds (strict inequalities, SPEC §2). Calling 30 of 330 cells at random
+    reference's stored thresholds (strict inequalities, as on the design page). Calling 30 of 330 cells at random
     would find ~3 of the 30 doublets (recall ~0.09), so recall >= 0.5 cannot come from chance.
     """
     names = list(reference.var_names)

@@ -166,7 +166,7 @@ def test_dask_local_cluster_gives_the_sequential_table(grid, tmp_path):
 
 # --- an independent computation of a result row's metrics ------------------------------------------
 def _lognorm(X) -> np.ndarray:
-    """log2(1e4 x / sum(x) + 1) per cell (SPEC §4)."""
+    """log2(1e4 x / sum(x) + 1) per cell (the paper's metric space)."""
     X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
     return np.log2(1e4 * X / X.sum(1, keepdims=True) + 1)
 
@@ -275,7 +275,7 @@ def test_model_ate_from_sampled_or_expected_cells(grid, tmp_path):
     from cradlekit.experiments import load_prepared, load_trained
 
     config, first = grid
-    assert config.evaluation.model_ate == "sampled"  # SPEC §4: generated cells
+    assert config.evaluation.model_ate == "sampled"  # the paper: generated cells
     expected = copy_grid(config, tmp_path / "expected").replace(
         evaluation={**dataclasses.asdict(config.evaluation), "model_ate": "expected"}, save_models=True)
     a = run_one(expected, "cradle", 3, 0)

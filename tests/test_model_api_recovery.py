@@ -32,7 +32,7 @@ def prepare(adata, **qc):
 
 
 def model_ate(mean_adata, perturbations) -> pd.DataFrame:
-    """Mean of ``log2(x + 1)`` per perturbation minus the control's (SPEC §4 metric space)."""
+    """Mean of ``log2(x + 1)`` per perturbation minus the control's (the paper's metric space)."""
     logx = np.log2(mean_adata.X + 1.0)
     labels = mean_adata.obs["perturbation"].to_numpy()
     control = logx[labels == "control"].mean(0)
@@ -54,7 +54,7 @@ def test_cradle_recovers_heldout_effects_and_generates_clean_cells():
     # effects; under the published objective at this budget held-out r was 0.44 (measured when the default
     # changed), in line with results/norman_paper (class balancing and the summed J2 collapse z_b)
     model = PerturbationModel(adata, latent_dim=16, hidden_dim=128, num_particles=1, objective=None)
-    # a small budget for CI: lr 1e-3 (SPEC: 3e-4 over up to 2,000 epochs), batch 256, early stopping
+    # a small budget for CI: lr 1e-3 (the paper: 3e-4 over up to 2,000 epochs), batch 256, early stopping
     history = model.train(max_epochs=200, lr=1e-3, batch_size=256, patience=30, seed=0,
                           accelerator="cpu", progress_bar=False)
     assert history[-1]["train_loss"] < 0.95 * history[0]["train_loss"]

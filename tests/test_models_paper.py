@@ -47,7 +47,7 @@ def build(name: str, batch: dict[str, torch.Tensor], seed: int = 0, **kw) -> tup
     batch = dict(batch)
     if name == "svae_plus":
         batch["D"] = condition_onehot(batch["D"], unique_conditions(batch["D"]))
-    if name.startswith("cradle"):  # the low-level flags, explicit: defaults may change (SPEC's two arms)
+    if name.startswith("cradle"):  # the low-level flags, explicit: defaults may change (the two objective arms)
         kw = {"published": False, "class_balanced": False, **kw}
     torch.manual_seed(seed)
     n_obs = (batch["D"] != 0).sum(0)
@@ -181,7 +181,7 @@ def encodings(model, batch, v) -> tuple[Normal, Normal]:
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_loss_is_the_papers_elbo(name):
     """ELBO, reconstruction and loss of every registered model equal the hand-written equation."""
-    options = {"svae_plus": {"mask_beta": 2.0}}  # SPEC's Beta(1, 2); CRADLE-VAE: exact arm (see build)
+    options = {"svae_plus": {"mask_beta": 2.0}}  # the paper's Beta(1, 2); CRADLE-VAE: exact arm (see build)
     model, batch = build(name, full_batch(), **options.get(name, {}))
     v = draw(model, batch)
     got = loss_at(model, batch, v)
@@ -209,7 +209,7 @@ def test_cradle_published_objective_is_the_authors_formula():
     q(z_b | x, z_p, (1 - a) u))`` with ``logvar = 2 log(stddev)``, over the cells that have a
     reference, times the J2 weight; reconstruction ``f (1 - a) log p(x) + (1 - f) a log p(x)`` with
     ``f`` the batch's failed fraction. (The paper's Eq. 3 writes the KL's arguments the other way
-    round; the code, SPEC and this test put the reference first.)
+    round; the code, the design page and this test put the reference first.)
     """
     model, batch = build("cradle", full_batch(), alpha=0.5, published=True, class_balanced=True)
     v = draw(model, batch)

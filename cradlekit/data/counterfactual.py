@@ -1,4 +1,5 @@
-"""Counterfactual references ``x̄_{i,c}`` for the auxiliary loss (SPEC §2, paper Algorithm 1.11).
+"""Counterfactual references ``x̄_{i,c}`` for the auxiliary loss (paper Algorithm 1, line 11;
+design page, "Splits and counterfactual references").
 
 For a QC-passed cell ``i`` the reference is the per-gene median of up to ``n_max`` QC-failed cells with
 the same perturbation in the same split, drawn without replacement with a seeded RNG, independently
@@ -8,6 +9,8 @@ rows are failed cells of the right group, and they are recorded for provenance.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -151,6 +154,9 @@ def counterfactual_references(
     used and the median is shared; with none, the passed cells get no reference. Failed cells never
     get one. The mask, not the (empty) row, says which cells have a reference.
 
+    ``adata`` may be a backed AnnData (``read_h5ad(path, backed="r")``): the counts are checked in
+    chunks and only the QC-failed cells' rows are read into memory.
+
     Parameters
     ----------
     adata
@@ -174,9 +180,6 @@ def counterfactual_references(
     per_cell_layer
         Also write the references as a per-cell layer ``layers[key_added]`` (one row per cell, a
         shared reference repeated) instead of the compact table; for code that needs a layer.
-
-    ``adata`` may be a backed AnnData (``read_h5ad(path, backed="r")``): the counts are checked in
-    chunks and only the QC-failed cells' rows are read into memory.
 
     Returns
     -------
@@ -208,6 +211,39 @@ def counterfactual_references(
     """
     if n_max < 1:
         raise ValueError(f"n_max must be at least 1, got {n_max}")
+    key, X, a, split = _checked_inputs(adata, artifact_key=artifact_key, split_key=split_key, layer=layer,
+                                       perturbation_key=perturbation_key, control_label=control_label)
+    refs = _build_references(X, a, _groups(adata.obs[key], split, a), n_max=n_max, seed=seed,
+                             max_block_mb=max_block_mb)
+    _write_references(adata, refs, key_added=key_added, per_cell_layer=per_cell_layer)
+    n_passed_no_ref = int(((a == 0) & ~refs.has_ref).sum())
+    adata.uns["cf_reference"] = {
+        "artifact_key": artifact_key,
+        "split_key": split_key,
+        "perturbation_key": key,
+        "n_max": int(n_max),
+        "seed": int(seed),
+        "layer": "X" if layer is None else layer,
+        "key_added": key_added,
+        "n_with_reference": int(refs.has_ref.sum()),
+        "n_references": int(refs.table.shape[0]),
+        "per_cell_layer": bool(per_cell_layer),
+        "n_passed_without_reference": n_passed_no_ref,
+        "groups_without_failed": np.asarray(sorted(refs.no_failed), dtype=str),
+    }
+    if refs.no_failed:
+        logger.warning(
+            "%d passed cells in %d (perturbation, split) groups have no failed cell and no reference: %s",
+            n_passed_no_ref, len(refs.no_failed), sorted(refs.no_failed)[:10],
+        )
+    logger.info("counterfactual references for %d of %d passed cells", int(refs.has_ref.sum()), int((a == 0).sum()))
+
+
+def _checked_inputs(
+    adata: AnnData, *, artifact_key: str, split_key: str, layer: str | None,
+    perturbation_key: str | None, control_label: str | None,
+) -> tuple[str, Any, np.ndarray, pd.Series]:
+    """``(perturbation key, counts as CSR or dense, a_i as 0/1 ints, split column)``, each checked."""
     if artifact_key not in adata.obs:
         raise MissingKeyError(
             f"artifact label {artifact_key!r} not found in adata.obs; run cradlekit.qc.label_artifacts first"
@@ -231,87 +267,111 @@ def counterfactual_references(
     split = adata.obs[split_key]
     if split.isna().any():
         raise ValueError(f"adata.obs[{split_key!r}] has missing values; every cell needs a split")
+    return key, X, a, split
 
-    n_obs, n_genes = adata.shape
-    p_codes, p_uniques = pd.factorize(adata.obs[key].astype(str).to_numpy(), sort=True)
+
+def _groups(perturbation: pd.Series, split: pd.Series, a: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """``('perturbation|split', rows)`` per group, groups in sorted (perturbation, split) order; within
+    a group passed cells before failed ones, each by row."""
+    p_codes, p_uniques = pd.factorize(perturbation.astype(str).to_numpy(), sort=True)
     s_codes, s_uniques = pd.factorize(split.astype(str).to_numpy(), sort=True)
     group = p_codes.astype(np.int64) * len(s_uniques) + s_codes
-    order = np.lexsort((np.arange(n_obs), a, group))  # by group, then passed before failed, then row
+    order = np.lexsort((np.arange(group.size), a, group))  # by group, then passed before failed, then row
     bounds = np.flatnonzero(np.diff(group[order])) + 1
+    out = []
+    for members in np.split(order, bounds):
+        g = group[members[0]]
+        out.append((f"{p_uniques[g // len(s_uniques)]}|{s_uniques[g % len(s_uniques)]}", members))
+    return out
 
+
+def _kept_failed_counts(sub, k: int, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(genes, counts)``: the genes whose median over ``k`` of the failed rows ``sub`` can be non-zero
+    (non-zero in at least ``ceil(k / 2)`` of them) and those rows' counts of them, as small unsigned ints."""
+    if sp.issparse(sub):
+        nnz = np.bincount(sub.indices[sub.data != 0], minlength=n_genes)
+    else:
+        nnz = np.count_nonzero(sub, axis=0)
+    genes = np.flatnonzero(nnz >= (k + 1) // 2)
+    sub = sub[:, genes]
+    dense = sub.toarray() if sp.issparse(sub) else np.asarray(sub)  # failed cells of this group only
+    return genes, np.rint(dense).astype(np.uint16 if dense.size == 0 or dense.max() < 2**16 else np.uint32)
+
+
+class _References:
+    """The references being built: table rows, each cell's row, drawn cells, groups without failed cells."""
+
+    def __init__(self, n_obs: int, n_genes: int, n_max: int):
+        self.n_genes = n_genes
+        self.idx = np.full((n_obs, n_max), -1, dtype=np.int64)
+        self.has_ref = np.zeros(n_obs, dtype=bool)
+        self.ref_row = np.full(n_obs, -1, dtype=np.int64)
+        self.blocks: list[sp.csr_matrix] = []
+        self.no_failed: list[str] = []
+        self.n_refs = 0
+        self.table: sp.csr_matrix | None = None
+
+    def add(self, passed: np.ndarray, failed: np.ndarray, block: sp.csr_matrix, draws: np.ndarray | None) -> None:
+        """Rows ``block`` for the ``passed`` cells: one shared row (``draws=None``, every failed cell
+        used) or one row per passed cell, drawn from ``failed`` at positions ``draws``."""
+        self.blocks.append(block)
+        if draws is None:
+            self.ref_row[passed] = self.n_refs  # one shared reference for the whole group
+            self.idx[passed, : failed.size] = failed
+        else:
+            self.ref_row[passed] = self.n_refs + np.arange(passed.size)  # one draw per passed cell
+            self.idx[passed] = failed[draws]
+        self.n_refs += block.shape[0]
+        self.has_ref[passed] = True
+
+    def finish(self) -> None:
+        """Stack the rows into ``table`` (CSR float32, explicit zeros removed)."""
+        if self.blocks:
+            table = sp.vstack(self.blocks, format="csr", dtype=np.float32)
+        else:
+            table = sp.csr_matrix((0, self.n_genes), dtype=np.float32)
+        self.table = sp.csr_matrix(table, dtype=np.float32)
+        self.table.eliminate_zeros()
+
+
+def _build_references(
+    X, a: np.ndarray, groups: list[tuple[str, np.ndarray]], *, n_max: int, seed: int, max_block_mb: float
+) -> _References:
+    """Every group's references (one generator, drawn in the order of ``groups``)."""
+    n_obs, n_genes = X.shape
     rng = np.random.default_rng(seed)
-    idx = np.full((n_obs, n_max), -1, dtype=np.int64)
-    has_ref = np.zeros(n_obs, dtype=bool)
-    ref_row = np.full(n_obs, -1, dtype=np.int64)
-    blocks, no_failed, n_refs = [], [], 0
+    refs = _References(n_obs, n_genes, n_max)
     failed_rows = FailedRows(X, np.flatnonzero(a == 1))
-    for members in np.split(order, bounds):  # loop over (perturbation, split) groups
+    for label, members in groups:  # loop over (perturbation, split) groups
         passed = members[a[members] == 0]
         failed = members[a[members] == 1]
         if passed.size == 0:
             continue
         if failed.size == 0:
-            g = group[members[0]]
-            no_failed.append(f"{p_uniques[g // len(s_uniques)]}|{s_uniques[g % len(s_uniques)]}")
+            refs.no_failed.append(label)
             continue
-        sub = failed_rows[failed]
-        k = min(n_max, failed.size)
-        # a gene non-zero in fewer than ceil(k/2) failed cells of the group has median 0 in every draw
-        if sp.issparse(sub):
-            nnz = np.bincount(sub.indices[sub.data != 0], minlength=n_genes)
-        else:
-            nnz = np.count_nonzero(sub, axis=0)
-        genes = np.flatnonzero(nnz >= (k + 1) // 2)
-        block_rows = max(1, int(max_block_mb * 2**20 // (4 * n_max * max(genes.size, 1))))
-        sub = sub[:, genes]
-        dense = sub.toarray() if sp.issparse(sub) else np.asarray(sub)  # failed cells of this group only
-        dense = np.rint(dense).astype(np.uint16 if dense.size == 0 or dense.max() < 2**16 else np.uint32)
+        genes, dense = _kept_failed_counts(failed_rows[failed], min(n_max, failed.size), n_genes)
         if failed.size <= n_max:
-            blocks.append(_median_rows(dense, np.arange(failed.size)[None, :], genes, n_genes, 1))
-            ref_row[passed] = n_refs  # one shared reference for the whole group
-            idx[passed, : failed.size] = failed
+            refs.add(passed, failed, _median_rows(dense, np.arange(failed.size)[None, :], genes, n_genes, 1), None)
         else:
+            block_rows = max(1, int(max_block_mb * 2**20 // (4 * n_max * max(genes.size, 1))))
             draws = _draw_without_replacement(rng, passed.size, failed.size, n_max)
-            blocks.append(_median_rows(dense, draws, genes, n_genes, block_rows))
-            ref_row[passed] = n_refs + np.arange(passed.size)  # one draw per passed cell
-            idx[passed] = failed[draws]
-        n_refs += blocks[-1].shape[0]
-        has_ref[passed] = True
+            refs.add(passed, failed, _median_rows(dense, draws, genes, n_genes, block_rows), draws)
+    refs.finish()
+    return refs
 
-    table = sp.vstack(blocks, format="csr", dtype=np.float32) if blocks else sp.csr_matrix((0, n_genes), dtype=np.float32)
-    table = sp.csr_matrix(table, dtype=np.float32)
-    table.eliminate_zeros()
 
+def _write_references(adata: AnnData, refs: _References, *, key_added: str, per_cell_layer: bool) -> None:
+    """Write the table and rows (or the per-cell layer), the mask and the drawn cells into ``adata``."""
     if per_cell_layer:
-        adata.layers[key_added] = _per_cell(table, ref_row)
+        adata.layers[key_added] = _per_cell(refs.table, refs.ref_row)
         adata.uns.pop(table_key(key_added), None)
         if row_key(key_added) in adata.obs.columns:
             del adata.obs[row_key(key_added)]
     else:
-        adata.uns[table_key(key_added)] = table
-        adata.obs[row_key(key_added)] = ref_row
+        adata.uns[table_key(key_added)] = refs.table
+        adata.obs[row_key(key_added)] = refs.ref_row
         if key_added in adata.layers:  # a stale per-cell layer of an earlier call
             del adata.layers[key_added]
-    adata.obs[CF_MASK_KEY] = has_ref
-    adata.obsm[CF_INDEX_KEY] = idx
-    n_passed_no_ref = int(((a == 0) & ~has_ref).sum())
-    adata.uns["cf_reference"] = {
-        "artifact_key": artifact_key,
-        "split_key": split_key,
-        "perturbation_key": key,
-        "n_max": int(n_max),
-        "seed": int(seed),
-        "layer": "X" if layer is None else layer,
-        "key_added": key_added,
-        "n_with_reference": int(has_ref.sum()),
-        "n_references": int(table.shape[0]),
-        "per_cell_layer": bool(per_cell_layer),
-        "n_passed_without_reference": n_passed_no_ref,
-        "groups_without_failed": np.asarray(sorted(no_failed), dtype=str),
-    }
-    if no_failed:
-        logger.warning(
-            "%d passed cells in %d (perturbation, split) groups have no failed cell and no reference: %s",
-            n_passed_no_ref, len(no_failed), sorted(no_failed)[:10],
-        )
-    logger.info("counterfactual references for %d of %d passed cells", int(has_ref.sum()), int((a == 0).sum()))
+    adata.obs[CF_MASK_KEY] = refs.has_ref
+    adata.obsm[CF_INDEX_KEY] = refs.idx

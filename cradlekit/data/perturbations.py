@@ -30,7 +30,6 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._keys import COMBO_SEP, CONTROL_LABEL, PERTURBATION_KEY, UNS_KEY
-from .._logging import logger
 from .._validation import check_control_label, check_groups_nonempty, check_labels, check_obs_key
 from ..errors import InvalidLabelError, MissingKeyError
 from .label_checks import warn_suspicious_labels
@@ -191,7 +190,6 @@ def canonicalize_labels(
         n = int(counts[examples].sum())
         msg = (f"{what}: {_WARN_NOTES[note]} in {n} cells ({len(examples)} labels, e.g. "
                f"{examples[:3]} -> {[mapping[e] for e in examples[:3]]})")
-        logger.warning(msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
     return out
 

@@ -1,4 +1,4 @@
-"""Train/validation/test splits (SPEC §2).
+"""Train/validation/test splits (design page, "Splits and counterfactual references").
 
 * :func:`split_combinations` — datasets with combinations (Norman, Dixit): a seeded 25% of the
   combinations are held out as unseen test perturbations; every other cell goes to train/val.

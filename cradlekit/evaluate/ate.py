@@ -1,4 +1,4 @@
-"""Average treatment effects (ATE) of perturbations, from data and from generated cells (SPEC §4).
+"""Average treatment effects (ATE) of perturbations, from data and from generated cells (design page, "Metrics").
 
 The ATE of perturbation ``t`` is, per gene, the mean normalised expression
 (:func:`~cradlekit.evaluate.normalize.perturbseq_normalize`) of the cells with ``t`` minus that
@@ -143,7 +143,7 @@ def model_ate(
 ) -> AnnData:
     """Model ATE: mean normalised expression of generated cells with ``t`` minus that of generated controls.
 
-    Generation is the generator's job (SPEC §4: 2,500 cells per perturbation and 2,500 controls,
+    Generation is the generator's job (the paper: 2,500 cells per perturbation and 2,500 controls,
     artifact off, library size ``1e4``); this function only averages what it is given.
 
     Parameters
@@ -253,7 +253,6 @@ def _groups(
         if on_empty == "raise":
             raise EmptyPerturbationError(msg + " (pass on_empty='skip' to leave them out)")
         msg += "; left out of the ATE"
-        logger.warning(msg)
         warnings.warn(msg, UserWarning, stacklevel=3)
         names = [p for p in names if p not in set(empty)]
     if not names:
@@ -322,11 +321,14 @@ def _check_generation(info: Any, normalized: bool) -> None:
         return
     values = str(info.get("values", ""))
     if normalized and values == "counts":
-        logger.warning("normalized=True but uns['generation'] says these are sampled counts: use normalized=False")
+        warnings.warn("normalized=True but uns['generation'] says these are sampled counts: use normalized=False",
+                      UserWarning, stacklevel=3)
     if not normalized and values == "expected expression":
         logger.info("normalized=False on expected expressions: rescaled to 1e4 per cell before log2(x + 1)")
     library = info.get("library_size")
     if normalized and library is not None and float(library) != TARGET_SUM:
-        logger.warning(f"normalized=True but the values were generated at library size {library}, not {TARGET_SUM:g}")
+        warnings.warn(f"normalized=True but the values were generated at library size {library}, not {TARGET_SUM:g}",
+                      UserWarning, stacklevel=3)
     if bool(info.get("artifact", False)):
-        logger.warning("these cells were generated with the artifact switched on; SPEC §4 uses artifact-off cells")
+        warnings.warn("these cells were generated with the artifact switched on; the paper's ATE uses artifact-off "
+                      "cells", UserWarning, stacklevel=3)

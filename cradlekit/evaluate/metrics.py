@@ -1,4 +1,4 @@
-"""Agreement between model and data ATEs: ATE-ρ, ATE-R² and top-k Jaccard (paper Table 2, SPEC §4).
+"""Agreement between model and data ATEs: ATE-ρ, ATE-R² and top-k Jaccard (paper Table 2; design page, "Metrics").
 
 Inputs are perturbations × genes ATE matrices, as AnnData (from :func:`~cradlekit.evaluate.data_ate`
 and :func:`~cradlekit.evaluate.model_ate`) or DataFrames (index = perturbations, columns = genes).
@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._logging import logger
 from ..errors import MissingKeyError
 
 __all__ = ["align_ate", "ate_pearson", "ate_r2", "top_k_jaccard", "JaccardResult", "evaluate_perturbations"]
@@ -242,5 +241,4 @@ def _top_k_mask(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def _warn(msg: str) -> None:
-    logger.warning(msg)
     warnings.warn(msg, RuntimeWarning, stacklevel=3)

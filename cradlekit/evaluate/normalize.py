@@ -1,4 +1,4 @@
-"""The paper's metric space: per-cell library-size normalisation and ``log2(· + 1)`` (SPEC §4).
+"""The paper's metric space: per-cell library-size normalisation and ``log2(· + 1)`` (design page, "Metrics").
 
 Every ATE metric of Table 2 compares means of
 
@@ -27,7 +27,7 @@ from ..errors import InvalidCountsError
 
 __all__ = ["perturbseq_normalize", "TARGET_SUM"]
 
-#: Library size of the metric space (SPEC §4).
+#: Library size of the paper's metric space.
 TARGET_SUM = 1e4
 
 ZeroTotal = Literal["raise", "zero"]

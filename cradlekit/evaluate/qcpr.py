@@ -1,4 +1,4 @@
-"""QC pass rate (QCPR) of generated cells under the **data's** stored thresholds (paper Table 2, SPEC §4).
+"""QC pass rate (QCPR) of generated cells under the **data's** stored thresholds (paper Table 2; design page, "Metrics").
 
 QCPR at MAD multiple ``k`` = 100 × (generated cells passing every QC criterion) / (generated cells).
 The five MAD criteria use the thresholds stored in the reference data by

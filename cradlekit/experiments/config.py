@@ -140,15 +140,15 @@ class TrainOptions:
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """Evaluation budget: generated cells per perturbation for the model ATE (SPEC: 2,500) and for
-    QCPR (SPEC: 100), top-``jaccard_k`` genes (50), scrublet on the generated cells (on).
+    """Evaluation budget: generated cells per perturbation for the model ATE (the paper: 2,500) and for
+    QCPR (the paper: 100), top-``jaccard_k`` genes (50), scrublet on the generated cells (on).
 
     ``target_direction``: the expected sign of a target gene's own change (``down`` for knockout
     and CRISPRi, ``up`` for CRISPRa, ``data``: the data's sign), for ``heldout_target_sign``;
     ``cell_eval``: also score the held-out perturbations with the cell-eval package (optional
     extra ``cradlekit[evaluate]``; ``celleval_*`` columns).
 
-    ``model_ate``: ``"sampled"`` (SPEC §4 and the authors' evaluation code: the mean of
+    ``model_ate``: ``"sampled"`` (the paper and the authors' evaluation code: the mean of
     log-normalised *generated count* profiles) or ``"expected"`` (the mean of ``log2(1e4·ρ + 1)``,
     the decoder's expected expression without the negative-binomial noise)."""
 

@@ -4,7 +4,7 @@ A cell is a trained model (:data:`cradlekit.module.MODELS`, or a variant of one)
 :mod:`cradlekit.baselines` (``no_change``, ``mean``, ``additive``, ``linear``), which predicts
 effects from the training cells without training or generating cells.
 
-Evaluation (SPEC §4), at the run's QC multiple ``k``:
+Evaluation (paper Table 2; design page, "Metrics"), at the run's QC multiple ``k``:
 
 * the run's data: QC labels, the split of its split seed (``split.seed: run``: the run's seed,
   as in the authors' sweeps) and the counterfactual references of ``artifact_k<k>``; training

@@ -57,7 +57,7 @@ class PerturbationModel(TrainingMixin):
     latent_dim, hidden_dim, num_particles
         Latent width ``D`` (200; 100 for Adamson), hidden width (400), ELBO particles (5).
     alpha
-        J2 weight (CRADLE-VAE); ``None``: 0.5, the SPEC value for combination datasets (use 0.05
+        J2 weight (CRADLE-VAE); ``None``: 0.5, the paper's value for combination datasets (use 0.05
         for Replogle, 0.1 for Adamson).
     mask_prior
         Prior mask probability of CRADLE-VAE and SAMS-VAE (0.01 at ``latent_dim=200``; 0.001 for
@@ -241,7 +241,7 @@ class PerturbationModel(TrainingMixin):
     ) -> AnnData:
         """Expected expression ``library_size * rho`` of generated cells (no count noise).
 
-        With ``library_size=1e4``, ``log2(X + 1)`` is the metric space of SPEC §4, so a model ATE
+        With ``library_size=1e4``, ``log2(X + 1)`` is the paper's metric space (design page, "Metrics"), so a model ATE
         is the mean of ``log2(X + 1)`` per perturbation minus that of the control (2,500 cells each).
         Same parameters and output as :meth:`generate` except ``X`` is a dense float32 array.
         """

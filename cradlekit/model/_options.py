@@ -1,4 +1,4 @@
-"""Which constructor options each model takes, and the SPEC defaults."""
+"""Which constructor options each model takes, and the paper's defaults (see the book's design page)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ..module.cradle import resolve_objective
 __all__ = ["module_options", "uses_counterfactual", "resolve_mask_prior", "DEFAULT_ALPHA",
            "DEFAULT_OBJECTIVE", "PAPER_ACTIVE_DIMS", "ALPHA_MODELS"]
 
-#: SPEC §3: 0.5 for combination datasets (Norman, Dixit); 0.05 Replogle, 0.1 Adamson.
+#: The paper's J2 weight: 0.5 for combination datasets (Norman, Dixit); 0.05 Replogle, 0.1 Adamson.
 DEFAULT_ALPHA = 0.5
 #: The objective that produced the paper's numbers (see :mod:`cradlekit.module.cradle`).
 DEFAULT_OBJECTIVE = "published"

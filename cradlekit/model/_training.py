@@ -101,7 +101,7 @@ class TrainingMixin:
         max_epochs, max_steps
             Budgets in epochs and optimiser steps (the run ends with the epoch that reaches ``max_steps``).
         lr, weight_decay, batch_size, grad_clip
-            Adam settings, cells per step, gradient-norm clip (SPEC defaults: 3e-4, 1e-6, 512, 100).
+            Adam settings, cells per step, gradient-norm clip (the paper's: 3e-4, 1e-6, 512, 100).
         patience
             Epochs without a new best validation loss before stopping (``None``: never; 100 for Replogle).
         lr_schedule, lr_factor, lr_patience

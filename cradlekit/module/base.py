@@ -250,6 +250,9 @@ class PerturbationVAE(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Negative ELBO per cell (plus auxiliary terms) and its parts.
 
+        Pyro's validation is switched off while the loss is computed unless :attr:`validate`
+        is True.
+
         Parameters
         ----------
         batch
@@ -259,9 +262,6 @@ class PerturbationVAE(nn.Module):
         check_finite
             Raise :class:`~cradlekit.errors.NonFiniteLossError` on a NaN/inf loss (forces a
             device synchronisation; the trainer checks too).
-
-        Pyro's validation is switched off while the loss is computed unless :attr:`validate`
-        is True.
 
         Returns
         -------

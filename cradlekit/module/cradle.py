@@ -1,4 +1,4 @@
-"""CRADLE-VAE (Algorithms 1-3 of the paper, SPEC §3) and its two ablations.
+"""CRADLE-VAE (the paper's Algorithms 1-3 and Eq. (1)-(5)) and its two ablations (see the book's design page).
 
 Model
     ``m_t ~ Bernoulli(p)^D``, ``e_t ~ N(0, I)``, ``u ~ N(0, I)``, ``z_b,i ~ N(0, I)``;
@@ -15,7 +15,7 @@ Auxiliary loss
     ``z_a_cf = (1 - a) u`` (:mod:`.divergence`). The three encoder evaluations needed per cell
     (``z_b``, its counterfactual, the reference) run as one batched forward.
 
-Objectives (``objective=``), SPEC §3:
+Objectives (``objective=``; the paper's Eq. (2)-(4)):
 
 ``"published"`` (default)
     The objective that produced the paper's numbers: the authors' J2 formula (their

@@ -1,7 +1,7 @@
 """The counterfactual auxiliary loss J2 of CRADLE-VAE and the Gaussian KL it is built on.
 
 ``J2 = alpha * KL( q(z_b | x_cf_ref, z_p, z_a_cf) || q(z_b | x, z_p, z_a_cf) )`` for cells with a
-counterfactual reference (SPEC §3), where ``x_cf_ref`` is the median of up to 50 QC-failed cells
+counterfactual reference (the paper's Eq. (3)), where ``x_cf_ref`` is the median of up to 50 QC-failed cells
 with the same perturbation and ``z_a_cf = (1 - a) u``.
 
 Two versions:

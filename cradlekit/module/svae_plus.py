@@ -82,8 +82,8 @@ class SVAEPlus(PerturbationVAE):
         See :class:`~cradlekit.module.base.PerturbationVAE`.
     mask_beta
         ``beta`` of the ``Beta(1, beta)`` prior on mask probabilities (SAMS-VAE's
-        ``mask_beta_concentration_2``): 2, the SAMS-VAE authors' Norman sweep (SPEC §3); 1 is the
-        flat prior, whose mask KL is exactly 0 (no sparsity).
+        ``mask_beta_concentration_2``): 2, the SAMS-VAE authors' Norman sweep (design page, "The model
+        and its objectives"); 1 is the flat prior, whose mask KL is exactly 0 (no sparsity).
     mask_init_logit
         Initial logit of the mask probabilities.
     temperature

@@ -56,7 +56,7 @@ def qc_violins(
 
     The doublet criterion has no MAD threshold: scrublet calls doublets in each cell set with a
     threshold it chooses on that set's own score distribution (the QCPR applies scrublet to the
-    generated cells, SPEC §4). Hence ``doublet``:
+    generated cells; design page, "Metrics"). Hence ``doublet``:
 
     ``"score"``
         violins of ``obs['doublet_score']``; each set's own scrublet threshold (from its

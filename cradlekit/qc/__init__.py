@@ -1,4 +1,4 @@
-"""Quality control: the six CRADLE-VAE artifact criteria (SPEC §1).
+"""Quality control: the six CRADLE-VAE artifact criteria (the book's design page, "Data and quality control").
 
 Main entry points
 -----------------

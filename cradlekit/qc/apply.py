@@ -125,7 +125,6 @@ def apply_thresholds(
             f"QC criteria {newly_skipped} were applied in the reference but are skipped here "
             "because their genes are absent: their flags are all False"
         )
-        logger.warning(msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
 
     ref_source = source.get("metric_source", {})
@@ -133,9 +132,10 @@ def apply_thresholds(
         ref_from_obs = str(ref_source.get(metric, "")).startswith("obs[")
         here_from_obs = metrics.metric_source[metric].startswith("obs[")
         if ref_from_obs != here_from_obs:
-            logger.warning(
+            warnings.warn(
                 f"{metric}: reference thresholds came from {ref_source.get(metric)!r} but here "
-                f"it is {metrics.metric_source[metric]!r}; the comparison may not be like for like"
+                f"it is {metrics.metric_source[metric]!r}; the comparison may not be like for like",
+                UserWarning, stacklevel=2,
             )
 
     skipped = sorted(ref_skipped | set(metrics.skipped))
@@ -159,7 +159,6 @@ def apply_thresholds(
         if doublets is None:
             skipped.append("doublet")
             msg = "QC criterion 'doublet' skipped: run_scrublet=False and no predicted_doublet"
-            logger.warning(msg)
             warnings.warn(msg, UserWarning, stacklevel=2)
 
     write_obs(adata, metrics, doublets, ref_thresholds, ks_t)

@@ -19,7 +19,6 @@ import pandas as pd
 from anndata import AnnData
 
 from .._keys import CRITERIA, METRIC_OF_CRITERION, artifact_key, flag_key
-from .._logging import logger
 from .thresholds import MAD_CRITERIA, SIDE, compute_thresholds, fails, k_label
 
 __all__ = ["batch_thresholds", "warn_batch_spread", "apply_batch_flags", "BATCH_SPREAD_MADS"]
@@ -66,7 +65,6 @@ def warn_batch_spread(
             "pooled threshold then fails whole batches or none of their cells. Consider "
             "label_artifacts(..., batch_key=..., batch_thresholds=True) for per-batch thresholds."
         )
-        logger.warning(msg)
         warnings.warn(msg, UserWarning, stacklevel=3)
     return strong
 

@@ -16,7 +16,6 @@ import warnings
 
 import numpy as np
 
-from .._logging import logger
 from .thresholds import MAD_CRITERIA, SIDE, k_label
 
 __all__ = ["cannot_fail", "panel_warning", "SMALL_PANEL_GENES", "MIN_MT_GENES"]
@@ -33,7 +32,6 @@ _RANGE = {"total_counts": (0.0, np.inf), "n_genes": (0.0, np.inf), "mito": (0.0,
 
 
 def _warn(msg: str) -> None:
-    logger.warning(msg)
     warnings.warn(msg, UserWarning, stacklevel=4)
 
 

@@ -156,17 +156,7 @@ def label_artifacts(
     ks_t = normalize_ks(ks)
     if copy:
         adata = adata.copy()
-    if isinstance(precomputed, str):
-        if precomputed != "auto":
-            raise ValueError(f"precomputed must be a mapping, None or 'auto', got {precomputed!r}")
-        precomputed = dict(adata.uns.get(UNS_KEY, {}).get("precomputed_qc", {})) or None
-        if precomputed:
-            logger.info(f"using precomputed full-transcriptome QC metrics from obs: {precomputed}")
-    meta = adata.uns.get(UNS_KEY, {})
-    if batch_key == "auto":
-        batch_key = meta.get("batch_key")
-    if batch_thresholds and batch_key is None:
-        raise ValueError("batch_thresholds=True needs batch_key= (an obs column of batches)")
+    precomputed, batch_key = _resolve_sources(adata, precomputed, batch_key, batch_thresholds)
     counts = get_counts(adata, layer)
     check_counts_in_chunks(counts, what=counts_description(layer))
     if batch_key is not None:
@@ -175,12 +165,11 @@ def label_artifacts(
     metrics = compute_metrics(
         adata, layer=layer, gene_symbols=gene_symbols, precomputed=precomputed, validate=False
     )
-    pre_col = (precomputed or {}).get("predicted_doublet")
     doublets, scrub = resolve_doublets(
         adata,
         counts=counts,
         precomputed=metrics.precomputed_doublets,
-        precomputed_column=pre_col,
+        precomputed_column=(precomputed or {}).get("predicted_doublet"),
         run=run_scrublet,
         seed=seed,
         batch_key=batch_key,
@@ -190,16 +179,10 @@ def label_artifacts(
     skipped = list(metrics.skipped)
     if doublets is None:
         skipped.append("doublet")
-        msg = (
-            "QC criterion 'doublet' skipped: run_scrublet=False and no predicted_doublet in obs "
-            "(pass precomputed={'predicted_doublet': column}). Its flags are all False."
-        )
-        logger.warning(msg)
-        warnings.warn(msg, UserWarning, stacklevel=2)
-
+        _warn_doublet_skipped()
     panel_warning(
-        n_genes=adata.n_vars, n_mt_genes=metrics.gene_set_sizes.get("mito", 0),
-        metric_source=metrics.metric_source, whole_transcriptome=bool(meta.get("whole_transcriptome", False)),
+        n_genes=adata.n_vars, n_mt_genes=metrics.gene_set_sizes.get("mito", 0), metric_source=metrics.metric_source,
+        whole_transcriptome=bool(adata.uns.get(UNS_KEY, {}).get("whole_transcriptome", False)),
     )
     stats, thresholds = compute_thresholds(
         metrics.table, ks_t, skipped=metrics.skipped, mad_zero_guard=mad_zero_guard
@@ -207,14 +190,8 @@ def label_artifacts(
     write_obs(adata, metrics, doublets, thresholds, ks_t)
     batch_record = None
     if batch_key is not None:
-        batches = adata.obs[batch_key].astype(str).to_numpy()
-        per_batch = batch_thresholds_of(metrics.table, batches, ks_t, skipped=metrics.skipped,
-                                        mad_zero_guard=mad_zero_guard)
-        strong = warn_batch_spread(per_batch, stats, ks_t, batch_key=batch_key, skipped=metrics.skipped)
-        if batch_thresholds:
-            apply_batch_flags(adata, metrics.table, batches, per_batch, ks_t)
-        batch_record = {"key": batch_key, "per_batch_thresholds": bool(batch_thresholds),
-                        "differ_strongly": str_list(strong), "batches": per_batch}
+        batch_record = _label_batches(adata, metrics, stats, ks_t, batch_key=batch_key,
+                                      batch_thresholds=batch_thresholds, mad_zero_guard=mad_zero_guard)
     impossible = cannot_fail(thresholds, ks_t, skipped=metrics.skipped)
     record = build_record(
         origin="label_artifacts",
@@ -231,21 +208,72 @@ def label_artifacts(
         mad_zero_guard=mad_zero_guard,
     )
     if any(str(src).startswith("obs[") for src in metrics.metric_source.values()):
-        # Generated cells only have the modelled genes: keep thresholds on that basis as well,
-        # so apply_thresholds can compare like with like (see its ``basis`` option).
-        panel = compute_metrics(adata, layer=layer, gene_symbols=gene_symbols, precomputed=None,
-                                validate=False, warn_missing=False)
-        panel_stats, panel_thresholds = compute_thresholds(
-            panel.table, ks_t, skipped=panel.skipped, mad_zero_guard=mad_zero_guard
-        )
-        record["panel"] = {"thresholds": panel_thresholds, "stats": panel_stats,
-                           "metric_source": dict(panel.metric_source)}
+        record["panel"] = _panel_record(adata, ks_t, layer=layer, gene_symbols=gene_symbols,
+                                        mad_zero_guard=mad_zero_guard)
     record["cannot_fail"] = {k: str_list(v) for k, v in impossible.items()}
     if batch_record is not None:
         record["batches"] = batch_record
     adata.uns[QC_UNS_KEY] = record
     log_summary(adata, ks_t, "label_artifacts")
     return adata if copy else None
+
+
+def _resolve_sources(
+    adata: AnnData, precomputed: Mapping[str, str] | str | None, batch_key: str | None, batch_thresholds: bool
+) -> tuple[dict[str, str] | None, str | None]:
+    """``precomputed`` and ``batch_key`` with ``"auto"`` replaced by what :func:`cradlekit.data.setup`
+    or a loader recorded in ``uns['cradlekit']``."""
+    if isinstance(precomputed, str):
+        if precomputed != "auto":
+            raise ValueError(f"precomputed must be a mapping, None or 'auto', got {precomputed!r}")
+        precomputed = dict(adata.uns.get(UNS_KEY, {}).get("precomputed_qc", {})) or None
+        if precomputed:
+            logger.info(f"using precomputed full-transcriptome QC metrics from obs: {precomputed}")
+    if batch_key == "auto":
+        batch_key = adata.uns.get(UNS_KEY, {}).get("batch_key")
+    if batch_thresholds and batch_key is None:
+        raise ValueError("batch_thresholds=True needs batch_key= (an obs column of batches)")
+    return precomputed, batch_key
+
+
+def _warn_doublet_skipped() -> None:
+    msg = (
+        "QC criterion 'doublet' skipped: run_scrublet=False and no predicted_doublet in obs "
+        "(pass precomputed={'predicted_doublet': column}). Its flags are all False."
+    )
+    warnings.warn(msg, UserWarning, stacklevel=3)
+
+
+def _label_batches(
+    adata: AnnData, metrics, stats: dict, ks_t: tuple[float, ...], *, batch_key: str, batch_thresholds: bool,
+    mad_zero_guard: bool,
+) -> dict:
+    """Each batch's thresholds (a warning when they differ strongly); with ``batch_thresholds`` the
+    cells are flagged with their own batch's. Returns ``uns['qc']['batches']``."""
+    batches = adata.obs[batch_key].astype(str).to_numpy()
+    per_batch = batch_thresholds_of(metrics.table, batches, ks_t, skipped=metrics.skipped,
+                                    mad_zero_guard=mad_zero_guard)
+    strong = warn_batch_spread(per_batch, stats, ks_t, batch_key=batch_key, skipped=metrics.skipped)
+    if batch_thresholds:
+        apply_batch_flags(adata, metrics.table, batches, per_batch, ks_t)
+    return {"key": batch_key, "per_batch_thresholds": bool(batch_thresholds),
+            "differ_strongly": str_list(strong), "batches": per_batch}
+
+
+def _panel_record(
+    adata: AnnData, ks_t: tuple[float, ...], *, layer: str | None, gene_symbols: str | None, mad_zero_guard: bool
+) -> dict:
+    """Thresholds, statistics and metric sources recomputed from the genes in ``adata`` only.
+
+    Generated cells only have the modelled genes: when some metrics came from full-transcriptome
+    ``obs`` columns, thresholds on that basis are kept as well, so :func:`apply_thresholds` can
+    compare like with like (see its ``basis`` option)."""
+    panel = compute_metrics(adata, layer=layer, gene_symbols=gene_symbols, precomputed=None,
+                            validate=False, warn_missing=False)
+    panel_stats, panel_thresholds = compute_thresholds(
+        panel.table, ks_t, skipped=panel.skipped, mad_zero_guard=mad_zero_guard
+    )
+    return {"thresholds": panel_thresholds, "stats": panel_stats, "metric_source": dict(panel.metric_source)}
 
 
 def qc_summary(adata: AnnData) -> pd.DataFrame:

@@ -16,7 +16,6 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._logging import logger
 from .._rows import CHUNK_ELEMENTS, check_counts_in_chunks, csr_view, is_in_memory, row_chunks
 from .._validation import check_obs_key, get_counts
 from ..errors import InvalidCountsError
@@ -149,7 +148,6 @@ def _numeric_obs(adata: AnnData, metric: str, column: str) -> np.ndarray:
                 f"{where} is at most 1: it looks like a fraction, but percentages (0-100) are "
                 "expected; multiply it by 100 if so"
             )
-            logger.warning(msg)
             warnings.warn(msg, UserWarning, stacklevel=4)
     return values
 
@@ -282,7 +280,6 @@ def compute_metrics(
                 f"precomputed total_counts (adata.obs[{pre['total_counts']!r}]) is smaller than "
                 f"the counts in {where} for {n_below} cell(s); is it the right column?"
             )
-            logger.warning(msg)
             warnings.warn(msg, UserWarning, stacklevel=3)
     if skipped and warn_missing:
         named = ", ".join(
@@ -294,11 +291,10 @@ def compute_metrics(
             f"{named}. Their flags are all False and their thresholds NaN. If the metrics exist "
             "for the full transcriptome, pass them with precomputed={...}."
         )
-        logger.warning(msg)
         warnings.warn(msg, UserWarning, stacklevel=3)
     n_zero = int((total == 0).sum())
     if n_zero:
-        logger.warning(f"{n_zero} cell(s) have total_counts == 0: their percentages are NaN")
+        warnings.warn(f"{n_zero} cell(s) have total_counts == 0: their percentages are NaN", UserWarning, stacklevel=3)
     return QCMetrics(
         table=table,
         gene_set_sizes=sizes,

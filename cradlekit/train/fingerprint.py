@@ -106,6 +106,11 @@ def _content(data: Any) -> Any:
     counts (:func:`counts_digest` of its rows), tables and columns."""
     if hasattr(data, "tensors"):
         return data.tensors
+    if not all(hasattr(data, name) for name in ("rows", "X", "columns", "tables")):
+        raise TypeError(
+            f"cannot fingerprint training data of type {type(data).__name__}: expected DeviceData or CellBatches "
+            "(or pass run_info={'data': ...} to the Trainer)"
+        )
     return {"rows": data.rows, "X": counts_digest(data.X, data.rows), "columns": data.columns,
             "tables": {k: [table, index] for k, (table, index) in data.tables.items()}}
 
