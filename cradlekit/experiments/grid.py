@@ -65,7 +65,8 @@ def _data_payload(config: ExperimentConfig) -> dict[str, Any]:
     kwargs = {k: v for k, v in config.dataset.kwargs.items() if k not in _LOCATION_KWARGS}
     return {
         "dataset": {"name": config.dataset.name, "kwargs": kwargs, **config.dataset.identity()},
-        "qc": dataclasses.asdict(config.qc),
+        # a QC option left unset (None) stays out of the key: adding one does not invalidate finished runs
+        "qc": {k: v for k, v in dataclasses.asdict(config.qc).items() if v is not None or k == "precomputed"},
         "split": dataclasses.asdict(config.split),
     }
 

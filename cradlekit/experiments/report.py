@@ -33,8 +33,8 @@ from .verdicts import VERDICT_METRICS, against_baselines, verdict_lines
 __all__ = ["display_order", "load_runs", "ladder_table", "ladder_steps", "per_combination", "criterion_table",
            "sign_genes", "summary_table", "convergence_table", "write_report", "LADDER"]
 
-_SUMMARY = (*HEADLINE, "heldout_ate_r2", "heldout_jaccard", "all_ate_pearson_centered", "heldout_target_sign",
-            "kl_z_b", "j2_share")
+_SUMMARY = (*HEADLINE, "truth_qcpr", "heldout_true_ate_pearson", "heldout_ate_r2", "heldout_jaccard",
+            "all_ate_pearson_centered", "heldout_target_sign", "kl_z_b", "j2_share")
 _REFERENCES = ("cradle", "cradle_exact")
 
 
@@ -63,8 +63,9 @@ def write_report(config: ExperimentConfig, out: str | Path | None = None) -> Pat
         trained = [m for m in present if not config.is_baseline(m)]
         baselines = [m for m in BASELINES_FOR_VERDICTS if m in present]
         lines += [f"## k = {k:g}", "", "### Verdicts against the baselines (converged runs)", "",
-                  *(verdict_lines(at_k, trained, baselines, labels, k=k) or ["(no baseline or no converged model)"]), "",
-                  "### Every model and baseline", "", _md(summary_table(ok_k, present, labels, _SUMMARY)), "",
+                  *(verdict_lines(at_k, trained, baselines, labels, k=k)
+                    or [f"(this grid has {'no baseline' if not baselines else 'no converged trained model'})"]), "",
+                  "### Every model and baseline", "", _md(summary_table(ok_k, present, labels, _SUMMARY, readable=True)), "",
                   "### Convergence and time", "", _md(convergence_table(at_k, present, labels)), ""]
         vs = against_baselines(at_k, trained, baselines, list(VERDICT_METRICS), k=k)
         if len(vs):
@@ -125,7 +126,7 @@ def _cradle_sections(config, at_k, ok_k, records, present, labels, k, paired_fra
     cell_eval = [c for c in ok_k.columns if c.startswith("celleval_")]
     if cell_eval:
         lines += ["### cell-eval metrics on the held-out perturbations (package `cell-eval`)", "",
-                  _md(summary_table(ok_k, present, labels, cell_eval)), ""]
+                  _md(summary_table(ok_k, present, labels, cell_eval).rename(columns=lambda c: c.removeprefix("celleval_"))), ""]
     keep = set(ok_k["run"]) if "run" in ok_k else None
     recs = [r for r in records if float(r["row"]["k"]) == k and (keep is None or r["row"].get("run") in keep)]
     unit = "combination" if config.split.kind == "combinations" else "perturbation"

@@ -53,7 +53,10 @@ def load_runs(config: ExperimentConfig) -> tuple[pd.DataFrame, list[dict[str, An
         path = run_json_path(config, spec)
         if path.exists():
             record = json.loads(path.read_text())
-            rows.append(record["row"])
+            row = dict(record["row"])
+            if "best_val_loss" not in row and record.get("train_info", {}).get("best_loss") is not None:
+                row["best_val_loss"] = record["train_info"]["best_loss"]  # runs written before the column
+            rows.append(row)
             records.append(record)
     frame = pd.DataFrame(rows)
     if not frame.empty:
@@ -69,14 +72,35 @@ def _mean_sd(values: pd.Series, digits: int = 3) -> str:
     return f"{v.mean():.{digits}f} ± {sd:.{digits}f} ({v.size})" if not math.isnan(sd) else f"{v.mean():.{digits}f} (1)"
 
 
-def summary_table(results: pd.DataFrame, models: Sequence[str], labels: dict[str, str], columns: Sequence[str]) -> pd.DataFrame:
-    """Mean ± sd (n splits) per model of ``columns`` (models absent from the results are left out)."""
+#: Readable names of result columns in report tables.
+COLUMN_LABELS = {
+    "heldout_ate_pearson": "held-out ATE-ρ", "heldout_ate_pearson_centered": "held-out ATE-ρ centred",
+    "heldout_ate_r2": "held-out ATE-R²", "heldout_jaccard": "held-out Jaccard", "all_ate_pearson": "all ATE-ρ",
+    "all_ate_pearson_centered": "all ATE-ρ centred", "all_ate_r2": "all ATE-R²", "all_jaccard": "all Jaccard",
+    "heldout_true_ate_pearson": "held-out ATE-ρ vs truth", "all_true_ate_pearson": "all ATE-ρ vs truth",
+    "heldout_target_sign": "target-gene sign agrees", "qcpr": "QCPR (%)", "truth_qcpr": "QCPR of true clean cells (%)",
+    "kl_z_b": "KL(z_b) per cell", "j2_share": "J2 share of the loss",
+}
+
+
+def summary_table(
+    results: pd.DataFrame, models: Sequence[str], labels: dict[str, str], columns: Sequence[str], *, readable: bool = False,
+) -> pd.DataFrame:
+    """Mean ± sd (n splits) per model of ``columns`` (models absent from the results are left out).
+
+    ``readable``: leave out columns the results do not have, and name the others with
+    :data:`COLUMN_LABELS`.
+    """
+    if readable:
+        columns = [c for c in columns if c in results]
     out = {}
     for m in models:
         sub = results[results["model"] == m]
         if not sub.empty:
-            out[labels.get(m, m)] = {c: _mean_sd(sub[c], 2 if c.startswith(("qcpr", "data_qcpr")) else 3) for c in columns}
-    return pd.DataFrame(out).T
+            out[labels.get(m, m)] = {c: _mean_sd(sub[c], 2 if c.startswith(("qcpr", "data_qcpr", "truth_qcpr")) else 3)
+                                     for c in columns}
+    table = pd.DataFrame(out).T
+    return table.rename(columns=COLUMN_LABELS) if readable else table
 
 
 def ladder_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -183,13 +207,15 @@ def convergence_table(results: pd.DataFrame, models: Sequence[str], labels: dict
                 "epochs (median, range)": _median_range(sub["epochs"]),
                 "best epoch (median, range)": _median_range(sub["best_epoch"]),
                 "epoch cap": str(int(pd.to_numeric(sub["max_epochs"]).max())),
+                "best validation loss (mean)": (f"{pd.to_numeric(sub['best_val_loss']).mean():.2f}"
+                                                if "best_val_loss" in sub else "–"),
                 "train wall s (median)": f"{pd.to_numeric(sub['train_seconds']).median():.0f}",
                 "train CPU s (median)": (f"{pd.to_numeric(sub['train_cpu_seconds']).median():.0f}"
                                          if "train_cpu_seconds" in sub else "–"),
             })
         else:
             row.update({"stopped early": "not trained", "epochs (median, range)": "–", "best epoch (median, range)": "–",
-                        "epoch cap": "–", "train wall s (median)": f"{pd.to_numeric(sub['train_seconds']).median():.1f}",
+                        "epoch cap": "–", "best validation loss (mean)": "–", "train wall s (median)": f"{pd.to_numeric(sub['train_seconds']).median():.1f}",
                         "train CPU s (median)": "–"})
         out[labels.get(m, m)] = row
     return pd.DataFrame(out).T

@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from .._logging import logger
-from ..evaluate.normalize import TARGET_SUM as _LIBRARY_SIZE  # generated cells: library size 1e4 (SPEC §4)
+from ..evaluate.normalize import TARGET_SUM as _LIBRARY_SIZE  # generated cells: library size 1e4 (design page, "Metrics")
 from .config import ExperimentConfig
 from .grid import RunSpec, run_json_path, run_key, run_name, run_payload
 
@@ -188,6 +188,7 @@ def _train(config: ExperimentConfig, spec: RunSpec, adata: Any) -> tuple[Any, di
     return pm, {
         "epochs": int(info["epochs"]), "best_epoch": int(info["best_epoch"]), "steps": int(info["steps"]),
         "max_epochs": int(t.max_epochs), "stopped_early": stopped, "converged": stopped,
+        "best_val_loss": float(info["best_loss"]),
         "device": str(info["device"]),
     }
 
@@ -195,7 +196,7 @@ def _train(config: ExperimentConfig, spec: RunSpec, adata: Any) -> tuple[Any, di
 def _no_training() -> dict[str, Any]:
     """The training facts of a baseline's row: nothing is trained, so nothing can stop short."""
     return {"epochs": 0, "best_epoch": 0, "steps": 0, "max_epochs": 0, "stopped_early": False, "converged": True,
-            "device": "cpu"}
+            "best_val_loss": math.nan, "device": "cpu"}
 
 
 def _baseline(config: ExperimentConfig, spec: RunSpec, adata: Any) -> pd.DataFrame:
