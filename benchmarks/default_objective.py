@@ -1,0 +1,117 @@
+"""Choose CRADLE-VAE's default objective from the converged grids of the three screens (issue 18).
+
+    python benchmarks/default_objective.py     # writes results/default_objective.md
+
+Reads the finished runs of configs/simulator_converged.yaml, norman_converged.yaml and
+mcfaline_converged.yaml (nothing is trained) and applies the rule stated in the README:
+
+    the default is the objective whose generated artifact-free cells pass QC most often, averaged over
+    the screens, among those whose held-out ATE-ρ is not below the conditional VAE's on any screen
+    (paired over splits: the 95 % bootstrap interval of the difference must not lie below 0).
+
+Only converged runs count (early stopping ended them).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cradlekit.experiments import load_config  # noqa: E402
+from cradlekit.experiments.paired import paired_comparison  # noqa: E402
+from cradlekit.experiments.report import load_runs  # noqa: E402
+from cradlekit.experiments.tables import converged_runs  # noqa: E402
+
+SCREENS = {
+    "simulator": "configs/simulator_converged.yaml",
+    "Norman 2019 subset": "configs/norman_converged.yaml",
+    "McFaline-Figueroa 2023 subset": "configs/mcfaline_converged.yaml",
+}
+#: Grid entry -> objective name.
+ARMS = {"cradle": "published", "cradle_exact": "exact", "cradle_unweighted": "unweighted"}
+REFERENCE = "cvae"
+
+
+def _mean_sd(v: pd.Series, digits: int) -> str:
+    v = pd.to_numeric(v, errors="coerce").dropna()
+    if v.empty:
+        return "–"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f} ({v.size})" if v.size > 1 else f"{v.mean():.{digits}f} (1)"
+
+
+def screen_table(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    runs, _ = converged_runs(results)
+    rows, facts = {}, {}
+    for entry, objective in {**ARMS, REFERENCE: "conditional VAE"}.items():
+        sub = runs[runs["model"] == entry]
+        if sub.empty:
+            continue
+        row = {"runs (converged / all)": f"{len(sub)} / {int((results['model'] == entry).sum())}",
+               "held-out ATE-ρ": _mean_sd(sub["heldout_ate_pearson"], 3),
+               "held-out ATE-ρ centred": _mean_sd(sub["heldout_ate_pearson_centered"], 3),
+               "QCPR (%)": _mean_sd(sub["qcpr"], 2),
+               "KL(z_b) per cell": _mean_sd(sub["kl_z_b"], 3), "J2 share": _mean_sd(sub["j2_share"], 4)}
+        if "truth_qcpr" in sub:
+            row["QCPR ceiling (%)"] = _mean_sd(sub["truth_qcpr"], 2)
+        fact = {"qcpr": float(pd.to_numeric(sub["qcpr"]).mean()), "rho": float(pd.to_numeric(sub["heldout_ate_pearson"]).mean())}
+        if entry != REFERENCE and REFERENCE in set(runs["model"]):
+            pc = paired_comparison(runs, entry, [REFERENCE], ["heldout_ate_pearson", "qcpr"])
+            for _, r in pc.iterrows():
+                key = "held-out ATE-ρ" if r["metric"] == "heldout_ate_pearson" else "QCPR"
+                row[f"{key} minus CVAE [95 % CI]"] = f"{r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] (n {r['n']})"
+                fact[f"{r['metric']}_ci_high"] = float(r["ci_high"])
+        rows[f"{objective}" if entry != REFERENCE else "conditional VAE (reference)"] = row
+        facts[objective if entry != REFERENCE else REFERENCE] = fact
+    return pd.DataFrame(rows).T, facts
+
+
+def main() -> int:
+    os.chdir(ROOT)  # the configs' output folders are relative to the repository
+    lines = ["# CRADLE-VAE's default objective, chosen from converged evidence", "",
+             "Written by `python benchmarks/default_objective.py` from the finished runs of the three converged "
+             "grids (nothing is trained). Rule (README): the default is the objective whose generated cells pass "
+             "QC most often, averaged over the screens, among those whose held-out ATE-ρ is not below the "
+             "conditional VAE's on any screen (the 95 % bootstrap interval of the paired difference must not lie "
+             "below 0). Only runs that early stopping ended count.", ""]
+    all_facts: dict[str, dict[str, dict[str, float]]] = {}
+    for screen, path in SCREENS.items():
+        config = load_config(ROOT / path)
+        results, _ = load_runs(config)
+        if results.empty:
+            lines += [f"## {screen}", "", f"(no finished runs of `{path}` yet)", ""]
+            continue
+        table, facts = screen_table(results)
+        all_facts[screen] = facts
+        lines += [f"## {screen} (`{path}`)", "", table.to_markdown(), ""]
+    eligible, score = [], {}
+    for objective in ARMS.values():
+        per = [f[objective] for f in all_facts.values() if objective in f]
+        if len(per) < len(SCREENS):
+            continue
+        worse = [s for s, f in all_facts.items() if f[objective].get("heldout_ate_pearson_ci_high", np.inf) < 0]
+        score[objective] = float(np.mean([p["qcpr"] for p in per]))
+        if not worse:
+            eligible.append(objective)
+        lines.append(f"- `{objective}`: mean QCPR over the screens {score[objective]:.2f} %; "
+                     + ("held-out ATE-ρ not below the conditional VAE's on any screen." if not worse
+                        else f"held-out ATE-ρ below the conditional VAE's on: {', '.join(worse)}."))
+    if eligible:
+        best = max(eligible, key=lambda o: score[o])
+        lines += ["", f"**Chosen default: `objective=\"{best}\"`.**", ""]
+    else:
+        lines += ["", "**No objective meets the rule on every screen yet** (or a grid is unfinished).", ""]
+    out = ROOT / "results" / "default_objective.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
