@@ -31,7 +31,8 @@ def test_quick_profile_is_a_cpu_budget_on_local_data():
     p = load_profile("quick", directory=PROFILES)
     assert p.accelerator == "cpu" and p.dataset.name == "norman_subset"
     assert p.grid.dataset.name == "norman_subset"
-    assert set(p.grid.models) == {"cvae", "cpa_vae", "svae_plus", "sams_vae", "cradle", "cradle_wo_cf", "cradle_wo_causal"}
+    assert set(p.grid.models) == {"no_change", "mean", "additive", "linear",  # the baselines beside every model
+                                  "cvae", "cpa_vae", "svae_plus", "sams_vae", "cradle", "cradle_wo_cf", "cradle_wo_causal"}
     assert tuple(p.grid.ks) == (3, 4, 5) and len(p.grid.seeds) >= 2  # a mean ± sd in every table cell
     assert p.grid.save_models  # chapters 7 and 8 reopen the trained models
     assert p.grid.model_options.objective == "published" and p.grid.split.seed == "run"
@@ -45,7 +46,7 @@ def test_full_profile_has_the_papers_settings():
     p = load_profile("full", directory=PROFILES)
     g = p.grid
     assert p.accelerator == "auto" and g.dataset.name == "norman"
-    assert len(expand_grid(g)) == 8 * 3 * 5  # the seven models and our exact-KL arm
+    assert len(expand_grid(g)) == 13 * 3 * 5  # four baselines, the seven models, our exact and unweighted arms
     # the paper's objective and the authors' protocol
     assert g.model_options.objective == "published" and g.model_kwargs("cradle")["objective"] == "published"
     assert g.model_kwargs("cradle_exact")["objective"] == "exact" and g.base_model("cradle_exact") == "cradle"

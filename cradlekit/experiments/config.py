@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from ..baselines import BASELINES
+from ..model._options import DEFAULT_OBJECTIVE
 from ..module import MODELS
 from ..train.trainer import LR_SCHEDULES
 from ._typecheck import check_types
@@ -96,8 +97,9 @@ class CounterfactualConfig:
 class ModelOptions:
     """Constructor options of :class:`~cradlekit.model.PerturbationModel` shared by every model.
 
-    ``alpha`` and the objective (``objective``: ``published``, the paper's, or ``exact``; or its
-    ingredients ``published``, ``class_balanced``) are passed to the CRADLE-VAE models only
+    ``alpha`` and the objective (``objective``: the package default ``unweighted``, ``published``
+    (the paper's: set it for a reproduction), or ``exact``; or its ingredients ``published``,
+    ``class_balanced``) are passed to the CRADLE-VAE models only
     (``alpha`` not to ``cradle_wo_cf``). ``mask_prior``: ``null`` keeps the paper's prior number of
     active latent dimensions per perturbation, ``p x D = 0.01 x 200 = 2``, at a smaller
     ``latent_dim``. ``extra`` goes to every model unchanged.
@@ -108,7 +110,7 @@ class ModelOptions:
     num_particles: int = 5
     alpha: float | None = None
     mask_prior: float | None = 0.01
-    objective: str | None = "published"
+    objective: str | None = DEFAULT_OBJECTIVE
     published: bool | None = None
     class_balanced: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)

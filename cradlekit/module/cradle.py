@@ -17,7 +17,7 @@ Auxiliary loss
 
 Objectives (``objective=``; the paper's Eq. (2)-(4)):
 
-``"published"`` (default)
+``"published"`` (the default of this module, the paper's)
     The objective that produced the paper's numbers: the authors' J2 formula (their
     ``kldiv_normal``, which drops the ``1/s2^2`` factor) **summed** over the cells of the batch,
     plus the class-balanced reconstruction (passed cells weigh the batch failure fraction ``f``,
@@ -28,7 +28,7 @@ Objectives (``objective=``; the paper's Eq. (2)-(4)):
     size): the same scale as the published sum over a 512-cell batch, whatever the batch size, and
     the same class-balanced reconstruction, so the KL formula is the only difference between the
     arms.
-``"unweighted"`` (ours)
+``"unweighted"`` (ours; the default of :class:`cradlekit.PerturbationModel`, chosen from converged evidence)
     No class weighting of the reconstruction (every cell weighs 1, as in every other model) and
     the exact KL averaged per cell at weight ``alpha``: J2 stays a small term (~0.2 % of the
     objective) and the basal latent keeps its information (no posterior collapse).
