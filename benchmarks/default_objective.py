@@ -35,7 +35,7 @@ SCREENS = {
     "McFaline-Figueroa 2023 subset": "configs/mcfaline_converged.yaml",
 }
 #: Grid entry -> objective name.
-ARMS = {"cradle": "published", "cradle_exact": "exact", "cradle_unweighted": "unweighted"}
+ARMS = {"cradle": "published", "cradle_exact": "exact", "cradle_unweighted": "unweighted", "cradle_balanced": "balanced"}
 REFERENCE = "cvae"
 
 

@@ -68,7 +68,8 @@ def test_objective_names_resolve_to_their_ingredients():
     assert resolve_objective(None, published=True, class_balanced=True)[0] == "published"
     with pytest.raises(ValueError, match="objective must be one of"):
         resolve_objective("paper")
-    assert set(OBJECTIVES) == {"published", "exact", "unweighted"}
+    assert set(OBJECTIVES) == {"published", "exact", "unweighted", "balanced"}
+    assert resolve_objective("balanced") == ("balanced", False, True, 1.0)
 
 
 def test_published_arm_is_the_papers_objective_and_the_default_is_unweighted(trained, screen):
