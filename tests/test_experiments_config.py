@@ -114,3 +114,23 @@ def test_run_key_depends_on_the_run_only():
     assert run_key(config.replace(train={"max_steps": 7}), spec) != key
     assert run_key(config, RunSpec("cvae", 3, 1)) != key and run_key(config, RunSpec("cvae", 5, 0)) != key
     assert prepared_key(config, 3) != prepared_key(config, 5) != prepared_key(config)
+
+
+def test_an_option_added_later_at_its_default_keeps_finished_runs_keys():
+    """A setting added after RUNNER_VERSION 4 enters a run's key only when it differs from its default,
+    so adding an option to the config does not make every finished run look unfinished."""
+    import dataclasses
+
+    from cradlekit.experiments.config import TrainOptions
+    from cradlekit.experiments.grid import _keyed
+
+    @dataclasses.dataclass(frozen=True)
+    class TrainWithNewOption(TrainOptions):
+        new_option: int = 3
+
+    before = _keyed("train", dataclasses.asdict(TrainOptions()), TrainOptions)
+    assert _keyed("train", dataclasses.asdict(TrainWithNewOption()), TrainWithNewOption) == before
+    changed = _keyed("train", dataclasses.asdict(TrainWithNewOption(new_option=4)), TrainWithNewOption)
+    assert changed == {**before, "new_option": 4}
+    # a version-4 setting stays in the key even at its default
+    assert "max_steps" in before and before["max_steps"] is None

@@ -61,13 +61,43 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: The settings each section of a run's key held at RUNNER_VERSION 4. A setting added since enters the key
+#: only when it differs from its default, so adding an option does not invalidate finished runs.
+_KEYED_V4 = {
+    "qc": {"run_scrublet", "seed", "precomputed"},
+    "split": {"kind", "holdout_fraction", "val_fraction", "fractions", "seed"},
+    "counterfactual": {"n_max", "seed"},
+    "train": {"max_epochs", "max_steps", "lr", "weight_decay", "batch_size", "patience", "grad_clip", "accelerator",
+              "torch_threads", "model_seed", "lr_schedule", "lr_factor", "lr_patience"},
+    "evaluation": {"n_model_cells", "n_qcpr_cells", "jaccard_k", "run_scrublet", "model_ate", "target_direction",
+                   "cell_eval"},
+    "model_options": {"latent_dim", "hidden_dim", "num_particles", "alpha", "mask_prior", "objective", "published",
+                      "class_balanced"},
+}
+
+
+def _keyed(section: str, values: dict[str, Any], defaults: Any) -> dict[str, Any]:
+    """``values`` without the settings added after version 4 that are at their default (see :data:`_KEYED_V4`)."""
+    fields = {f.name: f for f in dataclasses.fields(defaults)}
+    missing = object()
+
+    def default(name: str) -> Any:
+        f = fields.get(name)
+        if f is None:
+            return missing
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        return f.default_factory() if f.default_factory is not dataclasses.MISSING else missing
+
+    return {k: v for k, v in values.items() if k in _KEYED_V4[section] or v != default(k)}
+
+
 def _data_payload(config: ExperimentConfig) -> dict[str, Any]:
     kwargs = {k: v for k, v in config.dataset.kwargs.items() if k not in _LOCATION_KWARGS}
     return {
         "dataset": {"name": config.dataset.name, "kwargs": kwargs, **config.dataset.identity()},
-        # a QC option left unset (None) stays out of the key: adding one does not invalidate finished runs
-        "qc": {k: v for k, v in dataclasses.asdict(config.qc).items() if v is not None or k == "precomputed"},
-        "split": dataclasses.asdict(config.split),
+        "qc": _keyed("qc", dataclasses.asdict(config.qc), type(config.qc)),
+        "split": _keyed("split", dataclasses.asdict(config.split), type(config.split)),
     }
 
 
@@ -77,8 +107,9 @@ def prepared_key(config: ExperimentConfig, k: int | float | None = None, split_s
     payload: dict[str, Any] = {"data": _data_payload(config), "ks": sorted(float(x) for x in config.ks)}
     payload["data"].pop("split")  # QC labels do not depend on the split
     if k is not None:
-        payload.update(k=float(k), counterfactual=dataclasses.asdict(config.counterfactual),
-                       split=dataclasses.asdict(config.split), split_seed=split_seed)
+        payload.update(k=float(k), counterfactual=_keyed("counterfactual", dataclasses.asdict(config.counterfactual),
+                                                         type(config.counterfactual)),
+                       split=_keyed("split", dataclasses.asdict(config.split), type(config.split)), split_seed=split_seed)
     return _digest(payload)
 
 
@@ -99,13 +130,13 @@ def run_payload(config: ExperimentConfig, spec: RunSpec) -> dict[str, Any]:
     return {
         "runner_version": RUNNER_VERSION,
         "data": _data_payload(config),
-        "counterfactual": dataclasses.asdict(config.counterfactual),
+        "counterfactual": _keyed("counterfactual", dataclasses.asdict(config.counterfactual), type(config.counterfactual)),
         "model": spec.model,
         "base_model": config.base_model(spec.model),
-        "model_kwargs": config.model_kwargs(spec.model),
+        "model_kwargs": _keyed("model_options", config.model_kwargs(spec.model), type(config.model_options)),
         "split_seed": config.split.seed_for(spec.seed),
-        "train": dataclasses.asdict(config.train_options(spec.model)),
-        "evaluation": dataclasses.asdict(config.evaluation),
+        "train": _keyed("train", dataclasses.asdict(config.train_options(spec.model)), type(config.train)),
+        "evaluation": _keyed("evaluation", dataclasses.asdict(config.evaluation), type(config.evaluation)),
         "k": float(spec.k),
         "seed": int(spec.seed),
     }
