@@ -21,6 +21,9 @@ pl
     Figures (matplotlib); imported on first use of ``cradlekit.pl``.
 widgets
     ipywidgets controllers for notebooks; imported on first use of ``cradlekit.widgets``.
+baselines
+    Simple predictors every model is compared with: no change, the mean training effect, additive
+    singles and the linear model of Ahlmann-Eltze, Huber & Anders (2025).
 experiments
     The experiment runner (grids of runs, tables); imported on first use of ``cradlekit.experiments``.
 
@@ -33,7 +36,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from . import data, errors, evaluate, model, module, qc, train
+from . import baselines, data, errors, evaluate, model, module, qc, train
 from ._logging import enable_logging, logger
 from .model import PerturbationModel
 
@@ -44,6 +47,7 @@ _LAZY_SUBMODULES = ("experiments", "pl", "widgets")
 
 __all__ = [
     "PerturbationModel",
+    "baselines",
     "data",
     "enable_logging",
     "errors",

@@ -17,7 +17,8 @@ def test_demo_writes_labelled_data_and_summary(tmp_path, capsys):
     for section in ("QC fail counts", "Recovery of injected artifacts", "Split", "Held-out combinations",
                     "The default model beside the conditional VAE", "held-out ATE-ρ (truth)", "QCPR ceiling"):
         assert section in summary
-    table = [line for line in summary.splitlines() if line.startswith("| ")]
+    section = summary.split("The default model beside the conditional VAE", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| ")]
     labels = [line.split("|")[1].strip() for line in table[1:]]
     assert labels[0].startswith("CRADLE-VAE, default objective") and "Conditional VAE" in labels
     assert "Baseline: mean of training perturbations" in labels and "Baseline: additive (training singles)" in labels

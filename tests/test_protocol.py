@@ -92,13 +92,19 @@ def test_variants_resolve_to_a_registry_model_with_their_options():
     c = config_from_dict(GRID)
     assert c.base_model("cradle_exact") == "cradle" and c.model_label("cradle_exact") == "exact"
     assert c.model_kwargs("cradle_exact")["objective"] == "exact"
-    assert c.model_kwargs("cradle")["objective"] == "published"  # the paper's arm by default
+    from cradlekit.model._options import DEFAULT_OBJECTIVE
+
+    # a config without model_options.objective gets the package default; the paper's configs name theirs
+    assert c.model_kwargs("cradle")["objective"] == DEFAULT_OBJECTIVE != "published"
+    paper = config_from_dict({**GRID, "model_options": {"objective": "published"}})
+    assert paper.model_kwargs("cradle")["objective"] == "published"
+    assert paper.model_kwargs("cradle_exact")["objective"] == "exact"  # a variant's own option wins
     assert "objective" not in c.model_kwargs("cvae") and "alpha" not in c.model_kwargs("cvae")
     with pytest.raises(ValueError, match="unknown model name"):
         config_from_dict({**GRID, "models": ["cradle", "nope"]})
     with pytest.raises(ValueError, match="CRADLE-VAE models only"):
         config_from_dict({**GRID, "variants": {"v": {"model": "cvae", "options": {"objective": "exact"}}}, "models": ["v"]})
-    with pytest.raises(ValueError, match="registry model name"):
+    with pytest.raises(ValueError, match="cannot reuse a registry model or baseline name"):
         config_from_dict({**GRID, "variants": {"cradle": {"model": "cvae"}}})
 
 

@@ -50,3 +50,24 @@ def test_clean_cells_need_a_simulated_screen(screen, make_qc_adata):
         simulate_clean_cells(screen, ["NOPE"])
     with pytest.raises(ValueError, match="n must be >= 1"):
         simulate_clean_cells(screen, ["control"], n=0)
+
+
+def test_clean_cells_on_a_panel_screen_follow_the_full_screen_restricted_to_the_panel(screen):
+    """A screen written on a panel (some simulated genes dropped, as write_example_screen does) keeps
+    the simulation's truth for every simulated gene; clean cells come on the panel's genes at the
+    requested library size, with the full screen's gene proportions renormalised over the panel."""
+    panel_genes = screen.var_names[10:]  # drop ten simulated genes
+    panel = screen[:, panel_genes].copy()
+    label = str(true_ate_frame(screen).index[0])
+    full = simulate_clean_cells(screen, [label], n=3000, seed=3)
+    on_panel = simulate_clean_cells(panel, [label], n=3000, seed=4)
+    assert list(on_panel.var_names) == list(panel_genes)
+    np.testing.assert_allclose(on_panel.X.sum(axis=1).mean(), 1e4, rtol=0.02)
+    expected = np.asarray(full.X[:, 10:].mean(axis=0)).ravel()
+    expected *= 1e4 / expected.sum()
+    observed = np.asarray(on_panel.X.mean(axis=0)).ravel()
+    assert np.corrcoef(np.log1p(expected), np.log1p(observed))[0, 1] > 0.99
+    with pytest.raises(MissingKeyError, match="not among the simulated genes"):
+        other = panel.copy()
+        other.var_names = [f"X{i}" for i in range(other.n_vars)]
+        simulate_clean_cells(other, [label], n=5)

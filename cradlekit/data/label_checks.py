@@ -7,7 +7,7 @@ yet are almost always a mistake in the data:
   NaN and None), which would become a perturbation named ``nan``;
 - a control label in another case (``'Control'`` next to ``'control'``), which would become a target.
 
-:func:`warn_suspicious_labels` warns about both (a ``UserWarning`` and the log), naming the labels, the
+:func:`warn_suspicious_labels` warns about both (one ``UserWarning`` each), naming the labels, the
 number of cells and the way on. It is called by :func:`~cradlekit.data.standardize_perturbations`.
 """
 
@@ -18,7 +18,6 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .._logging import logger
 
 __all__ = ["warn_suspicious_labels", "MISSING_LOOKING"]
 
@@ -69,6 +68,5 @@ def warn_suspicious_labels(labels: pd.Series, controls: Sequence[str], sep: str,
             f"case ({', '.join(shown)}); they are treated as targets, not controls. If they are controls, pass "
             f"extra_control_labels={sorted(set(cased.values()))!r} (or fix the labels)"
         )
-    for msg in messages:
-        logger.warning(msg)
+    for msg in messages:  # a Python warning only (something to act on), never also a log record
         warnings.warn(msg, UserWarning, stacklevel=3)

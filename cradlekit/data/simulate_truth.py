@@ -84,6 +84,14 @@ def simulate_clean_cells(
     W = np.asarray(sim["decoder_weight"], dtype=np.float64)
     baseline = np.asarray(sim["gene_logit_baseline"], dtype=np.float64)
     z_p = np.asarray(sim["perturbation_effects"], dtype=np.float64)
+    simulated_genes = pd.Index(np.asarray(sim.get("true_ate_genes", adata.var_names)).astype(str))
+    if len(simulated_genes) != W.shape[1]:
+        simulated_genes = pd.Index(adata.var_names.astype(str))
+    columns = simulated_genes.get_indexer(adata.var_names.astype(str))
+    if (columns < 0).any() or len(simulated_genes) != W.shape[1]:
+        raise MissingKeyError("simulate_clean_cells: the screen's genes are not among the simulated genes")
+    # a screen written on a panel (a subset of the simulated genes): expression over the panel,
+    # renormalised to the library size, as generated cells on that panel are
     theta = adata.var["true_inverse_dispersion"].to_numpy(dtype=np.float64)
     rng = np.random.default_rng([int(seed), 7])
     blocks, obs_labels = [], []
@@ -91,7 +99,7 @@ def simulate_clean_cells(
         z = rng.standard_normal((int(n), W.shape[0])) + z_p[index[p]]
         logits = z @ W + baseline
         logits -= logits.max(axis=1, keepdims=True)
-        rate = np.exp(logits)
+        rate = np.exp(logits)[:, columns]
         rate *= float(library_size) / rate.sum(axis=1, keepdims=True)
         blocks.append(sp.csr_matrix(rng.poisson(rng.gamma(theta, rate / theta)).astype(np.int32)))
         obs_labels += [p] * int(n)
