@@ -37,6 +37,7 @@ import importlib
 from types import ModuleType
 
 from . import baselines, data, errors, evaluate, model, module, qc, train
+from ._deprecated import install_module_aliases
 from ._logging import enable_logging, logger
 from .model import PerturbationModel
 
@@ -62,6 +63,8 @@ __all__ = [
     "widgets",
     "__version__",
 ]
+
+install_module_aliases()  # old names of renamed modules stay importable, with a DeprecationWarning
 
 
 def __getattr__(name: str) -> ModuleType:

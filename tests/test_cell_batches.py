@@ -248,7 +248,7 @@ def test_trainer_checkpoints_cell_batches_without_run_info(tmp_path):
     checkpoint folder: the run record fingerprints the batches, a resume with the same data goes on,
     one with other counts or another split is refused."""
     from cradlekit.errors import CheckpointMismatchError
-    from cradlekit.train.fingerprint import data_fingerprint
+    from cradlekit.train.fingerprint import batch_source_fingerprint
 
     rng = np.random.default_rng(0)
     X = sp.random(200, 30, density=0.3, format="csr", dtype=np.float32, random_state=1)
@@ -265,9 +265,9 @@ def test_trainer_checkpoints_cell_batches_without_run_info(tmp_path):
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
 
     # the same counts stored densely, or as int64 CSR, fingerprint alike; other counts do not
-    same = data_fingerprint(_count_batches(X.toarray(), np.arange(160), y), None)["train"]
+    same = batch_source_fingerprint(_count_batches(X.toarray(), np.arange(160), y), None)["train"]
     assert same == record["train"]
-    assert data_fingerprint(_count_batches(sp.csr_matrix(X, dtype=np.int64), np.arange(160), y), None)["train"] == same
+    assert batch_source_fingerprint(_count_batches(sp.csr_matrix(X, dtype=np.int64), np.arange(160), y), None)["train"] == same
     changed = X.copy()
     changed.data[0] += 1
     with pytest.raises(CheckpointMismatchError, match="data"):

@@ -125,8 +125,8 @@ def _swap_2x2(adata, rows):
     raise AssertionError("no pair of cells to swap")
 
 
-def test_data_fingerprint_sees_a_swap_that_keeps_every_total(prepared):
-    from cradlekit.model._fingerprint import data_fingerprint
+def test_adata_fingerprint_sees_a_swap_that_keeps_every_total(prepared):
+    from cradlekit.model._fingerprint import adata_fingerprint
 
     model = PerturbationModel(prepared.copy(), **SMALL)
     fit = np.flatnonzero(prepared.obs["split"].isin(["train", "val"]).to_numpy())
@@ -134,24 +134,24 @@ def test_data_fingerprint_sees_a_swap_that_keeps_every_total(prepared):
     X0, X1 = sp.csr_matrix(prepared.X), sp.csr_matrix(swapped.X)
     assert (X0 != X1).nnz == 4  # the attack: four counts changed ...
     assert np.array_equal(X0.sum(0), X1.sum(0)) and np.array_equal(X0.sum(1), X1.sum(1))  # ... no total did
-    before, after = data_fingerprint(prepared, model.registry), data_fingerprint(swapped, model.registry)
+    before, after = adata_fingerprint(prepared, model.registry), adata_fingerprint(swapped, model.registry)
     assert before["counts"] == after["counts"]  # totals alone cannot see it
     assert before["content"] != after["content"]
     dense = prepared.copy()
     dense.X = X0.toarray().astype(np.int64)  # the same counts stored otherwise: the same fingerprint
-    assert data_fingerprint(dense, model.registry) == before
+    assert adata_fingerprint(dense, model.registry) == before
 
 
-def test_data_fingerprint_is_the_same_for_a_backed_file(prepared, tmp_path):
+def test_adata_fingerprint_is_the_same_for_a_backed_file(prepared, tmp_path):
     import anndata as ad
 
-    from cradlekit.model._fingerprint import data_fingerprint
+    from cradlekit.model._fingerprint import adata_fingerprint
 
     registry = PerturbationModel(prepared.copy(), **SMALL).registry
     prepared.write_h5ad(tmp_path / "x.h5ad")
     backed = ad.read_h5ad(tmp_path / "x.h5ad", backed="r")
     try:  # read in row chunks from disk: the same content digest as in memory
-        assert data_fingerprint(backed, registry) == data_fingerprint(prepared, registry)
+        assert adata_fingerprint(backed, registry) == adata_fingerprint(prepared, registry)
     finally:
         backed.file.close()
 
@@ -166,13 +166,13 @@ def test_resuming_on_swapped_counts_is_refused(prepared, tmp_path):
 
 def test_trainer_fingerprint_of_cell_batches_sees_a_swap(prepared):
     from cradlekit.train import CellBatches
-    from cradlekit.train.fingerprint import data_fingerprint
+    from cradlekit.train.fingerprint import batch_source_fingerprint
 
     fit = np.flatnonzero(prepared.obs["split"].isin(["train", "val"]).to_numpy())
     swapped = _swap_2x2(prepared, fit[:5])
-    before = data_fingerprint(CellBatches(sp.csr_matrix(prepared.X), fit), None)
-    assert data_fingerprint(CellBatches(sp.csr_matrix(prepared.X), fit), None) == before
-    assert data_fingerprint(CellBatches(sp.csr_matrix(swapped.X), fit), None) != before
+    before = batch_source_fingerprint(CellBatches(sp.csr_matrix(prepared.X), fit), None)
+    assert batch_source_fingerprint(CellBatches(sp.csr_matrix(prepared.X), fit), None) == before
+    assert batch_source_fingerprint(CellBatches(sp.csr_matrix(swapped.X), fit), None) != before
 
 
 # ------------------------------------------------------------------ cached downloads

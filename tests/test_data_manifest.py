@@ -17,7 +17,7 @@ from cradlekit.data.manifest import (
     load_manifest,
     manifest_path,
 )
-from cradlekit.data.normalizers import get_normalizer
+from cradlekit.data.label_layouts import get_normalizer
 from cradlekit.errors import MissingKeyError
 
 EXPECTED = {"norman", "dixit", "replogle", "adamson", "norman_subset", "pbmc_qc"}

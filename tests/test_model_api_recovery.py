@@ -15,7 +15,7 @@ import pytest
 from cradlekit.data import counterfactual_references, load_dataset, simulate_perturbseq, split_combinations, true_ate_frame
 from cradlekit.module import MODELS
 from cradlekit.model import PerturbationModel
-from cradlekit.qc import apply_thresholds, label_artifacts, pass_rate
+from cradlekit.qc import apply_thresholds, label_artifacts, pass_fraction
 
 NORMAN_SUBSET_FILE = "perturbench_devel_norman19_mcfaline23_counts500.h5ad"
 
@@ -73,7 +73,7 @@ def test_cradle_recovers_heldout_effects_and_generates_clean_cells():
     apply_thresholds(generated, adata, ks=[3])
     with_artifact = model.generate(["control", *perturbations], n=100, seed=2, artifact=True)
     apply_thresholds(with_artifact, adata, ks=[3])
-    qcpr, qcpr_data, qcpr_artifact = pass_rate(generated, 3), pass_rate(adata, 3), pass_rate(with_artifact, 3)
+    qcpr, qcpr_data, qcpr_artifact = pass_fraction(generated, 3), pass_fraction(adata, 3), pass_fraction(with_artifact, 3)
     print(f"QC pass rate at k=3: generated {qcpr:.3f}, data {qcpr_data:.3f}, generated with artifact {qcpr_artifact:.3f}")
     assert qcpr > qcpr_data
     assert qcpr_artifact < qcpr  # the artifact latent carries the QC failures

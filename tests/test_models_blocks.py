@@ -12,7 +12,7 @@ from cradlekit.module.distributions import GumbelSoftmaxBernoulli, NegativeBinom
 from cradlekit.module.divergence import counterfactual_loss, gaussian_kl, published_gaussian_kl
 from cradlekit.module.layers import ConcatLinear, PerturbationEmbeddingEncoder, ResidualMLP
 from cradlekit.module.likelihood import NegativeBinomialDecoder
-from cradlekit.module.normalization import LogStandardize, log_standardize_stats
+from cradlekit.module.standardize import LogStandardize, log_standardize_stats
 
 
 def test_concat_linear_is_linear_on_concatenation():

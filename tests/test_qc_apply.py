@@ -1,4 +1,4 @@
-"""apply_thresholds uses a reference's stored thresholds; pass_rate; h5ad round trip."""
+"""apply_thresholds uses a reference's stored thresholds; pass_fraction; h5ad round trip."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from cradlekit._keys import artifact_key, flag_key
 from cradlekit.errors import MissingKeyError
-from cradlekit.qc import apply_thresholds, label_artifacts, pass_rate, qc_summary
+from cradlekit.qc import apply_thresholds, label_artifacts, pass_fraction, qc_summary
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_stored_thresholds_not_recomputed(reference, make_qc_adata):
         np.testing.assert_array_equal(obs[flag_key("mito", k)], obs["pct_counts_mt"] > high)
         # recomputing on the generated cells would pass most of them
         assert gen.obs[artifact_key(k)].sum() > recomputed.obs[artifact_key(k)].sum() + 100
-    assert pass_rate(gen, 3) < 0.2 < pass_rate(recomputed, 3)
+    assert pass_fraction(gen, 3) < 0.2 < pass_fraction(recomputed, 3)
     assert gen.uns["qc"]["origin"] == "apply_thresholds"
     assert gen.uns["qc"]["thresholds"]["k3"]["mito"] == thr["k3"]["mito"]
 
@@ -64,12 +64,12 @@ def test_round_trip_then_apply_subset_of_ks(reference, make_qc_adata, tmp_path):
     from_file = apply_thresholds(gen, stored, run_scrublet=False, ks=(4,), copy=True)
     np.testing.assert_array_equal(from_file.obs["artifact_k4"], direct.obs["artifact_k4"])
     assert "artifact_k3" not in from_file.obs and "artifact_k3" not in gen.obs  # copy=True
-    assert 0.0 < pass_rate(from_file, 4) < 1.0
-    assert pass_rate(from_file, 4) == pytest.approx(1 - from_file.obs["artifact_k4"].mean())
+    assert 0.0 < pass_fraction(from_file, 4) < 1.0
+    assert pass_fraction(from_file, 4) == pytest.approx(1 - from_file.obs["artifact_k4"].mean())
     with pytest.raises(MissingKeyError, match=r"k=\['3.5'\] not stored"):
         apply_thresholds(gen, stored, ks=(3.5,), run_scrublet=False)
     with pytest.raises(MissingKeyError, match="artifact_k3"):
-        pass_rate(from_file, 3)
+        pass_fraction(from_file, 3)
 
 
 def test_scrublet_runs_on_generated_cells(reference, make_qc_adata):

@@ -19,7 +19,7 @@ from cradlekit.evaluate import rescue_artifacts
 from cradlekit.evaluate.rescue import counterfactual_frequencies
 from cradlekit.model import PerturbationModel
 from cradlekit.module.generation import seeded
-from cradlekit.qc import apply_thresholds, label_artifacts, pass_rate
+from cradlekit.qc import apply_thresholds, label_artifacts, pass_fraction
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -92,7 +92,7 @@ def test_rescued_cells_pass_qc_much_more_often(trained, rescued):
     adata, model = trained
     qc = rescued.uns["rescue"]["qc"]
     before, before_again, after = (qc[k]["k3"] for k in ("pass_rate_before", "pass_rate_before_reapplied", "pass_rate_after"))
-    assert after == pass_rate(rescued, 3)
+    assert after == pass_fraction(rescued, 3)
 
     # control: the same cells encoded and decoded with the artifact ON (plain reconstruction)
     failed = adata[adata.obs["artifact_k3"].to_numpy() == 1]
@@ -104,7 +104,7 @@ def test_rescued_cells_pass_qc_much_more_often(trained, rescued):
     recon_adata = rescued.copy()
     recon_adata.X = sp.csr_matrix(recon)
     apply_thresholds(recon_adata, adata, ks=[3])
-    reconstruction = pass_rate(recon_adata, 3)
+    reconstruction = pass_fraction(recon_adata, 3)
 
     # at the median library size of QC-passed cells the low-depth failures are placed at a typical depth too
     fixed = rescue_artifacts(model, adata, qc_reference=adata, seed=0, library_size=_median_passed_library(adata))

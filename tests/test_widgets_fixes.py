@@ -94,9 +94,9 @@ def test_perturbation_headline_per_criterion_and_doublet_statement(prepared, tra
     for c in ("total_counts", "n_genes", "mito", "ribo", "hb"):
         mad_fail |= gen.obs[flag_key(c, 3)].to_numpy(dtype=bool)
     assert pe.qc_pass["generated_mad"] == pytest.approx(1 - mad_fail.mean())
-    assert pe.qc_pass["generated"] == pytest.approx(ck.qc.pass_rate(gen, 3))
+    assert pe.qc_pass["generated"] == pytest.approx(ck.qc.pass_fraction(gen, 3))
     data = prepared[prepared.obs["perturbation"] == "KLF1"]
-    assert table.loc["all six (QCPR)", "data pass %"] == pytest.approx(100 * ck.qc.pass_rate(data, 3))
+    assert table.loc["all six (QCPR)", "data pass %"] == pytest.approx(100 * ck.qc.pass_fraction(data, 3))
     assert "Doublets" in pe.doublet_note
     summary = pe.view.summary.value
     assert "pass the five MAD criteria" in summary and "doublets" in summary

@@ -41,7 +41,7 @@ def test_seen_perturbation_against_the_data(setup):
     gen = pe.generated
     assert gen.n_obs == 80 and set(gen.obs["perturbation"].astype(str)) == {"control", "KLF1"}
     assert "artifact_k3" in gen.obs and not gen.obs["generated_artifact"].any()
-    data_rate = ck.qc.pass_rate(adata[adata.obs["perturbation"] == "KLF1"], 3)
+    data_rate = ck.qc.pass_fraction(adata[adata.obs["perturbation"] == "KLF1"], 3)
     assert pe.qc_pass["data"] == pytest.approx(data_rate)
     assert 0.0 <= pe.qc_pass["generated"] <= 1.0
     top = pe.top_genes

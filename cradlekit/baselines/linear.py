@@ -139,7 +139,7 @@ def linear_baseline(
 
 def _control_mean(adata: AnnData, artifact_key: str, train_split: str | Sequence[str], split_key: str) -> np.ndarray:
     """Mean normalised expression of the QC-passed training control cells."""
-    from ..evaluate.normalize import perturbseq_normalize
+    from ..evaluate.log_normalize import perturbseq_normalize
 
     key, control = perturbation_info(adata)
     splits = [train_split] if isinstance(train_split, str) else list(train_split)

@@ -11,6 +11,7 @@ Typical use::
     ck.data.counterfactual_references(adata, artifact_key="artifact_k3")
 """
 
+from .._deprecated import module_getattr
 from .counterfactual import counterfactual_matrix, counterfactual_references, reference_table
 from .example import EXAMPLE_QC_METRICS, write_example_screen
 from .download import fetch
@@ -63,3 +64,6 @@ __all__ = [
     "true_ate_frame",
     "write_example_screen",
 ]
+
+#: Old names: the module ``normalizers`` (now ``label_layouts``).
+__getattr__ = module_getattr(__name__)

@@ -5,7 +5,7 @@ and genes it needs, puts the raw integer counts in ``X``, makes ``var_names`` ge
 rewrites the dataset's own perturbation labels into ``obs['perturbation']`` (sorted ``A+B``
 combinations, control ``control``) with
 :func:`~cradlekit.data.perturbations.standardize_perturbations`, using the dataset's normaliser
-from :mod:`cradlekit.data.normalizers`. The dataset's original columns are kept unchanged (an
+from :mod:`cradlekit.data.label_layouts`. The dataset's original columns are kept unchanged (an
 original column already called ``perturbation`` is renamed ``perturbation_original``).
 """
 
@@ -28,7 +28,7 @@ from ..errors import MissingKeyError, UnknownControlError
 from .derive import DERIVATIONS
 from .download import expected_checksum, fetch, file_digest
 from .manifest import DatasetEntry, get_entry
-from .normalizers import get_normalizer, require_obs_columns
+from .label_layouts import get_normalizer, require_obs_columns
 from .perturbations import standardize_perturbations
 
 __all__ = ["load_dataset", "standardize_dataset"]

@@ -20,11 +20,12 @@ Main entry points
     CRADLE-VAE's counterfactual artifact-free counts of observed QC-failed cells (a prediction).
 """
 
+from .._deprecated import module_getattr
+from .agreement import JaccardResult, align_ate, ate_pearson, ate_r2, evaluate_perturbations, top_k_jaccard
 from .artifact_recovery import artifact_recovery
 from .ate import data_ate, model_ate
 from .calibrated import SignAgreement, centered_ate_pearson, target_sign_agreement
-from .metrics import JaccardResult, align_ate, ate_pearson, ate_r2, evaluate_perturbations, top_k_jaccard
-from .normalize import perturbseq_normalize
+from .log_normalize import perturbseq_normalize
 from .qcpr import criterion_pass_rates, data_pass_rates, qc_pass_rate
 from .rescue import rescue_artifacts
 
@@ -47,3 +48,6 @@ __all__ = [
     "data_pass_rates",
     "rescue_artifacts",
 ]
+
+#: Old names: the modules ``metrics`` (now ``agreement``) and ``normalize`` (now ``log_normalize``).
+__getattr__ = module_getattr(__name__)

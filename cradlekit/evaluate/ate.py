@@ -1,7 +1,7 @@
 """Average treatment effects (ATE) of perturbations, from data and from generated cells (design page, "Metrics").
 
 The ATE of perturbation ``t`` is, per gene, the mean normalised expression
-(:func:`~cradlekit.evaluate.normalize.perturbseq_normalize`) of the cells with ``t`` minus that
+(:func:`~cradlekit.evaluate.log_normalize.perturbseq_normalize`) of the cells with ``t`` minus that
 of the control cells:
 
 * :func:`data_ate`: observed cells; by default only QC-passed cells (``a_i = 0``) on both sides.
@@ -31,7 +31,7 @@ from .._logging import logger
 from .._validation import check_control_label, check_labels, check_obs_key, check_raw_counts, get_counts
 from ..data.perturbations import canonicalize_labels, cell_labels, perturbation_info
 from ..errors import EmptyPerturbationError, InvalidCountsError, MissingKeyError
-from .normalize import TARGET_SUM, ZeroTotal, perturbseq_normalize
+from .log_normalize import TARGET_SUM, ZeroTotal, perturbseq_normalize
 
 __all__ = ["data_ate", "model_ate"]
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.perturbations import parse_perturbation
-from .metrics import ATE, align_ate
+from .agreement import ATE, align_ate
 
 __all__ = ["centered_ate_pearson", "target_sign_agreement", "SignAgreement", "TARGET_DIRECTIONS"]
 

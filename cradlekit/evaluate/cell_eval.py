@@ -31,7 +31,7 @@ from anndata import AnnData
 
 from .._atomic import write_h5ad_atomic
 from .._validation import get_counts
-from .metrics import ATE, _frame
+from .agreement import ATE, _frame
 
 __all__ = ["cell_eval_layout", "baseline_cells", "write_cell_eval", "run_cell_eval", "has_cell_eval", "PERT_COL"]
 

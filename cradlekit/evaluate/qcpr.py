@@ -16,7 +16,7 @@ from anndata import AnnData
 
 from .._keys import CRITERIA, QC_KS, artifact_key, flag_key
 from .._validation import check_obs_key
-from ..qc import apply_thresholds, pass_rate
+from ..qc import apply_thresholds, pass_fraction
 
 __all__ = ["qc_pass_rate", "criterion_pass_rates", "data_pass_rates"]
 
@@ -45,7 +45,7 @@ def criterion_pass_rates(labelled: AnnData, k: float) -> pd.Series:
             100.0 * (1.0 - float(np.asarray(labelled.obs[col], dtype=np.float64).mean()))
             if col in labelled.obs and labelled.n_obs else np.nan
         )
-    out["all"] = 100.0 * pass_rate(labelled, k)
+    out["all"] = 100.0 * pass_fraction(labelled, k)
     return pd.Series(out, name=f"pass_rate_k{_k_value(k)}")
 
 
@@ -132,7 +132,7 @@ def qc_pass_rate(
     labelled = generated if inplace else labelled
     index = pd.Index([_k_value(k) for k in ks], name="k")
     if groupby is None:
-        return pd.Series([100.0 * pass_rate(labelled, k) for k in ks], index=index, name="qcpr")
+        return pd.Series([100.0 * pass_fraction(labelled, k) for k in ks], index=index, name="qcpr")
     columns = {}
     for k, label in zip(ks, index, strict=True):  # a few ks; cells are grouped by pandas
         passed = 1.0 - np.asarray(labelled.obs[artifact_key(k)], dtype=np.float64)

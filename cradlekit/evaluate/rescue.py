@@ -28,7 +28,7 @@ from .._logging import logger
 from .._validation import get_counts
 from ..model._setup import cell_batches, check_genes
 from ..module.generation import seeded
-from ..qc import apply_thresholds, pass_rate, read_qc_uns
+from ..qc import apply_thresholds, pass_fraction, read_qc_uns
 from ..qc.thresholds import k_label
 from .counterfactual_decode import check_cradle_module, counterfactual_frequencies
 
@@ -360,8 +360,8 @@ def _rescue_qc(
     result: dict[str, Any] = {
         "ks": ks,
         "pass_rate_before": {labels[k]: stored(k) for k in ks},
-        "pass_rate_before_reapplied": {labels[k]: pass_rate(observed, k) for k in ks},
-        "pass_rate_after": {labels[k]: pass_rate(out, k) for k in ks},
+        "pass_rate_before_reapplied": {labels[k]: pass_fraction(observed, k) for k in ks},
+        "pass_rate_after": {labels[k]: pass_fraction(out, k) for k in ks},
         "by_criterion": by_criterion,
     }
     if model_k is not None:

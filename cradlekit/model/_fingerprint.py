@@ -21,7 +21,7 @@ from anndata import AnnData
 from .._validation import get_counts
 from ..train.fingerprint import CountsDigest, counts_digest, digest
 
-__all__ = ["data_fingerprint"]
+__all__ = ["adata_fingerprint"]
 
 _FIT = ("train", "val")
 
@@ -52,7 +52,7 @@ def _sums(X, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     return per_cell, per_gene, content.hexdigest()
 
 
-def data_fingerprint(adata: AnnData, registry: Mapping[str, Any]) -> dict[str, Any]:
+def adata_fingerprint(adata: AnnData, registry: Mapping[str, Any]) -> dict[str, Any]:
     """Counts of train/val cells, the trained targets and digests of the cells, split and counts.
 
     Returns

@@ -143,7 +143,7 @@ class PerturbationModel(TrainingMixin):
         self._device_data: tuple[torch.device, CellBatches, CellBatches | None] | None = None
         self._trainer: Trainer | None = None
         self._log_stats: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._data_fingerprint: dict[str, Any] | None = None
+        self._adata_fingerprint: dict[str, Any] | None = None
         self._nonfinite: str | None = None  # the message of the non-finite loss that ended the last training
 
     def _build_module(self, seed: int) -> PerturbationVAE:

@@ -19,7 +19,7 @@ from .._logging import logger
 from ..errors import FolderInUseError, NonFiniteLossError
 from ..train import Callback, CellBatches, TrainConfig, Trainer, resolve_device
 from ._batches import build_batches
-from ._fingerprint import data_fingerprint
+from ._fingerprint import adata_fingerprint
 from ._train_args import check_train_args
 
 #: The lock file a training holds in its checkpoint folder (:class:`~cradlekit._locks.RunLock`).
@@ -63,11 +63,11 @@ class TrainingMixin:
 
     def _fingerprint(self) -> dict[str, Any]:
         """The training data's fingerprint (computed once per AnnData)."""
-        if self._data_fingerprint is None:
+        if self._adata_fingerprint is None:
             if self.adata is None:
                 raise ValueError("this model was loaded without adata; pass adata= to PerturbationModel.load to train it")
-            self._data_fingerprint = data_fingerprint(self.adata, self.registry)
-        return self._data_fingerprint
+            self._adata_fingerprint = adata_fingerprint(self.adata, self.registry)
+        return self._adata_fingerprint
 
     def train(
         self,
@@ -119,7 +119,7 @@ class TrainingMixin:
         resume
             Continue from ``checkpoint_dir/last.pt`` when it exists (weights, optimiser, RNG states).
             The checkpoint must come from the same run: model and options, genes (names and order),
-            training data (cells, split, labels, counts; see :func:`~cradlekit.model._fingerprint.data_fingerprint`)
+            training data (cells, split, labels, counts; see :func:`~cradlekit.model._fingerprint.adata_fingerprint`)
             and ``batch_size``, ``weight_decay``, ``grad_clip``, ``seed``. ``max_epochs``, ``max_steps``,
             ``patience`` and ``lr`` may change (e.g. a lower ``lr`` after a NaN loss): the new values
             apply to the restored optimiser and are listed in ``train_info["resume_changes"]``.

@@ -8,7 +8,7 @@ minibatch scaling.
 
 Modules
 -------
-layers, normalization, distributions, likelihood
+layers, standardize, distributions, likelihood
     Shared blocks: (residual) MLPs, log-standardisation, the straight-through Gumbel-softmax
     Bernoulli, the negative-binomial decoder.
 sparse_effects
@@ -25,14 +25,15 @@ registry
 
 from __future__ import annotations
 
+from .._deprecated import module_getattr
 from .base import PerturbationVAE
 from .cpa_vae import CpaVAE
 from .cradle import CradleVAE, CradleVAEWithoutCausal, CradleVAEWithoutCF
 from .cvae import ConditionalVAE
 from .divergence import counterfactual_loss, gaussian_kl, published_gaussian_kl
-from .normalization import LogStandardize, log_standardize_stats
 from .registry import MODELS, build_model
 from .sams_vae import SamsVAE
+from .standardize import LogStandardize, log_standardize_stats
 from .svae_plus import SVAEPlus, condition_onehot, unique_conditions
 
 __all__ = [
@@ -54,3 +55,6 @@ __all__ = [
     "unique_conditions",
     "condition_onehot",
 ]
+
+#: Old names: the module ``normalization`` (now ``standardize``).
+__getattr__ = module_getattr(__name__)

@@ -52,7 +52,7 @@ from torch import nn
 from ..errors import MissingKeyError, NonFiniteLossError
 from .generation import generate_cells
 from .likelihood import NegativeBinomialDecoder
-from .normalization import LogStandardize
+from .standardize import LogStandardize
 
 __all__ = ["PerturbationVAE", "BatchContext"]
 
@@ -102,7 +102,7 @@ class PerturbationVAE(nn.Module):
         Hidden layers of the per-cell encoder (1).
     log_mean, log_std
         Per-gene statistics of ``log1p(x)`` on the training split (see
-        :func:`~cradlekit.module.normalization.log_standardize_stats`).
+        :func:`~cradlekit.module.standardize.log_standardize_stats`).
     num_particles
         Monte-Carlo particles of the ELBO (5).
     """

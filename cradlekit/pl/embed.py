@@ -25,7 +25,7 @@ from anndata import AnnData
 from threadpoolctl import threadpool_limits
 
 from .._logging import logger
-from ..evaluate.normalize import perturbseq_normalize
+from ..evaluate.log_normalize import perturbseq_normalize
 
 __all__ = ["embed_cells", "warm_up_umap", "EMBEDDINGS_UNS_KEY"]
 

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from .._keys import CONTROL_LABEL, UNS_KEY
 from .._logging import logger
 from .._validation import check_obs_key
-from ..evaluate.normalize import perturbseq_normalize
+from ..evaluate.log_normalize import perturbseq_normalize
 from . import _style as st
 from .pathways import norman_pathway_groups
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from anndata import AnnData
 
+from .._deprecated import module_getattr
 from .._keys import QC_UNS_KEY, artifact_key
 from .._logging import logger
 from .._rows import check_counts_in_chunks
@@ -18,7 +19,7 @@ from .metrics import compute_metrics, counts_description
 from .record import build_record, log_summary, plain, read_qc_uns, write_obs
 from .thresholds import MAD_CRITERIA, SIDE, k_label, normalize_ks
 
-__all__ = ["apply_thresholds", "pass_rate"]
+__all__ = ["apply_thresholds", "pass_fraction"]
 
 
 def apply_thresholds(
@@ -182,7 +183,7 @@ def apply_thresholds(
     return adata if copy else None
 
 
-def pass_rate(adata: AnnData, k: float) -> float:
+def pass_fraction(adata: AnnData, k: float) -> float:
     """Fraction of cells passing every QC criterion at MAD multiple ``k`` (``a_i == 0``).
 
     Parameters
@@ -212,3 +213,7 @@ def pass_rate(adata: AnnData, k: float) -> float:
     if a.size == 0:
         return float("nan")
     return float(1.0 - a.mean())
+
+
+#: Old name: ``pass_rate`` (now :func:`pass_fraction`).
+__getattr__ = module_getattr(__name__, {"pass_rate": "pass_fraction"}, globals())

@@ -16,8 +16,8 @@ from .._validation import check_obs_key, get_counts
 from .doublets import SCRUBLET_CHUNK_CELLS, resolve_doublets
 from .genes import GENE_SET_OF_CRITERION
 from .metrics import compute_metrics, counts_description
-from .batches import apply_batch_flags, warn_batch_spread
-from .batches import batch_thresholds as batch_thresholds_of
+from .sample_batches import apply_batch_flags, warn_batch_spread
+from .sample_batches import batch_thresholds as batch_thresholds_of
 from .checks import cannot_fail, panel_warning
 from .record import build_record, log_summary, read_qc_uns, str_list, write_obs
 from .thresholds import MAD_CRITERIA, SIDE, compute_thresholds, k_label, normalize_ks
@@ -76,7 +76,7 @@ def label_artifacts(
     batch_key
         ``obs`` column of batches; scrublet runs per batch, each batch's own MAD thresholds are
         recorded in ``uns['qc']['batches']`` and a warning is issued when they differ strongly
-        from batch to batch (see :mod:`cradlekit.qc.batches`). ``"auto"`` (default): the key
+        from batch to batch (see :mod:`cradlekit.qc.sample_batches`). ``"auto"`` (default): the key
         recorded by :func:`cradlekit.data.setup`, if any.
     batch_thresholds
         Flag each cell against its own batch's thresholds (scanpy-style per-sample QC) instead

@@ -14,7 +14,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["digest", "data_fingerprint", "CountsDigest", "counts_digest"]
+from .._deprecated import module_getattr
+
+__all__ = ["digest", "batch_source_fingerprint", "CountsDigest", "counts_digest"]
 
 
 def _update(h: Any, obj: Any) -> None:
@@ -115,10 +117,18 @@ def _content(data: Any) -> Any:
             "tables": {k: [table, index] for k, (table, index) in data.tables.items()}}
 
 
-def data_fingerprint(train: Any, val: Any | None) -> dict[str, Any]:
-    """Rows and digest of the training and validation data (:class:`~cradlekit.train.DeviceData` or
-    :class:`~cradlekit.train.CellBatches`)."""
+def batch_source_fingerprint(train: Any, val: Any | None) -> dict[str, Any]:
+    """Rows and digest of the training and validation batch sources (:class:`~cradlekit.train.DeviceData` or
+    :class:`~cradlekit.train.CellBatches`), as the :class:`~cradlekit.train.Trainer` records them.
+
+    :class:`~cradlekit.model.PerturbationModel` records the fingerprint of its AnnData instead
+    (``cradlekit.model._fingerprint.adata_fingerprint``: cells, split, labels and counts).
+    """
     return {
         "n_train": len(train), "n_val": 0 if val is None else len(val),
         "train": digest(_content(train)), "val": None if val is None else digest(_content(val)),
     }
+
+
+#: Old name: ``data_fingerprint`` (now :func:`batch_source_fingerprint`).
+__getattr__ = module_getattr(__name__, {"data_fingerprint": "batch_source_fingerprint"}, globals())

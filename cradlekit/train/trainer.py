@@ -17,7 +17,7 @@ from .callbacks import Callback, as_callback
 from .checkpoint import BEST, FORMAT, LAST, check_same_run, load_checkpoint, plain, save_checkpoint
 from .checkpoint import RESUME_KEYS, nonfinite_hint, require_keys
 from .device_data import DeviceData
-from .fingerprint import data_fingerprint
+from .fingerprint import batch_source_fingerprint
 from .seed import get_rng_state, seed_everything, set_rng_state
 
 __all__ = ["TrainConfig", "Trainer", "LossModule", "MUST_MATCH", "MAY_CHANGE", "LR_SCHEDULES"]
@@ -214,7 +214,7 @@ class Trainer:
             **self.run_info,
         }
         if "data" not in record:
-            record["data"] = data_fingerprint(self.train_data, self.val_data)
+            record["data"] = batch_source_fingerprint(self.train_data, self.val_data)
         return plain(record)
 
     def state_dict(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from ..data import canonical_label, parse_perturbation
 from ..evaluate import data_ate, model_ate
 from ..model import PerturbationModel
 from ..pl import qc_violins
-from ..qc import apply_thresholds, pass_rate, read_qc_uns
+from ..qc import apply_thresholds, pass_fraction, read_qc_uns
 from ..qc.thresholds import k_label
 from ._messages import EMPTY_SELECTION, NO_MODEL, NOT_TRAINED, _log_sink, capture_logs, report_errors, set_message
 from ._perturbation_tables import criteria_table, doublet_statement, gene_groups, gene_violins
@@ -237,8 +237,8 @@ class PerturbationExplorer(Controller):
             self.criteria = criteria_table(gen_cells, data_cells, k)
             table = self.criteria
             self.qc_pass = {
-                "generated": pass_rate(gen_cells, k),
-                "data": pass_rate(data_cells, k) if data_cells is not None else float("nan"),
+                "generated": pass_fraction(gen_cells, k),
+                "data": pass_fraction(data_cells, k) if data_cells is not None else float("nan"),
                 "generated_mad": table.loc["five MAD criteria", "generated pass %"] / 100.0,
                 "data_mad": table.loc["five MAD criteria", "data pass %"] / 100.0,
             }

@@ -1,4 +1,4 @@
-"""Per-dataset obs normalisers: the published label layout -> dataset-style labels.
+"""Label layouts of the published datasets: per-dataset obs normalisers, layout -> dataset-style labels.
 
 A normaliser ``fn(obs, entry, **options) -> Labels`` reads ``obs`` the way the authors' code reads
 that file (see the manifest's ``notes``) and returns one label per cell (targets of a

@@ -1,4 +1,7 @@
-"""QC thresholds per batch (lane, donor, sample), as scanpy users compute them per sample.
+"""QC thresholds per sample batch (lane, donor, sample), as scanpy users compute them per sample.
+
+Sample batches group the cells of a screen by where they were measured; they are not the training
+minibatches of :class:`cradlekit.train.CellBatches`.
 
 The paper computes one MAD threshold per dataset. With ``batch_key`` :func:`batch_thresholds`
 also computes each batch's own medians, MADs and thresholds; :func:`warn_batch_spread` warns when
