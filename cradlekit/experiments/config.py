@@ -35,6 +35,7 @@ import yaml
 from ..baselines import BASELINES
 from ..model._options import DEFAULT_OBJECTIVE
 from ..module import MODELS
+from ..module.base import OBJECTIVE_OPTIONS
 from ..train.trainer import LR_SCHEDULES
 from ._typecheck import check_types
 from .dataset_config import SIMULATOR, ConfigError, DatasetConfig, validate_dataset
@@ -46,10 +47,10 @@ __all__ = [
     "CRADLE_MODELS", "CRADLE_ONLY_OPTIONS", "RUN_SEED",
 ]
 
-#: Models with the artifact latent (they take ``alpha`` and the objective's options).
-CRADLE_MODELS = ("cradle", "cradle_wo_cf", "cradle_wo_causal")
+#: Models that take the objective's options and ``alpha`` (the registered classes with ``takes_objective``).
+CRADLE_MODELS = tuple(name for name, cls in MODELS.items() if cls.takes_objective)
 #: Options only CRADLE-VAE models take (dropped from the shared options for the baselines).
-CRADLE_ONLY_OPTIONS = ("alpha", "objective", "published", "class_balanced", "j2_cells_per_batch", "artifact_dispersion")
+CRADLE_ONLY_OPTIONS = ("alpha", *OBJECTIVE_OPTIONS)
 #: ``split.seed`` value that makes each run's split seed its own seed (the authors' sweeps).
 RUN_SEED = "run"
 
@@ -232,12 +233,12 @@ class ExperimentConfig:
         extra = base.pop("extra")
         own = {**self.model_overrides.get(model, {}), **self.variants.get(model, {}).get("options", {})}
         kwargs = {**base, **extra, **own}
-        registry_model = self.base_model(model)
-        if registry_model not in CRADLE_MODELS:
+        cls = MODELS.get(self.base_model(model))  # its class says which options it takes
+        if not getattr(cls, "takes_objective", False):
             for key in CRADLE_ONLY_OPTIONS:
                 if key not in own:
                     kwargs.pop(key, None)
-        elif registry_model == "cradle_wo_cf" and "alpha" not in own:
+        elif not cls.takes_alpha and "alpha" not in own:
             kwargs.pop("alpha", None)
         return kwargs
 
@@ -389,7 +390,7 @@ def _validate(c: ExperimentConfig, source: str) -> None:
     for model, opts in [*c.model_overrides.items(), *((m, v["options"]) for m, v in c.variants.items())]:
         if c.is_baseline(model):
             _check_baseline_options(model, c.base_model(model), opts, fail)
-        elif c.base_model(model) not in CRADLE_MODELS and set(CRADLE_ONLY_OPTIONS) & set(opts):
+        elif not getattr(MODELS.get(c.base_model(model)), "takes_objective", False) and set(CRADLE_ONLY_OPTIONS) & set(opts):
             fail(f"options of {model}: {sorted(set(CRADLE_ONLY_OPTIONS) & set(opts))} apply to CRADLE-VAE models only")
     from ..module.cradle import OBJECTIVES
 

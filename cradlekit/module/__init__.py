@@ -20,7 +20,8 @@ base, generation
 cradle, sams_vae, cpa_vae, cvae, svae_plus
     One model per file.
 registry
-    :data:`MODELS` and :func:`build_model`.
+    :data:`MODELS`, :func:`build_model` and :func:`model_class`; what a model takes and reads is on
+    its class (``has_artifact``, ``takes_objective``, ``takes_alpha``, ``takes_mask_prior``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .cpa_vae import CpaVAE
 from .cradle import CradleVAE, CradleVAEWithoutCausal, CradleVAEWithoutCF
 from .cvae import ConditionalVAE
 from .divergence import counterfactual_loss, gaussian_kl, published_gaussian_kl
-from .registry import MODELS, build_model
+from .registry import MODELS, build_model, model_class
 from .sams_vae import SamsVAE
 from .standardize import LogStandardize, log_standardize_stats
 from .svae_plus import SVAEPlus, condition_onehot, unique_conditions
@@ -47,6 +48,7 @@ __all__ = [
     "SVAEPlus",
     "MODELS",
     "build_model",
+    "model_class",
     "LogStandardize",
     "log_standardize_stats",
     "gaussian_kl",

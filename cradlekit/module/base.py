@@ -54,9 +54,14 @@ from .generation import generate_cells
 from .likelihood import NegativeBinomialDecoder
 from .standardize import LogStandardize
 
-__all__ = ["PerturbationVAE", "BatchContext"]
+__all__ = ["PerturbationVAE", "BatchContext", "OBJECTIVE_OPTIONS"]
 
 Batch = Mapping[str, Any]
+
+#: Constructor options of the models with :attr:`PerturbationVAE.takes_objective` (CRADLE-VAE's):
+#: the objective and its ingredients (:func:`cradlekit.module.cradle.resolve_objective`) and the
+#: artifacts' own dispersion.
+OBJECTIVE_OPTIONS = ("objective", "published", "class_balanced", "j2_cells_per_batch", "artifact_dispersion")
 
 
 @dataclass
@@ -109,8 +114,16 @@ class PerturbationVAE(nn.Module):
 
     #: Name in :data:`cradlekit.module.MODELS`.
     name: ClassVar[str] = "base"
-    #: Whether the model has an artifact latent (``artifact=True`` in generation).
+    #: Whether the model has an artifact latent (``artifact=True`` in generation; it reads ``A``).
     has_artifact: ClassVar[bool] = False
+    #: Whether the constructor takes CRADLE-VAE's objective options (:data:`OBJECTIVE_OPTIONS`).
+    takes_objective: ClassVar[bool] = False
+    #: Whether the constructor takes the J2 weight ``alpha`` (then, with ``alpha > 0``, the model
+    #: reads counterfactual references).
+    takes_alpha: ClassVar[bool] = False
+    #: Whether the model has Bernoulli perturbation masks with prior ``mask_prior`` (SAMS-VAE's sparse
+    #: effects; sVAE+'s masks have a Beta prior instead).
+    takes_mask_prior: ClassVar[bool] = False
     #: Plates nested inside the particle plate.
     max_plate_nesting: ClassVar[int] = 1
     #: Batch keys the model reads.

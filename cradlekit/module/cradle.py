@@ -143,6 +143,9 @@ class CradleVAE(PerturbationVAE):
 
     name: ClassVar[str] = "cradle"
     has_artifact: ClassVar[bool] = True
+    takes_objective: ClassVar[bool] = True
+    takes_alpha: ClassVar[bool] = True
+    takes_mask_prior: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -366,6 +369,7 @@ class CradleVAEWithoutCF(CradleVAE):
     """Ablation *w/o CF*: CRADLE-VAE with ``alpha = 0`` (no J2 is computed)."""
 
     name: ClassVar[str] = "cradle_wo_cf"
+    takes_alpha: ClassVar[bool] = False  # alpha is 0
 
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs["alpha"] = 0.0

@@ -40,6 +40,7 @@ class SamsVAE(PerturbationVAE):
     """
 
     name: ClassVar[str] = "sams_vae"
+    takes_mask_prior: ClassVar[bool] = True
 
     def __init__(
         self,
