@@ -9,7 +9,6 @@ import ipywidgets as W
 import torch
 import traitlets as T
 
-from ..model._options import ALPHA_MODELS
 from ..module import MODELS
 from ._messages import describe_error, set_message
 from ._views import FigureImage, View
@@ -84,7 +83,7 @@ class TrainingView(View):
         self.start.disabled = self.resume.disabled = running
         self.stop.disabled = not running
         for name, widget in self.inputs.items():
-            widget.disabled = running or (name == "alpha" and c.model_name not in ALPHA_MODELS)
+            widget.disabled = running or (name == "alpha" and not getattr(MODELS.get(c.model_name), "takes_alpha", False))
         self.progress.max = max(c.max_epochs, 1)
         self.progress.value = min(c.epoch, self.progress.max)
         self.state.value = (

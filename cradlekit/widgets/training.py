@@ -15,7 +15,6 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from ..model import PerturbationModel
-from ..model._options import ALPHA_MODELS
 from ..module import MODELS
 from ..train import resolve_device
 from ..train.checkpoint import LAST
@@ -145,7 +144,7 @@ class TrainingController(Controller):
             "model": self.model_name, "artifact_key": self.artifact_key,
             "latent_dim": self.latent_dim, "hidden_dim": self.hidden_dim, **self.model_options,
         }  # fmt: skip
-        if self.model_name in ALPHA_MODELS:
+        if getattr(MODELS.get(self.model_name), "takes_alpha", False):
             kwargs.setdefault("alpha", self.alpha)
         model = PerturbationModel(self.adata, **kwargs)
         self._built_with = self._settings()
