@@ -168,7 +168,7 @@ def test_api_reference_documents_every_public_name(built_book):
 
     text = (built_book["html"] / "api.html").read_text(encoding="utf-8")
     missing = []
-    for sub in ("qc", "data", "model", "train", "module", "evaluate", "experiments", "pl", "widgets", "errors"):
+    for sub in ("qc", "data", "model", "train", "module", "baselines", "evaluate", "experiments", "pl", "widgets", "errors"):
         module = importlib.import_module(f"cradlekit.{sub}")
         for name in module.__all__:
             if not inspect.ismodule(getattr(module, name)) and f'id="cradlekit.{sub}.{name}"' not in text:
