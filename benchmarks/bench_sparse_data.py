@@ -86,7 +86,7 @@ def _fit_steps(module, source, steps: int, device, seed: int = 0) -> float:
     """Seconds of ``steps`` optimiser steps by the real Trainer on ``source`` (after the call returns)."""
     import pyro
 
-    from cradlekit.train import Trainer, TrainConfig
+    from cradlekit.train import TrainConfig, Trainer
 
     cfg = TrainConfig(batch_size=BATCH, max_epochs=1, patience=None, progress_bar=False, seed=seed, restore_best=False)
     _sync(device)
@@ -383,7 +383,6 @@ def _model_size(n_genes: int) -> dict:
     import inspect
 
     from _screens import write_screen
-
     from cradlekit.module import build_model
 
     n_targets = inspect.signature(write_screen).parameters["n_single"].default

@@ -43,10 +43,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_result  # noqa: E402
-from naive_cradle import NaiveCradleVAE, naive_train_step  # noqa: E402
-
 from cradlekit.module import CradleVAE, log_standardize_stats  # noqa: E402
-from cradlekit.train import DeviceData, Trainer, TrainConfig  # noqa: E402
+from cradlekit.train import DeviceData, TrainConfig, Trainer  # noqa: E402
+from naive_cradle import NaiveCradleVAE, naive_train_step  # noqa: E402
 
 BATCH = 512
 PARTICLES = 5

@@ -285,7 +285,13 @@ def two_grids(work: Path, config: Path, results) -> list[dict]:
 def round_two(work: Path, config: Path, reference_dir: Path, results) -> list[dict]:
     """Every second-round attack, in order; an attack that breaks is recorded, not fatal."""
     from fault_injection_losses import (
-        bad_arguments, killed_download, killed_qc, labels, named_errors, nonfinite, unreadable_twice,
+        bad_arguments,
+        killed_download,
+        killed_qc,
+        labels,
+        named_errors,
+        nonfinite,
+        unreadable_twice,
     )
 
     adata = _prepared()

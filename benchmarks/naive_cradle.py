@@ -113,7 +113,7 @@ class NaiveCradleVAE(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_model(cls, model: CradleVAE) -> "NaiveCradleVAE":
+    def from_model(cls, model: CradleVAE) -> NaiveCradleVAE:
         """A naive module computing the same function as ``model`` (parameters copied)."""
         if not (model.causal and not model.published and not model.class_balanced):
             raise ValueError("the naive reference implements the default CradleVAE options only")

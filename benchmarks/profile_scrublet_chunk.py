@@ -56,7 +56,7 @@ def profile(args) -> dict:
     import anndata as ad
     import scanpy.preprocessing._scrublet as scr
 
-    from bench_sparse_data import _screen_file, NORMAN
+    from bench_sparse_data import NORMAN, _screen_file
     from cradlekit.qc.doublets import run_scrublet
 
     path = _screen_file(args, "norman_size.h5ad", 0, NORMAN)

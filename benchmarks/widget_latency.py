@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+
 from _common import RESULTS, write_result  # noqa: E402
 
 REPEATS = 3

@@ -11,7 +11,6 @@ from anndata import AnnData
 
 from .errors import EmptyPerturbationError, InvalidCountsError, MissingKeyError, UnknownControlError
 
-
 #: How to get a backed AnnData into memory (shown in every error about one).
 BACKED_HINT = (
     "adata is backed (opened with backed='r'): its matrix stays on disk, where cradlekit cannot "

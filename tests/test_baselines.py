@@ -13,7 +13,13 @@ import pytest
 
 import cradlekit as ck
 from cradlekit.baselines import (
-    BASELINES, additive_baseline, linear_baseline, mean_baseline, no_change_baseline, predict_baseline, training_ate,
+    BASELINES,
+    additive_baseline,
+    linear_baseline,
+    mean_baseline,
+    no_change_baseline,
+    predict_baseline,
+    training_ate,
 )
 from cradlekit.baselines.linear import ridge_bilinear
 from cradlekit.baselines.training_effects import single_effects

@@ -23,6 +23,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+
 from _browser import ARTIFACTS, CHROMIUM_FLAGS, chromium  # noqa: F401 - the shared fixture
 from _mini_book import write_mini_book
 

@@ -15,8 +15,8 @@ import time
 
 import pytest
 import torch
-from _toy_training import toy_trainer
 
+from _toy_training import toy_trainer
 from cradlekit.errors import CheckpointError, CheckpointMismatchError, NonFiniteLossError
 from cradlekit.train import load_checkpoint
 from cradlekit.train.checkpoint import BEST, LAST

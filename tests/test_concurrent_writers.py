@@ -100,8 +100,7 @@ def tiny(tmp_path):
 def test_a_grid_with_other_settings_is_refused_while_one_runs_in_the_folder(tiny):
     import pandas as pd
 
-    from cradlekit.experiments import run_grid
-    from cradlekit.experiments import runner as runner_module
+    from cradlekit.experiments import run_grid, runner as runner_module
 
     other = tiny.replace(train={**tiny.to_dict()["train"], "lr": 1e-3})  # grid B: other settings, same folder
     outcome = []

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from cradlekit.data import manifest as manifest_mod
+from cradlekit.data.label_layouts import get_normalizer
 from cradlekit.data.manifest import (
     REPO_ROOT,
     REQUIRED_FIELDS,
@@ -17,7 +18,6 @@ from cradlekit.data.manifest import (
     load_manifest,
     manifest_path,
 )
-from cradlekit.data.label_layouts import get_normalizer
 from cradlekit.errors import MissingKeyError
 
 EXPECTED = {"norman", "dixit", "replogle", "adamson", "norman_subset", "pbmc_qc"}

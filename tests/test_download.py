@@ -14,9 +14,8 @@ import pytest
 
 from cradlekit.data import download as download_mod
 from cradlekit.data.download import fetch, local_search_dirs
-from cradlekit.errors import DatasetNotAvailableError
 from cradlekit.data.manifest import DatasetEntry
-from cradlekit.errors import ChecksumError
+from cradlekit.errors import ChecksumError, DatasetNotAvailableError
 
 CONTENT = b"cradlekit test payload\n" * 100
 SHA = hashlib.sha256(CONTENT).hexdigest()

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from cradlekit.cli import main
-from cradlekit.experiments import METRICS, load_config, run_grid, run_one
-from cradlekit.experiments import runner as runner_module
+from cradlekit.experiments import METRICS, load_config, run_grid, run_one, runner as runner_module
 from cradlekit.experiments.grid import RunSpec, expand_grid, run_json_path
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"

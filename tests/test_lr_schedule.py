@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from _toy_training import toy_data, toy_trainer
 from cradlekit.errors import CheckpointMismatchError
 from cradlekit.train import TrainConfig, Trainer
-
-from _toy_training import toy_data, toy_trainer
 
 
 class FlatValidation(torch.nn.Module):

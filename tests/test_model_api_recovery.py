@@ -12,9 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cradlekit.data import counterfactual_references, load_dataset, simulate_perturbseq, split_combinations, true_ate_frame
-from cradlekit.module import MODELS
+from cradlekit.data import (
+    counterfactual_references,
+    load_dataset,
+    simulate_perturbseq,
+    split_combinations,
+    true_ate_frame,
+)
 from cradlekit.model import PerturbationModel
+from cradlekit.module import MODELS
 from cradlekit.qc import apply_thresholds, label_artifacts, pass_fraction
 
 NORMAN_SUBSET_FILE = "perturbench_devel_norman19_mcfaline23_counts500.h5ad"

@@ -14,9 +14,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from naive_cradle import NaiveCradleVAE  # noqa: E402
-
 from cradlekit.module import CradleVAE, log_standardize_stats  # noqa: E402
+from naive_cradle import NaiveCradleVAE  # noqa: E402
 
 G, T, DZ, H = 20, 4, 5, 16
 

@@ -8,14 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from cradlekit.data.perturbations import canonical_label, dosage_matrix, parse_perturbation, perturbation_info
-from cradlekit.data.simulate import (
-    ARTIFACT_TYPES,
-    DECOY_GENES,
-    HB_GENES,
-    MT_GENES,
-    simulate_perturbseq,
-    true_ate_frame,
-)
+from cradlekit.data.simulate import ARTIFACT_TYPES, DECOY_GENES, HB_GENES, MT_GENES, simulate_perturbseq, true_ate_frame
 
 
 def _metrics(adata):

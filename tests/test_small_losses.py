@@ -255,7 +255,7 @@ def test_the_cli_prints_one_line_for_a_runtime_error(tmp_path, make_qc_adata, mo
     monkeypatch.setattr(qc, "label_artifacts", fails)
     assert main(["qc", str(path), str(tmp_path / "out.h5ad")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.splitlines() == [f"cradlekit qc: error: RuntimeError: something deep in a library went wrong "
+    assert err.splitlines() == ["cradlekit qc: error: RuntimeError: something deep in a library went wrong "
                                 "(--debug shows the traceback)"]
     with pytest.raises(RuntimeError):  # --debug: the traceback
         main(["--debug", "qc", str(path), str(tmp_path / "out.h5ad")])

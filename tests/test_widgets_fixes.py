@@ -155,8 +155,9 @@ def test_figures_keep_their_size_and_the_empty_loss_plot_is_small(prepared, tmp_
     fig.set_size_inches(9.0, 3.2)
     image.show(fig)
     assert image.widget.layout.width == "720px"  # shown at its own size, not stretched by the layout
-    from PIL import Image as PILImage
     import io
+
+    from PIL import Image as PILImage
 
     assert PILImage.open(io.BytesIO(image.widget.value)).size == (1440, 512)  # 2x pixels: sharp
 

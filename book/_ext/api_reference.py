@@ -25,8 +25,8 @@ _MISSING = object()
 
 def _attribute_doc(module, name: str) -> list[str]:
     """The ``#:`` comment documenting constant ``name`` where it is defined (a module of the package)."""
-    from sphinx.pycode import ModuleAnalyzer
     from sphinx.errors import PycodeError
+    from sphinx.pycode import ModuleAnalyzer
 
     value = getattr(module, name)
     prefix = module.__name__ + "."

@@ -35,7 +35,12 @@ from .._keys import SPLIT_KEY, artifact_key as _artifact_key
 from .._validation import get_counts
 from ..data.perturbations import cell_labels, perturbation_info
 from .training_effects import (
-    TRAIN_SPLIT, baseline_result, requested_perturbations, single_effects, targets_of, training_ate,
+    TRAIN_SPLIT,
+    baseline_result,
+    requested_perturbations,
+    single_effects,
+    targets_of,
+    training_ate,
 )
 
 __all__ = ["linear_baseline", "ridge_bilinear"]

@@ -10,7 +10,12 @@ from anndata import AnnData
 from .._keys import SPLIT_KEY, artifact_key as _artifact_key
 from ..data.perturbations import perturbation_info
 from .training_effects import (
-    TRAIN_SPLIT, baseline_result, requested_perturbations, single_effects, targets_of, training_ate,
+    TRAIN_SPLIT,
+    baseline_result,
+    requested_perturbations,
+    single_effects,
+    targets_of,
+    training_ate,
 )
 
 __all__ = ["no_change_baseline", "mean_baseline", "additive_baseline"]

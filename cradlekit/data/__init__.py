@@ -13,9 +13,10 @@ Typical use::
 
 from .._deprecated import module_getattr
 from .counterfactual import counterfactual_matrix, counterfactual_references, reference_table
-from .example import EXAMPLE_QC_METRICS, write_example_screen
 from .download import fetch
+from .example import EXAMPLE_QC_METRICS, write_example_screen
 from .manifest import DatasetEntry, get_entry, load_manifest, manifest_path
+from .own import read_h5ad, setup
 from .perturbations import (
     canonical_label,
     canonicalize_labels,
@@ -28,7 +29,6 @@ from .perturbations import (
     standardize_perturbations,
 )
 from .readers import load_dataset, standardize_dataset
-from .own import read_h5ad, setup
 from .simulate import simulate_perturbseq, true_ate_frame
 from .simulate_truth import simulate_clean_cells
 from .splits import split_cells, split_combinations, split_summary

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-
 __all__ = ["warn_suspicious_labels", "MISSING_LOOKING"]
 
 #: Labels (lower case) that are a missing value written as text, e.g. by ``astype(str)`` of NaN/None.

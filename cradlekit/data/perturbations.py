@@ -20,9 +20,8 @@ a control label only in case (``Control`` next to ``control``): both would other
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 import warnings
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd

@@ -27,8 +27,8 @@ from .._validation import check_raw_counts
 from ..errors import MissingKeyError, UnknownControlError
 from .derive import DERIVATIONS
 from .download import expected_checksum, fetch, file_digest
-from .manifest import DatasetEntry, get_entry
 from .label_layouts import get_normalizer, require_obs_columns
+from .manifest import DatasetEntry, get_entry
 from .perturbations import standardize_perturbations
 
 __all__ = ["load_dataset", "standardize_dataset"]

@@ -31,12 +31,12 @@ tables
 from __future__ import annotations
 
 from .config import ConfigError, ExperimentConfig, config_from_dict, load_config
-from .trained import load_prepared, load_trained, trained_model_path
-from .profiles import PROFILE_ENV, BookProfile, load_profile, profile_name
 from .grid import RunSpec, expand_grid, run_key
+from .profiles import PROFILE_ENV, BookProfile, load_profile, profile_name
 from .run_one import METRICS, run_one
 from .runner import GridResult, collect_results, local_dask_client, run_grid, write_results
 from .tables import render_table, summarize, write_tables
+from .trained import load_prepared, load_trained, trained_model_path
 
 __all__ = [
     "BookProfile",

@@ -24,8 +24,18 @@ from .config import ExperimentConfig, load_config
 from .grid import expand_grid
 from .paired import paired_comparison
 from .report_tables import (
-    BASELINES_FOR_VERDICTS, HEADLINE, LADDER, convergence_table, criterion_table, display_order, ladder_steps,
-    ladder_table, load_runs, per_combination, sign_genes, summary_table,
+    BASELINES_FOR_VERDICTS,
+    HEADLINE,
+    LADDER,
+    convergence_table,
+    criterion_table,
+    display_order,
+    ladder_steps,
+    ladder_table,
+    load_runs,
+    per_combination,
+    sign_genes,
+    summary_table,
 )
 from .tables import BASELINE_MODELS, MODEL_NAMES, converged_runs
 from .verdicts import VERDICT_METRICS, against_baselines, verdict_lines

@@ -57,7 +57,9 @@ import numpy as np
 import pandas as pd
 
 from .._logging import logger
-from ..evaluate.log_normalize import TARGET_SUM as _LIBRARY_SIZE  # generated cells: library size 1e4 (design page, "Metrics")
+from ..evaluate.log_normalize import (
+    TARGET_SUM as _LIBRARY_SIZE,  # generated cells: library size 1e4 (design page, "Metrics")
+)
 from .config import ExperimentConfig
 from .grid import RunSpec, run_json_path, run_key, run_name, run_payload
 
@@ -239,7 +241,7 @@ def _evaluate(
     key: str, reference: pd.Series,
 ) -> dict[str, Any]:
     """Scope metrics for every predictor; QCPR for the models (their generated cells); cell-eval on request."""
-    from .scoring import data_qcpr, score_cell_eval, score_qcpr, score_scopes, scopes
+    from .scoring import data_qcpr, scopes, score_cell_eval, score_qcpr, score_scopes
 
     e = config.evaluation
     out = score_scopes(config, spec, adata, predicted, control=control, key=key, reference=reference)

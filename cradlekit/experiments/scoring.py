@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 
 from .._logging import logger
-from ..evaluate.log_normalize import TARGET_SUM as _LIBRARY_SIZE  # generated cells: library size 1e4 (design page, "Metrics")
+from ..evaluate.log_normalize import (
+    TARGET_SUM as _LIBRARY_SIZE,  # generated cells: library size 1e4 (design page, "Metrics")
+)
 from .config import ExperimentConfig
 from .grid import RunSpec
 

@@ -25,7 +25,13 @@ from .._logging import logger
 from .._rows import check_counts_in_chunks, csr_view, gather_rows
 from .._validation import check_labels, get_counts
 from ..data.counterfactual import reference_table
-from ..data.perturbations import canonical_label, dosage_matrix, parse_perturbation, perturbation_info, perturbation_targets
+from ..data.perturbations import (
+    canonical_label,
+    dosage_matrix,
+    parse_perturbation,
+    perturbation_info,
+    perturbation_targets,
+)
 from ..errors import EmptyPerturbationError, GeneMismatchError, MissingKeyError, UnknownPerturbationError
 from ..module import MODELS, condition_onehot, log_standardize_stats, unique_conditions
 from ._degenerate import check_trainable

@@ -45,8 +45,8 @@ from typing import Any, ClassVar
 
 import pyro
 import pyro.poutine as poutine
-from pyro.poutine.util import site_is_subsample
 import torch
+from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from ..errors import MissingKeyError, NonFiniteLossError

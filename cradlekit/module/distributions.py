@@ -153,7 +153,7 @@ class NegativeBinomial(TorchDistribution):
     @classmethod
     def from_frequencies(
         cls, rho: torch.Tensor, library: torch.Tensor, theta: torch.Tensor
-    ) -> "NegativeBinomial":
+    ) -> NegativeBinomial:
         """NB with mean ``library[..., None] * rho`` (``rho``: ``(..., G)``, ``library``: ``(...)``).
 
         ``log_prob`` then uses :func:`nb_log_likelihood`; the mean ``mu`` is only formed when

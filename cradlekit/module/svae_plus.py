@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 import pyro
 import pyro.distributions as dist
 import torch
-from torch.distributions.utils import clamp_probs
 from torch import nn
+from torch.distributions.utils import clamp_probs
 
 from .base import Batch, PerturbationVAE
 from .distributions import GumbelSoftmaxBernoulli

@@ -13,13 +13,12 @@ from .._keys import CRITERIA, QC_UNS_KEY, UNS_KEY, artifact_key, flag_key
 from .._logging import logger
 from .._rows import check_counts_in_chunks
 from .._validation import check_obs_key, get_counts
+from .checks import cannot_fail, panel_warning
 from .doublets import SCRUBLET_CHUNK_CELLS, resolve_doublets
 from .genes import GENE_SET_OF_CRITERION
 from .metrics import compute_metrics, counts_description
-from .sample_batches import apply_batch_flags, warn_batch_spread
-from .sample_batches import batch_thresholds as batch_thresholds_of
-from .checks import cannot_fail, panel_warning
 from .record import build_record, log_summary, read_qc_uns, str_list, write_obs
+from .sample_batches import apply_batch_flags, batch_thresholds as batch_thresholds_of, warn_batch_spread
 from .thresholds import MAD_CRITERIA, SIDE, compute_thresholds, k_label, normalize_ks
 
 __all__ = ["label_artifacts", "qc_summary", "qc_thresholds"]

@@ -14,8 +14,18 @@ from tqdm.auto import tqdm
 from .._logging import logger
 from ..errors import NonFiniteLossError
 from .callbacks import Callback, as_callback
-from .checkpoint import BEST, FORMAT, LAST, check_same_run, load_checkpoint, plain, save_checkpoint
-from .checkpoint import RESUME_KEYS, nonfinite_hint, require_keys
+from .checkpoint import (
+    BEST,
+    FORMAT,
+    LAST,
+    RESUME_KEYS,
+    check_same_run,
+    load_checkpoint,
+    nonfinite_hint,
+    plain,
+    require_keys,
+    save_checkpoint,
+)
 from .device_data import DeviceData
 from .fingerprint import batch_source_fingerprint
 from .seed import get_rng_state, seed_everything, set_rng_state

@@ -18,7 +18,7 @@ from typing import Any
 
 import traitlets as T
 
-from ._messages import add_warnings, capture_logs, report_errors, set_message, _log_sink
+from ._messages import _log_sink, add_warnings, capture_logs, report_errors, set_message
 
 __all__ = ["Cancelled", "TaskToken", "Tasks"]
 
