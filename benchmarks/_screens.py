@@ -60,7 +60,6 @@ def write_screen(
     p = np.clip(p * genes_per_cell / p.sum(), 0, 0.98).astype(np.float32)
     lam = (0.5 + 4.0 * p).astype(np.float32)
     codes, names = _labels(n_cells, n_single, n_pairs, rng)
-    n_pert = len(names)
     effect_genes = rng.integers(len(special), n_genes, size=(n_single, 30))
     artifact = rng.random(n_cells) < artifact_fraction
     obs = pd.DataFrame(

@@ -180,7 +180,7 @@ def run_compare(args) -> dict:
     start = {k: v.clone() for k, v in module.state_dict().items()}
     times = {"sparse": [], "dense": []}
     with pyro.validation_enabled(False):
-        for name, source in (("dense", dense), ("sparse", sparse)):
+        for _name, source in (("dense", dense), ("sparse", sparse)):
             _fit_steps(module, source, 2, device)  # warm-up
         for rep in range(args.repeats):  # short alternating blocks: both paths see the same background load
             for name, source in (("dense", dense), ("sparse", sparse)) if rep % 2 == 0 else (("sparse", sparse), ("dense", dense)):
@@ -192,7 +192,7 @@ def run_compare(args) -> dict:
         it = source.batches(BATCH, shuffle=True, generator=g)
         next(it)
         t0 = time.perf_counter()
-        n = sum(1 for _, _b in zip(range(20), it))
+        n = sum(1 for _, _b in zip(range(20), it, strict=False))
         _sync(device)
         batch_ms[name] = 1e3 * (time.perf_counter() - t0) / n
     median = {k: float(np.median(v)) for k, v in times.items()}

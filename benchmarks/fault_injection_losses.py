@@ -42,7 +42,7 @@ def bad_arguments(adata) -> list[dict]:
     model = PerturbationModel(adata.copy(), **SMALL)
     rows = []
     for bad in ({"lr": "1e-3"}, {"batch_size": 0}, {"checkpoint_every": 0}, {"lr": 0}):
-        kind, msg = _raised(lambda: model.train(max_epochs=1, **{**FAST, **bad}))
+        kind, msg = _raised(lambda: model.train(max_epochs=1, **{**FAST, **bad}))  # noqa: B023 - called at once
         (name,) = bad
         rows.append(_row(f"train({name}={bad[name]!r})", kind, names_file=None, nothing_lost=not model.is_trained,
                          message=msg))

@@ -263,7 +263,7 @@ def two_grids(work: Path, config: Path, results) -> list[dict]:
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in (config, other)]
     outs = [p.communicate() for p in procs]
     codes = [p.returncode for p in procs]
-    refusals = [e.strip().splitlines()[-1] for (o, e), rc in zip(outs, codes) if rc != 0]
+    refusals = [e.strip().splitlines()[-1] for (o, e), rc in zip(outs, codes, strict=True) if rc != 0]
     frame = results(out) if (out / "results.csv").exists() else None
     rows = [_row("two grids with other settings, one output folder, started together",
                  f"exit codes {codes}; results.csv rows: {0 if frame is None else len(frame)}, one grid's",

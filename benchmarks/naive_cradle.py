@@ -139,7 +139,7 @@ class NaiveCradleVAE(nn.Module):
             first = src_mlp.first
             dst.layers[0].weight.copy_(torch.cat([p.weight for p in first.parts], dim=1))
             dst.layers[0].bias.copy_(first.parts[0].bias)
-            for d, s in zip(dst.layers[1:], src_mlp.hidden):
+            for d, s in zip(dst.layers[1:], src_mlp.hidden, strict=False):
                 d.weight.copy_(s.weight)
                 d.bias.copy_(s.bias)
             if head is not None:

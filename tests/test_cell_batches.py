@@ -152,10 +152,10 @@ def test_training_memory_does_not_grow_with_the_number_of_cells():
     for name, adata in (("small", small), ("large", large)):
         model = PerturbationModel(adata, **SMALL)
         model._datasets()
-        peaks[name, "sparse"] = _peak_bytes(lambda: model.train(max_epochs=1, **fast))
+        peaks[name, "sparse"] = _peak_bytes(lambda model=model: model.train(max_epochs=1, **fast))
         model = PerturbationModel(adata, **SMALL)
 
-        def dense():
+        def dense(adata=adata, model=model):
             t = build_tensors(adata, model.registry)
             cfg = TrainConfig(batch_size=256, max_epochs=1, patience=None, progress_bar=False)
             Trainer(model.module, DeviceData(t["train"]), DeviceData(t["val"]), config=cfg).fit()

@@ -25,7 +25,7 @@ def _check_references(adata, n_max: int, artifact_key: str = "artifact_k3", key:
     pert = adata.obs["perturbation"].astype(str).to_numpy()
     split = adata.obs["split"].astype(str).to_numpy()
     group_failed = {}
-    for p, s in set(zip(pert, split)):
+    for p, s in set(zip(pert, split, strict=True)):
         group_failed[(p, s)] = np.flatnonzero((pert == p) & (split == s) & (a == 1))
     # failed cells and cells without a reference: no rows, empty reference
     assert not mask[a == 1].any()
@@ -42,7 +42,7 @@ def _check_references(adata, n_max: int, artifact_key: str = "artifact_k3", key:
         np.testing.assert_array_equal(R[i], np.median(X[rows], axis=0).astype(np.float32))
         n_drawn.append(len(rows))
     # passed cells in groups with failed cells have a reference; others do not
-    has_pool = np.array([len(group_failed[(p, s)]) > 0 for p, s in zip(pert, split)])
+    has_pool = np.array([len(group_failed[(p, s)]) > 0 for p, s in zip(pert, split, strict=True)])
     np.testing.assert_array_equal(mask, (a == 0) & has_pool)
     return {"n_ref": int(mask.sum()), "max_drawn": max(n_drawn, default=0), "n_drawn": np.array(n_drawn)}
 

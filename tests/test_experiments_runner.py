@@ -41,7 +41,7 @@ def test_grid_writes_results_and_table2(grid):
     config, result = grid
     res = result.results
     assert len(result.ran) == 8 and not result.cached and not result.failed
-    assert list(zip(res["k"], res["model"], res["seed"])) == [(s.k, s.model, s.seed) for s in expand_grid(config)]
+    assert list(zip(res["k"], res["model"], res["seed"], strict=True)) == [(s.k, s.model, s.seed) for s in expand_grid(config)]
     assert set(STABLE) <= set(res.columns) and {"train_seconds", "device", "n_model_cells", "n_qcpr_cells"} <= set(res.columns)
     assert (res["device"] == "cpu").all() and (res["n_model_cells"] == 200).all() and (res["n_qcpr_cells"] == 20).all()
     assert (res["heldout_n_perturbations"] + res["heldout_n_excluded"] == 2).all()  # 25% of 8 combinations
@@ -178,7 +178,7 @@ def _ate(values: np.ndarray, labels: np.ndarray, perturbations, control="control
 def _scores(model: np.ndarray, data: np.ndarray, k: int) -> dict[str, float]:
     x, y = data.ravel(), model.ravel()
     top = lambda row: set(np.argsort(-np.abs(row), kind="stable")[:k].tolist())  # noqa: E731
-    jac = [len(top(m) & top(d)) / len(top(m) | top(d)) for m, d in zip(model, data)]
+    jac = [len(top(m) & top(d)) / len(top(m) | top(d)) for m, d in zip(model, data, strict=True)]
     return {"ate_pearson": float(np.corrcoef(x, y)[0, 1]),
             "ate_r2": float(1 - ((x - y) ** 2).sum() / ((x - x.mean()) ** 2).sum()),
             "jaccard": float(np.mean(jac))}

@@ -65,7 +65,7 @@ def test_interrupted_run_with_a_schedule_resumes_to_the_same_result(tmp_path):
     resumed.fit()
     assert [r["lr"] for r in resumed.history] == [r["lr"] for r in full.history]
     assert resumed.history[-1]["val_loss"] == full.history[-1]["val_loss"]
-    for a, b in zip(full.module.parameters(), resumed.module.parameters()):
+    for a, b in zip(full.module.parameters(), resumed.module.parameters(), strict=True):
         assert torch.equal(a, b)
 
 

@@ -83,7 +83,7 @@ def test_minibatch_is_a_seeded_sample_of_the_training_tensors(adata):
     batch = model.minibatch(32, seed=1)
     assert set(batch) == set(train) and batch["X"].shape == (32, adata.n_vars)
     rows = [int(torch.nonzero((train["X"] == x).all(1))[0]) for x in batch["X"][:5]]
-    assert all(torch.equal(train["D"][r], d) for r, d in zip(rows, batch["D"][:5]))  # rows stay aligned
+    assert all(torch.equal(train["D"][r], d) for r, d in zip(rows, batch["D"][:5], strict=True))  # rows stay aligned
     assert torch.equal(model.minibatch(32, seed=1)["X"], batch["X"])
     assert not torch.equal(model.minibatch(32, seed=2)["X"], batch["X"])
     assert model.minibatch(10_000, split="val")["X"].shape[0] == model.registry["n_val"]

@@ -132,5 +132,5 @@ def test_fused_nb_likelihood_matches_gamma_poisson_value_and_gradients(rho_shape
     ref = GammaPoisson(theta, theta / (lib.unsqueeze(-1) * rho + 1e-4)).log_prob(x).sum(-1)
     torch.testing.assert_close(ours, ref)
     inputs = (rho, lib, theta)
-    for a, b in zip(torch.autograd.grad(ours.sum(), inputs), torch.autograd.grad(ref.sum(), inputs)):
+    for a, b in zip(torch.autograd.grad(ours.sum(), inputs), torch.autograd.grad(ref.sum(), inputs), strict=True):
         torch.testing.assert_close(a, b)

@@ -83,7 +83,7 @@ def assert_same(found, expected, path="") -> None:
             assert_same(found[key], expected[key], f"{path}.{key}")
     elif isinstance(expected, list):
         assert isinstance(found, list) and len(found) == len(expected), f"{path}: {found!r} != {expected!r}"
-        for i, (f, e) in enumerate(zip(found, expected)):
+        for i, (f, e) in enumerate(zip(found, expected, strict=True)):
             assert_same(f, e, f"{path}[{i}]")
     else:
         assert found == expected, f"{path}: {found!r} != {expected!r}"

@@ -78,7 +78,7 @@ def test_scrublet_chunks_are_balanced_seeded_and_respect_batches():
     counts = pd.Series(labels).value_counts()
     assert set(counts.index) == {"a:0", "a:1", "a:2", "b:0"}
     assert counts[["a:0", "a:1", "a:2"]].max() - counts[["a:0", "a:1", "a:2"]].min() <= 1
-    assert all(lab.startswith(lane) for lab, lane in zip(labels, obs["lane"]))
+    assert all(lab.startswith(lane) for lab, lane in zip(labels, obs["lane"], strict=True))
     assert (labels == _chunk_labels(obs, "lane", 1000, seed=3)).all()
     assert (labels != _chunk_labels(obs, "lane", 1000, seed=4)).any()
 

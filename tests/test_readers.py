@@ -162,7 +162,7 @@ def test_adamson_scperturb_layout(tmp_path):
     path = _write(tmp_path, "adamson", sp.csr_matrix(np.ones((8, 2), np.float32)), obs)
     adata = _load("adamson", path, tmp_path)
     assert list(adata.obs["perturbation"]) == ["control"] * 3 + ["ATF6", "ATF6", "SEC61A1"]
-    assert list(adata.obs["perturbation_original"].astype(str)) == [l for l in labels if l not in ("*", None)]
+    assert list(adata.obs["perturbation_original"].astype(str)) == [lab for lab in labels if lab not in ("*", None)]
     info = adata.uns["cradlekit"]["dataset"]
     assert info["cells_dropped_star"] == 1 and info["cells_dropped_unlabelled"] == 1
     assert adata.uns["cradlekit"]["precomputed_qc"] == {"total_counts": "ncounts", "n_genes_by_counts": "ngenes"}

@@ -108,8 +108,8 @@ def test_artifacts_mostly_but_not_all_found_by_mad(small_simulation):
 def test_combination_effects_are_sums_of_singles():
     a = simulate_perturbseq(n_cells=300, n_genes=200, true_ate_cells=20)
     sim = a.uns["simulation"]
-    eff = dict(zip(sim["perturbations"], sim["perturbation_effects"]))
-    single = dict(zip(sim["targets"], sim["target_effects"]))
+    eff = dict(zip(sim["perturbations"], sim["perturbation_effects"], strict=True))
+    single = dict(zip(sim["targets"], sim["target_effects"], strict=True))
     for combo in sim["combinations"]:
         x, y = parse_perturbation(combo)
         np.testing.assert_allclose(eff[combo], single[x] + single[y])
@@ -121,8 +121,8 @@ def test_combination_effects_are_sums_of_singles():
 
     b = simulate_perturbseq(n_cells=300, n_genes=200, true_ate_cells=20, interaction_scale=0.5)
     sim = b.uns["simulation"]
-    eff = dict(zip(sim["perturbations"], sim["perturbation_effects"]))
-    single = dict(zip(sim["targets"], sim["target_effects"]))
+    eff = dict(zip(sim["perturbations"], sim["perturbation_effects"], strict=True))
+    single = dict(zip(sim["targets"], sim["target_effects"], strict=True))
     inter = sim["combination_interactions"]
     assert np.abs(inter).sum() > 0
     for j, combo in enumerate(sim["combinations"]):
@@ -171,7 +171,7 @@ def test_true_ate_shape_null_and_agreement_with_data():
     ate = true_ate_frame(a)
     assert ate.shape == (12 + 16, 300) and "control" not in ate.index
     assert list(ate.columns) == list(a.var_names)
-    null = [t for t, n in zip(sim["targets"], sim["target_is_null"]) if n]
+    null = [t for t, n in zip(sim["targets"], sim["target_is_null"], strict=True) if n]
     assert len(null) == 1
     np.testing.assert_array_equal(ate.loc[null[0]].to_numpy(), 0.0)  # common random numbers: exactly 0
     # a combination with the null target has the same effect as its other target

@@ -56,7 +56,7 @@ def test_training_reduces_loss():
 
 def test_same_seed_same_weights_and_different_seed_differs():
     a, b, c = _fit(), _fit(), _fit(seed=1)
-    for pa, pb in zip(a.module.parameters(), b.module.parameters()):
+    for pa, pb in zip(a.module.parameters(), b.module.parameters(), strict=True):
         assert torch.equal(pa, pb)
     assert [r["val_loss"] for r in a.history] == [r["val_loss"] for r in b.history]
     assert [r["train_loss"] for r in a.history] != [r["train_loss"] for r in c.history]
@@ -75,7 +75,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     resumed = _fit(tmp_path / "cut", epochs=8)
     assert resumed.history[0]["epoch"] == 1 and len(resumed.history) == 8
     assert resumed.history[-1]["val_loss"] == full.history[-1]["val_loss"]
-    for pa, pb in zip(full.module.parameters(), resumed.module.parameters()):
+    for pa, pb in zip(full.module.parameters(), resumed.module.parameters(), strict=True):
         assert torch.equal(pa, pb)
 
 

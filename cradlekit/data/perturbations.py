@@ -76,7 +76,7 @@ def _parse(label, *, controls: Sequence[str], sep: str) -> tuple[tuple[str, ...]
     raw = text.split(sep) if sep else [text]
     parts = [p.strip() for p in raw]
     notes: set[str] = set()
-    if any(p != q for p, q in zip(parts, raw)):
+    if any(p != q for p, q in zip(parts, raw, strict=True)):
         notes.add("whitespace")
     if any(not p for p in parts):
         raise InvalidLabelError(

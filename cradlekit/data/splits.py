@@ -41,9 +41,9 @@ def _ranks_within_groups(codes: np.ndarray, rng: np.random.Generator) -> tuple[n
 def _write(adata: AnnData, assignment: np.ndarray, key_added: str, meta: dict) -> None:
     adata.obs[key_added] = pd.Categorical(np.asarray(SPLITS, dtype=object)[assignment], categories=list(SPLITS))
     counts = np.bincount(assignment, minlength=3)
-    meta.update({f"n_{s}": int(c) for s, c in zip(SPLITS, counts)})
+    meta.update({f"n_{s}": int(c) for s, c in zip(SPLITS, counts, strict=True)})
     adata.uns[key_added] = meta
-    logger.info("split %r: %s", key_added, ", ".join(f"{s} {c}" for s, c in zip(SPLITS, counts)))
+    logger.info("split %r: %s", key_added, ", ".join(f"{s} {c}" for s, c in zip(SPLITS, counts, strict=True)))
 
 
 def split_combinations(

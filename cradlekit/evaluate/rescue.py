@@ -105,7 +105,7 @@ def _output_obs(obs: pd.DataFrame, n_samples: int, suffix: str) -> pd.DataFrame:
     sample = np.tile(np.arange(n_samples), len(obs))
     names = obs.index.astype(str).to_numpy()[rep]
     out.index = pd.Index(
-        [f"{c}-{suffix}" for c in names] if n_samples == 1 else [f"{c}-{suffix}{s}" for c, s in zip(names, sample)]
+        [f"{c}-{suffix}" for c in names] if n_samples == 1 else [f"{c}-{suffix}{s}" for c, s in zip(names, sample, strict=True)]
     )
     out["rescued_from"] = names
     out["rescue_sample"] = sample.astype(np.int32)

@@ -31,7 +31,7 @@ def conforms(value: Any, hint: Any) -> bool:
             return False
         if len(args) == 2 and args[1] is Ellipsis:
             return all(conforms(v, args[0]) for v in value)
-        return len(args) == len(value) and all(conforms(v, a) for v, a in zip(value, args))
+        return len(args) == len(value) and all(conforms(v, a) for v, a in zip(value, args, strict=True))
     if origin is dict:
         return isinstance(value, dict) and all(conforms(k, args[0]) and conforms(v, args[1]) for k, v in value.items())
     return isinstance(value, hint) if isinstance(hint, type) else True

@@ -154,7 +154,7 @@ def _fmt_paired(pc: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
     table = pd.DataFrame({
         "model": pc["other"].map(lambda m: labels.get(m, m)), "metric": pc["metric"], "n": pc["n"],
         "difference": pc["mean_diff"].map(lambda v: "–" if pd.isna(v) else f"{v:+.3f}"),
-        "95 % bootstrap CI": ["–" if pd.isna(a) else f"[{a:+.3f}, {b:+.3f}]" for a, b in zip(pc["ci_low"], pc["ci_high"])],
+        "95 % bootstrap CI": ["–" if pd.isna(a) else f"[{a:+.3f}, {b:+.3f}]" for a, b in zip(pc["ci_low"], pc["ci_high"], strict=True)],
         "wins": pc["wins"].astype(str) + "/" + pc["n"].astype(str),
         "Wilcoxon p": pc["wilcoxon_p"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
     })

@@ -113,7 +113,7 @@ def ladder_steps(results: pd.DataFrame, *, k: float | None = None) -> pd.DataFra
     """Each rung of :data:`LADDER` minus the rung before it, paired over splits (what one change does)."""
     present = [m for m, _ in LADDER if m in set(results["model"])]
     frames = []
-    for prev, rung in zip(present, present[1:]):
+    for prev, rung in zip(present, present[1:], strict=False):
         pc = paired_comparison(results, rung, [prev], HEADLINE, k=k)
         pc.insert(0, "step", dict(LADDER)[rung])
         frames.append(pc)
@@ -169,7 +169,7 @@ def sign_genes(records: list[dict[str, Any]], model: str, *, top: int = 12) -> t
             if sm == 0 or sd == 0:
                 continue
             c = (m - m.mean()) * (d - d.mean()) / (m.size * sm * sd)
-            for g, cg, mg, dg in zip(genes, c, m, d):
+            for g, cg, mg, dg in zip(genes, c, m, d, strict=False):
                 contrib.setdefault(g, []).append(float(cg))
                 opposite.setdefault(g, []).append(bool(np.sign(mg) != np.sign(dg)))
     if not contrib:

@@ -106,7 +106,7 @@ def rank_marks(summary: pd.DataFrame) -> pd.DataFrame:
         shown = summary[f"{col}_mean"].round(digits)
         for _, group in shown.groupby(level=["dataset", "k"], sort=False):
             distinct = sorted(set(group.dropna()), reverse=True)
-            for label, value in zip(("best", "second"), distinct):
+            for label, value in zip(("best", "second"), distinct, strict=False):
                 marks.loc[group.index[group == value], col] = label
     return marks
 

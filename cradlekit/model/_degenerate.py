@@ -45,7 +45,7 @@ def check_trainable(n_genes: int, names: Sequence[str], n_cells: Sequence[int], 
             f"the training cells contain only the control ({control!r}): no perturbation to learn. Check the "
             "perturbation column and control label (cradlekit.data.standardize_perturbations) and the split"
         )
-    thin = {str(n): int(c) for n, c in zip(names, n_cells) if int(c) < MIN_CELLS_PER_PERTURBATION}
+    thin = {str(n): int(c) for n, c in zip(names, n_cells, strict=True) if int(c) < MIN_CELLS_PER_PERTURBATION}
     if thin:
         shown = ", ".join(f"{n} ({c})" for n, c in list(thin.items())[:20])
         logger.warning(

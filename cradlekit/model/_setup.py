@@ -359,7 +359,7 @@ def check_genes(adata: AnnData, registry: Mapping[str, Any]) -> None:
     missing = [g for g in genes if g not in set(have)]
     extra = [g for g in have if g not in set(genes)]
     if not missing and not extra:
-        first = next(i for i, (a, b) in enumerate(zip(have, genes)) if a != b)
+        first = next(i for i, (a, b) in enumerate(zip(have, genes, strict=False)) if a != b)
         detail = f"same genes in a different order (first difference at position {first}: {have[first]!r} vs {genes[first]!r})"
     else:
         detail = f"{len(missing)} model genes absent (e.g. {missing[:5]}), {len(extra)} extra genes (e.g. {extra[:5]})"

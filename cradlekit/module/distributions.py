@@ -197,6 +197,6 @@ class NegativeBinomial(TorchDistribution):
         per_particle = (value * torch.log(mu) - (theta + value) * torch.log(theta + mu)).sum(-1)
         return per_particle + const
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:  # noqa: D102
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:  # noqa: B008, D102 - torch's signature
         mu = self.mu.expand(self.batch_shape + self.event_shape)
         return GammaPoisson(self.theta, self.theta / (mu + MU_EPS)).sample(sample_shape)

@@ -81,7 +81,7 @@ class ConcatLinear(nn.Module):
         if len(xs) != len(self.parts):
             raise ValueError(f"expected {len(self.parts)} inputs, got {len(xs)}")
         out = self.parts[0](xs[0])
-        for lin, x in zip(self.parts[1:], xs[1:]):
+        for lin, x in zip(self.parts[1:], xs[1:], strict=True):
             out = out + lin(x)
         return out
 

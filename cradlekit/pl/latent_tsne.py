@@ -273,7 +273,7 @@ def _row_palette(row: str, per_model: Mapping[str, np.ndarray], top_n: int) -> t
     kept, folded = ranked[:top_n], ranked[top_n:]
     if folded:
         keep = set(kept)
-        for name, values in per_model.items():
+        for values in per_model.values():
             values[~np.isin(values, list(keep))] = "other"
     palette = dict(zip(kept, st.category_colors(len(kept)), strict=True))
     order = list(kept)

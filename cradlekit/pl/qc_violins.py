@@ -245,7 +245,7 @@ def _tick(label: str, n: int, pct_pass: float) -> str:
 
 
 def _violins(ax: Axes, sets, values: list[np.ndarray]) -> None:
-    for x, ((label, _, _, color), vals) in enumerate(zip(sets, values, strict=True), start=1):
+    for x, ((_, _, _, color), vals) in enumerate(zip(sets, values, strict=True), start=1):
         if vals.size == 0:
             ax.text(x, 0.5, "no values", ha="center", transform=ax.get_xaxis_transform(), fontsize="small")
             continue

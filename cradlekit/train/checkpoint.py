@@ -243,8 +243,8 @@ def run_differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix
         elif a != b:
             detail = f"{_describe(a)} -> {_describe(b)}"
             if isinstance(a, list) and isinstance(b, list):
-                first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-                at = lambda v: repr(v[first]) if first < len(v) else "(end)"  # noqa: E731
+                first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+                at = lambda v: repr(v[first]) if first < len(v) else "(end)"  # noqa: E731, B023 - used at once
                 detail += f", first difference at position {first}: {at(a)} -> {at(b)}"
             out.append(f"{name}: {detail}")
     return out

@@ -82,7 +82,7 @@ class CountsDigest:
         csr.sum_duplicates()  # sorted column indices, one entry per (row, column)
         csr.eliminate_zeros()
         parts = (np.diff(csr.indptr).astype(np.int64), csr.indices.astype(np.int64), csr.data)
-        for h, part in zip(self._streams, parts):
+        for h, part in zip(self._streams, parts, strict=True):
             h.update(memoryview(np.ascontiguousarray(part)).cast("B"))
         self.n_rows += csr.shape[0]
 
