@@ -71,7 +71,9 @@ def _fingerprint(n_cells: int = 20000, n_genes: int = 2000) -> dict:
     from cradlekit.train.fingerprint import counts_digest
 
     rng = np.random.default_rng(0)
-    X = sp.random(n_cells, n_genes, density=0.25, format="csr", random_state=0, data_rvs=lambda n: rng.integers(1, 20, n))
+    X = sp.random(
+        n_cells, n_genes, density=0.25, format="csr", random_state=0, data_rvs=lambda n: rng.integers(1, 20, n)
+    )
     X = X.astype(np.float32)
     rows = np.flatnonzero(rng.random(n_cells) < 0.8)  # train + val cells
     weights = np.zeros(n_cells)
@@ -89,14 +91,21 @@ def measure(work: Path) -> dict:
     lines = [
         f"- **Downloads** (sha256, once per process per file): {files['bytes'] / mb:.0f} MB hashed in "
         f"{files['seconds']:.2f} s = {rate / mb:.0f} MB/s. At that rate: "
-        + ", ".join(f"{name} {s:.1f} s" if s < 120 else f"{name} {s / 60:.1f} min" for name, s in files["datasets_s"].items())
+        + ", ".join(
+            f"{name} {s:.1f} s" if s < 120 else f"{name} {s / 60:.1f} min" for name, s in files["datasets_s"].items()
+        )
         + ". Within a process the digest is reused while the file's size, mtime, ctime and inode are unchanged.",
-        f"- **Checkpoints and saved models** (BLAKE2b of the content, on every save and every load): a `last.pt` of the "
-        f"paper-sized CRADLE-VAE (latent 200, hidden 400) on {ckpt['n_genes']} genes holds {ckpt['bytes'] / mb:.0f} MB of "
+        "- **Checkpoints and saved models** (BLAKE2b of the content, on every save and every load): a `last.pt` of "
+        "the "
+        f"paper-sized CRADLE-VAE (latent 200, hidden 400) on {ckpt['n_genes']} genes holds {ckpt['bytes'] / mb:.0f} MB "
+        "of "
         f"tensors; its digest takes {1000 * ckpt['digest_s']:.0f} ms, against {1000 * ckpt['torch_save_s']:.0f} ms for "
-        f"`torch.save` and {1000 * ckpt['torch_load_s']:.0f} ms for `torch.load` (to memory). It grows linearly with genes.",
-        f"- **Data fingerprint** (once per AnnData, when a checkpoint_dir is given): the content digest of {fp['nnz'] / 1e6:.0f} "
-        f"M stored counts ({fp['n_cells']} cells x {fp['n_genes']} genes, 80% train/val) takes {fp['content_s']:.2f} s, "
+        f"`torch.save` and {1000 * ckpt['torch_load_s']:.0f} ms for `torch.load` (to memory). It grows linearly with "
+        "genes.",
+        "- **Data fingerprint** (once per AnnData, when a checkpoint_dir is given): the content digest of "
+        f"{fp['nnz'] / 1e6:.0f} "
+        f"M stored counts ({fp['n_cells']} cells x {fp['n_genes']} genes, 80% train/val) takes {fp['content_s']:.2f} "
+        "s, "
         f"against {fp['totals_s']:.2f} s for the per-cell and per-gene totals recorded before.",
     ]
     return {"files": files, "checkpoint": ckpt, "fingerprint": fp, "lines": lines}

@@ -74,7 +74,9 @@ def write_screen(
         f.attrs["encoding-version"] = "0.1.0"
         write_elem(f, "obs", obs)
         write_elem(f, "var", var)
-        write_elem(f, "uns", {"cradlekit": {"perturbation_key": "perturbation", "control_label": "control", "combo_sep": "+"}})
+        write_elem(
+            f, "uns", {"cradlekit": {"perturbation_key": "perturbation", "control_label": "control", "combo_sep": "+"}}
+        )
         X = None
         for start in range(0, n_cells, chunk):  # one chunk of cells at a time
             stop = min(start + chunk, n_cells)

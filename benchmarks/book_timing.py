@@ -68,8 +68,13 @@ def main() -> None:
     jb = Path(sys.executable).with_name("jupyter-book")
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        proc = subprocess.run([str(jb), "build", str(BOOK), "--path-output", out], cwd=ROOT,
-                              env={**os.environ, "CRADLEKIT_BOOK_PROFILE": profile.name}, capture_output=True, text=True)
+        proc = subprocess.run(
+            [str(jb), "build", str(BOOK), "--path-output", out],
+            cwd=ROOT,
+            env={**os.environ, "CRADLEKIT_BOOK_PROFILE": profile.name},
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             sys.exit(f"build failed (rc {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")

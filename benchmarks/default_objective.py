@@ -35,7 +35,12 @@ SCREENS = {
     "McFaline-Figueroa 2023 subset": "configs/mcfaline_converged.yaml",
 }
 #: Grid entry -> objective name.
-ARMS = {"cradle": "published", "cradle_exact": "exact", "cradle_unweighted": "unweighted", "cradle_balanced": "balanced"}
+ARMS = {
+    "cradle": "published",
+    "cradle_exact": "exact",
+    "cradle_unweighted": "unweighted",
+    "cradle_balanced": "balanced",
+}
 REFERENCE = "cvae"
 
 
@@ -43,7 +48,9 @@ def _mean_sd(v: pd.Series, digits: int) -> str:
     v = pd.to_numeric(v, errors="coerce").dropna()
     if v.empty:
         return "–"
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f} ({v.size})" if v.size > 1 else f"{v.mean():.{digits}f} (1)"
+    return (
+        f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f} ({v.size})" if v.size > 1 else f"{v.mean():.{digits}f} (1)"
+    )
 
 
 def screen_table(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
@@ -60,12 +67,17 @@ def screen_table(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[st
                "KL(z_b) per cell": _mean_sd(sub["kl_z_b"], 3), "J2 share": _mean_sd(sub["j2_share"], 4)}
         if "truth_qcpr" in sub:
             row["QCPR ceiling (%)"] = _mean_sd(sub["truth_qcpr"], 2)
-        fact = {"qcpr": float(pd.to_numeric(sub["qcpr"]).mean()), "rho": float(pd.to_numeric(sub["heldout_ate_pearson"]).mean())}
+        fact = {
+            "qcpr": float(pd.to_numeric(sub["qcpr"]).mean()),
+            "rho": float(pd.to_numeric(sub["heldout_ate_pearson"]).mean()),
+        }
         if entry != REFERENCE and REFERENCE in set(runs["model"]):
             pc = paired_comparison(runs, entry, [REFERENCE], ["heldout_ate_pearson", "qcpr"])
             for _, r in pc.iterrows():
                 key = "held-out ATE-ρ" if r["metric"] == "heldout_ate_pearson" else "QCPR"
-                row[f"{key} minus CVAE [95 % CI]"] = f"{r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] (n {r['n']})"
+                row[f"{key} minus CVAE [95 % CI]"] = (
+                    f"{r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] (n {r['n']})"
+                )
                 fact[f"{r['metric']}_ci_high"] = float(r["ci_high"])
         rows[f"{objective}" if entry != REFERENCE else "conditional VAE (reference)"] = row
         facts[objective if entry != REFERENCE else REFERENCE] = fact

@@ -52,7 +52,11 @@ sys.path.insert(0, str(HERE))
 SMALL = dict(latent_dim=4, hidden_dim=16, num_particles=1)
 FAST = dict(batch_size=128, lr=1e-3, progress_bar=False, accelerator="cpu")
 EPOCHS = 12
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+}
 
 
 # ------------------------------------------------------------------ child process: one training session
@@ -165,12 +169,23 @@ def _epoch_on_disk(ckpt: Path) -> int | None:
 # ------------------------------------------------------------------ grid
 GRID = {
     "name": "fault_injection",
-    "dataset": {"name": "simulator", "kwargs": {"n_cells": 600, "n_genes": 150, "n_single": 4, "n_combinations": 4,
-                                                 "true_ate_cells": 20, "seed": 0}},
-    "models": ["cradle", "cvae"], "ks": [3], "seeds": [0, 1],
+    "dataset": {
+        "name": "simulator",
+        "kwargs": {"n_cells": 600, "n_genes": 150, "n_single": 4, "n_combinations": 4, "true_ate_cells": 20, "seed": 0},
+    },
+    "models": ["cradle", "cvae"],
+    "ks": [3],
+    "seeds": [0, 1],
     "qc": {"run_scrublet": False, "seed": 0},
     "model_options": {"latent_dim": 4, "hidden_dim": 16, "num_particles": 1},
-    "train": {"max_epochs": 40, "max_steps": 80, "lr": 3.0e-3, "batch_size": 128, "accelerator": "cpu", "torch_threads": 1},
+    "train": {
+        "max_epochs": 40,
+        "max_steps": 80,
+        "lr": 3.0e-3,
+        "batch_size": 128,
+        "accelerator": "cpu",
+        "torch_threads": 1,
+    },
     "evaluation": {"n_model_cells": 50, "n_qcpr_cells": 10, "run_scrublet": False},
 }
 STABLE = ["model", "k", "seed", "config_hash", "epochs", "steps", "heldout_ate_pearson", "all_ate_pearson", "qcpr"]
@@ -219,9 +234,13 @@ def grid_trials(work: Path, n: int, rng: random.Random) -> tuple[list[dict], dic
     procs = [_grid_proc(config, shared) for _ in range(2)]
     outputs = [p.communicate()[0] for p in procs]
     ran = [int(m.group(1)) if (m := re.search(r"(\d+) ran", o or "")) else None for o in outputs]
-    concurrent = {"runs_in_grid": len(GRID["models"]) * len(GRID["ks"]) * len(GRID["seeds"]), "ran_by_each": ran,
-                  "exit_codes": [p.returncode for p in procs], "identical_results": bool(_results(shared).equals(reference)),
-                  "grid_seconds_uninterrupted": round(duration, 1)}
+    concurrent = {
+        "runs_in_grid": len(GRID["models"]) * len(GRID["ks"]) * len(GRID["seeds"]),
+        "ran_by_each": ran,
+        "exit_codes": [p.returncode for p in procs],
+        "identical_results": bool(_results(shared).equals(reference)),
+        "grid_seconds_uninterrupted": round(duration, 1),
+    }
     print(f"concurrent runners: {concurrent}", flush=True)
     return rows, concurrent
 
@@ -289,7 +308,9 @@ def file_checks(work: Path) -> list[dict]:
 
     other = adata[:, adata.var_names[::-1]].copy()
     shutil.copytree(work / "files_ckpt", work / "stale_ckpt", dirs_exist_ok=True)
-    PerturbationModel(adata.copy(), **SMALL).train(max_epochs=1, checkpoint_dir=work / "stale_ckpt", resume=False, **FAST)
+    PerturbationModel(adata.copy(), **SMALL).train(
+        max_epochs=1, checkpoint_dir=work / "stale_ckpt", resume=False, **FAST
+    )
     attempt("checkpoint of another run (genes reversed)", work / "stale_ckpt" / "last.pt",
             lambda: PerturbationModel(other, **SMALL).train(max_epochs=2, checkpoint_dir=work / "stale_ckpt", **FAST))
 
@@ -345,22 +366,28 @@ def write_report(train_rows, duration, grid_rows, concurrent, files, second, cos
         f"`python benchmarks/fault_injection.py --train-trials {args.train_trials} --grid-trials {args.grid_trials} "
         f"--seed {args.seed}` on {machine()['cpu_count']} CPUs, one torch thread; {seconds / 60:.1f} min in all.",
         "",
-        f"## Training: {len(signals)} signals at random moments ({landed} reached a running process), {len(train_rows)} runs",
+        f"## Training: {len(signals)} signals at random moments ({landed} reached a running process), "
+        f"{len(train_rows)} runs",
         "",
         f"Tiny CRADLE-VAE (800 simulated cells, 160 genes), {EPOCHS} epochs with a checkpoint every epoch; "
-        f"an uninterrupted run's epoch loop takes {duration:.1f} s (the clock starts when the loop starts). Each trial: start, signal after a uniform "
+        f"an uninterrupted run's epoch loop takes {duration:.1f} s (the clock starts when the loop starts). Each "
+        "trial: start, signal after a uniform "
         "random delay, start again with `resume=True` (again signalled in some trials) until done, compare with the "
         f"uninterrupted run. An epoch of {EPOCHS} in `last.pt` means the signal came after the epoch loop (final "
         "save, exit); `(after the end)`: the process had already finished.",
         "",
-        "| trial | signal | delays (s) | epoch in last.pt after each signal | weights identical | val losses identical |",
+        "| trial | signal | delays (s) | epoch in last.pt after each signal | weights identical "
+        "| val losses identical |",
         "|---|---|---|---|---|---|",
     ]
     for r in train_rows:
         sig = [e for e in r["events"] if e["delay_s"] is not None]
         lines.append(
-            f"| {r['trial']} | {r['signal']} | {', '.join(str(e['delay_s']) + ('' if e['landed'] else ' (after the end)') for e in sig)} | "
-            f"{', '.join(str(e['epoch_on_disk']) for e in sig)} | {r['identical_weights']} | {r['identical_val_losses']} |")
+            f"| {r['trial']} | {r['signal']} | "
+            f"{', '.join(str(e['delay_s']) + ('' if e['landed'] else ' (after the end)') for e in sig)} | "
+            f"{', '.join(str(e['epoch_on_disk']) for e in sig)} | {r['identical_weights']} | "
+            f"{r['identical_val_losses']} |"
+        )
     lines += ["", f"**{ok} of {len(train_rows)} interrupted runs resumed to the bit-identical result.**", "",
               f"## Grid: `cradlekit run` killed at a random moment ({len(grid_rows)} trials)", "",
               f"Simulator grid of {concurrent['runs_in_grid']} runs (2 models x k=3 x 2 seeds, 80 steps each); "
@@ -370,15 +397,24 @@ def write_report(train_rows, duration, grid_rows, concurrent, files, second, cos
     for r in grid_rows:
         lines.append(f"| {r['trial']} | {r['signal']} | {r['delay_s']}{'' if r['landed'] else ' (after the end)'} | "
                      f"{r['runs_finished_before_kill']} | {r['rerun']} | {r['identical_results']} |")
-    lines += ["", "## Two runners started together on one empty folder", "",
-              f"Runs trained by each: {concurrent['ran_by_each']} (grid: {concurrent['runs_in_grid']} runs); exit codes "
-              f"{concurrent['exit_codes']}; final results.csv identical to the uninterrupted grid's: "
-              f"{concurrent['identical_results']}.", "",
-              "## Damaged and crafted files", "",
-              "| case | outcome | message names the file | code ran | file kept | message (start) |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Two runners started together on one empty folder",
+        "",
+        f"Runs trained by each: {concurrent['ran_by_each']} (grid: {concurrent['runs_in_grid']} runs); exit codes "
+        f"{concurrent['exit_codes']}; final results.csv identical to the uninterrupted grid's: "
+        f"{concurrent['identical_results']}.",
+        "",
+        "## Damaged and crafted files",
+        "",
+        "| case | outcome | message names the file | code ran | file kept | message (start) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in files:
         msg = r["message"].replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {r['case']} | {r['outcome']} | {r['names_file']} | {r['code_ran']} | {r.get('file_kept', '')} | {msg} |")
+        lines.append(
+            f"| {r['case']} | {r['outcome']} | {r['names_file']} | {r['code_ran']} | {r.get('file_kept', '')} | {msg} |"
+        )
     lines += report_lines(second, costs)
     path = RESULTS / "fault_injection.md"
     path.write_text("\n".join(lines) + "\n")
@@ -409,7 +445,9 @@ def main() -> None:
 
         second = round_two(work, work / "grid.yaml", work / "grid_ref", _results)
         costs = measure(work)
-    path = write_report(train_rows, duration, grid_rows, concurrent, files, second, costs, time.perf_counter() - start, args)
+    path = write_report(
+        train_rows, duration, grid_rows, concurrent, files, second, costs, time.perf_counter() - start, args
+    )
     print(f"wrote {path}")
 
 

@@ -28,8 +28,15 @@ def nonfinite(work: Path, adata) -> list[dict]:
     model = PerturbationModel(adata.copy(), **SMALL)
     kind, msg = _raised(lambda: model.train(max_epochs=5, checkpoint_dir=ckpt, **{**FAST, "lr": 100.0}))
     honest = "last good state" not in msg and "No checkpoint was written" in msg and not (ckpt / "last.pt").exists()
-    rows = [_row("lr=100 (NaN in epoch 1) -> the error's account of the checkpoint folder", kind,
-                 names_file=str(ckpt) in msg, nothing_lost=None, message=msg[msg.find("No checkpoint"):] if honest else msg)]
+    rows = [
+        _row(
+            "lr=100 (NaN in epoch 1) -> the error's account of the checkpoint folder",
+            kind,
+            names_file=str(ckpt) in msg,
+            nothing_lost=None,
+            message=msg[msg.find("No checkpoint") :] if honest else msg,
+        )
+    ]
     kind, msg = _raised(lambda: model.save(work / "r2_nan_saved"))
     rows.append(_row("save() after that NaN", kind, names_file=str(work / "r2_nan_saved") in msg,
                      nothing_lost=not (work / "r2_nan_saved").exists(), message=msg))
@@ -90,8 +97,13 @@ def unreadable_twice(work: Path) -> dict:
         (cache / "toy.h5ad").write_bytes(content)
         kind, msg = _raised(lambda: fetch(entry, cache_dir=cache, download=False))
     kept = sorted(p.read_bytes() for p in (cache / ".moved-aside").iterdir())
-    return _row("two different unreadable cache files, one after the other", kind, names_file=None,
-                nothing_lost=kept == sorted(contents), message=f"moved aside as {sorted(p.name for p in (cache / '.moved-aside').iterdir())}")
+    return _row(
+        "two different unreadable cache files, one after the other",
+        kind,
+        names_file=None,
+        nothing_lost=kept == sorted(contents),
+        message=f"moved aside as {sorted(p.name for p in (cache / '.moved-aside').iterdir())}",
+    )
 
 
 class _Stall(http.server.BaseHTTPRequestHandler):
@@ -196,7 +208,9 @@ def named_errors(work: Path, adata) -> list[dict]:
     state = torch.load(ckpt / "last.pt", weights_only=True)
     del state["optimizer"], state["content_checksum"]
     torch.save(state, ckpt / "last.pt")
-    kind, msg = _raised(lambda: PerturbationModel(adata.copy(), **SMALL).train(max_epochs=2, checkpoint_dir=ckpt, **FAST))
+    kind, msg = _raised(
+        lambda: PerturbationModel(adata.copy(), **SMALL).train(max_epochs=2, checkpoint_dir=ckpt, **FAST)
+    )
     rows.append(_row("last.pt without 'optimizer' -> train(resume=True)", kind, names_file=str(ckpt / "last.pt") in msg,
                      nothing_lost=None, message=msg))
     src, out = work / "r2_disk_in.h5ad", work / "r2_disk_out.h5ad"
@@ -209,7 +223,13 @@ def named_errors(work: Path, adata) -> list[dict]:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     rc, line = _cli("qc", str(src), str(out), "--no-scrublet", preexec=full_disk)
-    rows.append(_row("full disk (file-size limit) during `cradlekit qc IN OUT`", f"exit {rc}", names_file=str(out) in line,
-                     nothing_lost=out.read_bytes() == b"the previous output" and not list(work.glob(".r2_disk_out.*")),
-                     message=line))
+    rows.append(
+        _row(
+            "full disk (file-size limit) during `cradlekit qc IN OUT`",
+            f"exit {rc}",
+            names_file=str(out) in line,
+            nothing_lost=out.read_bytes() == b"the previous output" and not list(work.glob(".r2_disk_out.*")),
+            message=line,
+        )
+    )
     return rows

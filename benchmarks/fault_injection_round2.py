@@ -22,7 +22,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+}
 SMALL = dict(latent_dim=4, hidden_dim=16, num_particles=1)
 FAST = dict(batch_size=128, lr=1e-3, progress_bar=False, accelerator="cpu")
 TRAIN_CHILD = """
@@ -149,7 +153,9 @@ def flipped_files(work: Path, adata) -> list[dict]:
                      nothing_lost=weights.read_bytes() == flipped, message=msg))
     last = ckpt / "last.pt"
     flipped = _flip(last)
-    kind, msg = _raised(lambda: PerturbationModel(adata.copy(), **SMALL).train(max_epochs=3, checkpoint_dir=ckpt, **FAST))
+    kind, msg = _raised(
+        lambda: PerturbationModel(adata.copy(), **SMALL).train(max_epochs=3, checkpoint_dir=ckpt, **FAST)
+    )
     rows.append(_row("200 bytes flipped inside last.pt -> train(resume=True)", kind, names_file=str(last) in msg,
                      nothing_lost=last.read_bytes() == flipped, message=msg))
     return rows
@@ -175,14 +181,17 @@ entry = DatasetEntry(name="toy", description="-", filename="toy.h5ad", format="h
                      url=sys.argv[1], sha256=sys.argv[2] if sys.argv[2] != "-" else None)
 try:
     path = fetch(entry, cache_dir=sys.argv[3])
-    print(json.dumps({"path": str(path), "sha256_ok": __import__("hashlib").sha256(open(path, "rb").read()).hexdigest() == sys.argv[2]}))
+    digest = __import__("hashlib").sha256(open(path, "rb").read()).hexdigest()
+    print(json.dumps({"path": str(path), "sha256_ok": digest == sys.argv[2]}))
 except Exception as err:
     print(json.dumps({"error": type(err).__name__, "message": str(err)}))
 """
 
 
 def _fetch_child(url: str, sha: str, cache: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", FETCH_CHILD, url, sha, str(cache)], env=ENV, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", FETCH_CHILD, url, sha, str(cache)], env=ENV, capture_output=True, text=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -207,10 +216,23 @@ def flipped_download(work: Path) -> dict:
     finally:
         httpd.shutdown()
         httpd.server_close()
-    kept = any(p.read_bytes() == flipped for p in (cache / ".moved-aside").iterdir()) if (cache / ".moved-aside").exists() else False
-    outcome = ("re-downloaded, verified" if second.get("sha256_ok") else f"returned {second}") if first.get("sha256_ok") else "setup failed"
-    return _row("cached download: 200 bytes flipped, size and mtime kept -> fetch() in a new process", outcome,
-                names_file=None, nothing_lost=kept, message="the flipped copy was moved aside, not deleted" if kept else "")
+    kept = (
+        any(p.read_bytes() == flipped for p in (cache / ".moved-aside").iterdir())
+        if (cache / ".moved-aside").exists()
+        else False
+    )
+    outcome = (
+        ("re-downloaded, verified" if second.get("sha256_ok") else f"returned {second}")
+        if first.get("sha256_ok")
+        else "setup failed"
+    )
+    return _row(
+        "cached download: 200 bytes flipped, size and mtime kept -> fetch() in a new process",
+        outcome,
+        names_file=None,
+        nothing_lost=kept,
+        message="the flipped copy was moved aside, not deleted" if kept else "",
+    )
 
 
 def swapped_counts(work: Path, adata) -> dict:
@@ -230,8 +252,13 @@ def swapped_counts(work: Path, adata) -> dict:
     swapped.X = sp.csr_matrix(X.astype(np.float32))
     before = (ckpt / "last.pt").read_bytes()
     kind, msg = _raised(lambda: PerturbationModel(swapped, **SMALL).train(max_epochs=2, checkpoint_dir=ckpt, **FAST))
-    return _row("2x2 swap of counts (every total kept) -> train(resume=True)", kind, names_file=str(ckpt / "last.pt") in msg,
-                nothing_lost=(ckpt / "last.pt").read_bytes() == before, message=msg[msg.find("data.content"):][:200] or msg)
+    return _row(
+        "2x2 swap of counts (every total kept) -> train(resume=True)",
+        kind,
+        names_file=str(ckpt / "last.pt") in msg,
+        nothing_lost=(ckpt / "last.pt").read_bytes() == before,
+        message=msg[msg.find("data.content") :][:200] or msg,
+    )
 
 
 # ------------------------------------------------------------------ 3. concurrent writers
@@ -271,8 +298,16 @@ def two_grids(work: Path, config: Path, results) -> list[dict]:
                  nothing_lost=frame is not None and frame["config_hash"].nunique() == len(frame) == 4,
                  message=refusals[0] if refusals else "")]
     shared = work / "r2_prepared_once"
-    procs = [subprocess.Popen([sys.executable, "-m", "cradlekit.cli", "run", str(config), "--out", str(shared)], env=ENV,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cradlekit.cli", "run", str(config), "--out", str(shared)],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     logs = [p.communicate()[1] for p in procs]
     written = [m for log in logs for m in re.findall(r"prepared data: wrote (\S+)", log)]
     once = len(written) == len(set(written))
@@ -298,12 +333,18 @@ def round_two(work: Path, config: Path, reference_dir: Path, results) -> list[di
     steps = [
         ("damaged inputs", lambda: damaged_inputs(work)),
         ("damaged prepared file", lambda: [damaged_prepared(work, config, reference_dir, results)]),
-        ("flipped files", lambda: flipped_files(work, adata)), ("flipped download", lambda: [flipped_download(work)]),
-        ("swapped counts", lambda: [swapped_counts(work, adata)]), ("two trainings", lambda: [two_trainings(work, adata)]),
-        ("two grids", lambda: two_grids(work, config, results)), ("NaN", lambda: nonfinite(work, adata)),
-        ("bad arguments", lambda: bad_arguments(adata)), ("labels", labels),
-        ("unreadable twice", lambda: [unreadable_twice(work)]), ("killed download", lambda: [killed_download(work)]),
-        ("killed qc", lambda: [killed_qc(work)]), ("named errors", lambda: named_errors(work, adata)),
+        ("flipped files", lambda: flipped_files(work, adata)),
+        ("flipped download", lambda: [flipped_download(work)]),
+        ("swapped counts", lambda: [swapped_counts(work, adata)]),
+        ("two trainings", lambda: [two_trainings(work, adata)]),
+        ("two grids", lambda: two_grids(work, config, results)),
+        ("NaN", lambda: nonfinite(work, adata)),
+        ("bad arguments", lambda: bad_arguments(adata)),
+        ("labels", labels),
+        ("unreadable twice", lambda: [unreadable_twice(work)]),
+        ("killed download", lambda: [killed_download(work)]),
+        ("killed qc", lambda: [killed_qc(work)]),
+        ("named errors", lambda: named_errors(work, adata)),
     ]
     rows = []
     for name, step in steps:

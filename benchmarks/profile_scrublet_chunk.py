@@ -85,18 +85,28 @@ def report(r: dict) -> str:
     peak = r["memory"]["process_peak_rss_gb"]
     cells = r["n_cells"] + r["n_simulated"]
     lines = [
-        f"# scrublet on one chunk: {r['n_cells']:,} cells of the full-Norman-size screen ({r['screen']['n_genes']:,} genes)", "",
+        f"# scrublet on one chunk: {r['n_cells']:,} cells of the full-Norman-size screen ({r['screen']['n_genes']:,} "
+        "genes)",
+        "",
         "Regenerate: `nice python benchmarks/profile_scrublet_chunk.py --cells "
-        f"{r['n_cells']}`. Machine: {r['machine']['platform']}, commit {r['machine']['git_commit']}, {r['machine']['date']}.", "",
-        f"scrublet keeps **{r['n_hvg']:,} highly variable genes** of the {r['n_genes_expressed']:,} expressed in the chunk, and "
-        f"simulates {r['n_simulated']:,} doublets; {r['n_predicted']} cells are called doublets. Whole call: {r['seconds']:.0f} s, "
+        f"{r['n_cells']}`. Machine: {r['machine']['platform']}, commit {r['machine']['git_commit']}, "
+        f"{r['machine']['date']}.",
+        "",
+        f"scrublet keeps **{r['n_hvg']:,} highly variable genes** of the {r['n_genes_expressed']:,} expressed in the "
+        "chunk, and "
+        f"simulates {r['n_simulated']:,} doublets; {r['n_predicted']} cells are called doublets. Whole call: "
+        f"{r['seconds']:.0f} s, "
         f"process peak RSS **{peak:.2f} GB**, {peak - base:.2f} GB above the RSS before scanpy's first step "
         f"({(peak - base) * 1e9 / (r['n_cells'] * r['n_hvg']):.0f} bytes per observed cell and highly variable gene; "
-        f"one dense float64 copy of observed and simulated cells is {cells * r['n_hvg'] * 8 / 1e9:.2f} GB).", "",
+        f"one dense float64 copy of observed and simulated cells is {cells * r['n_hvg'] * 8 / 1e9:.2f} GB).",
+        "",
         "| step inside `scanpy.pp.scrublet` | seconds | RSS at start (GB) | peak RSS (GB) |",
         "| --- | ---: | ---: | ---: |",
     ]
-    lines += [f"| {p['phase']} | {p['seconds']:.1f} | {p['rss_start_gb']:.2f} | {p['peak_rss_gb']:.2f} |" for p in r["memory"]["phases"]]
+    lines += [
+        f"| {p['phase']} | {p['seconds']:.1f} | {p['rss_start_gb']:.2f} | {p['peak_rss_gb']:.2f} |"
+        for p in r["memory"]["phases"]
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -145,7 +145,9 @@ def _array_bytes(adata: Any) -> int:
     total = 0
     mappings = [getattr(adata, name, None) or {} for name in ("layers", "obsm", "varm", "obsp", "varp")]
     for value in [getattr(adata, "X", None), *(v for m in mappings for v in m.values())]:
-        parts = [getattr(value, p, None) for p in ("data", "indices", "indptr")] if hasattr(value, "indptr") else [value]
+        parts = (
+            [getattr(value, p, None) for p in ("data", "indices", "indptr")] if hasattr(value, "indptr") else [value]
+        )
         total += sum(int(getattr(p, "nbytes", 0) or 0) for p in parts if hasattr(p, "dtype"))
     return total
 

@@ -12,7 +12,16 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["csr_view", "is_in_memory", "stored_values", "gather_rows", "row_chunks", "chunk_rows_for", "densify_rows", "check_counts_in_chunks"]
+__all__ = [
+    "csr_view",
+    "is_in_memory",
+    "stored_values",
+    "gather_rows",
+    "row_chunks",
+    "chunk_rows_for",
+    "densify_rows",
+    "check_counts_in_chunks",
+]
 
 #: Elements (stored values of a sparse matrix, cells x genes of a dense one) per chunk.
 CHUNK_ELEMENTS = 2**23
@@ -79,7 +88,9 @@ def gather_rows(X, rows: np.ndarray, *, max_span: float = 4.0):
     return X[rows]
 
 
-def row_chunks(X, rows: np.ndarray | None = None, *, chunk_rows: int | None = None) -> Iterator[tuple[np.ndarray, object]]:
+def row_chunks(
+    X, rows: np.ndarray | None = None, *, chunk_rows: int | None = None
+) -> Iterator[tuple[np.ndarray, object]]:
     """Yield ``(rows_of_chunk, X[rows_of_chunk])`` over ``rows`` (default all rows), in order."""
     rows = np.arange(X.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
     step = chunk_rows or chunk_rows_for(X)

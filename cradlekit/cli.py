@@ -178,7 +178,13 @@ def _table(args: argparse.Namespace) -> int:
     if not files:
         logger.error("no Table 2/3 model in %s", args.results)
         return 1
-    print("\n".join([f"wrote {path}" for path in files.values()] + [""] + [files[k].read_text() for k in files if k.endswith("_md")]))
+    print(
+        "\n".join(
+            [f"wrote {path}" for path in files.values()]
+            + [""]
+            + [files[k].read_text() for k in files if k.endswith("_md")]
+        )
+    )
     return 0
 
 

@@ -28,7 +28,9 @@ from cradlekit.baselines.training_effects import single_effects
 @pytest.fixture(scope="module")
 def screen():
     """A small simulated screen, QC-labelled (no scrublet) and split by combinations."""
-    adata = ck.data.simulate_perturbseq(n_cells=2500, n_genes=160, n_single=6, n_combinations=6, true_ate_cells=50, seed=3)
+    adata = ck.data.simulate_perturbseq(
+        n_cells=2500, n_genes=160, n_single=6, n_combinations=6, true_ate_cells=50, seed=3
+    )
     ck.qc.label_artifacts(adata, ks=(3,), run_scrublet=False)
     ck.data.split_combinations(adata, holdout_fraction=0.34, seed=1)
     return adata
@@ -72,7 +74,9 @@ def test_additive_baseline_sums_the_singles_training_effects(screen):
     for p in held:
         a, b = p.split("+")
         if a in means and b in means:  # both singles observed: the textbook additive prediction
-            np.testing.assert_allclose(pred[p].X.ravel(), (means[a] - control) + (means[b] - control), rtol=0, atol=1e-10)
+            np.testing.assert_allclose(
+                pred[p].X.ravel(), (means[a] - control) + (means[b] - control), rtol=0, atol=1e-10
+            )
             checked += 1
     assert checked >= 1
     single = sorted(p for p in means if "+" not in p)[0]
@@ -137,7 +141,10 @@ def test_linear_baseline_refuses_target_gene_embedding_without_the_targets(scree
         with pytest.raises(ValueError, match="needs every target in the gene panel"):
             linear_baseline(screen, perturbation_embedding="target_gene")
     else:  # the simulator puts its targets in the panel: the authors' embedding is usable
-        assert linear_baseline(screen, perturbation_embedding="target_gene").uns["baseline"]["perturbation_embedding"] == "target_gene"
+        assert (
+            linear_baseline(screen, perturbation_embedding="target_gene").uns["baseline"]["perturbation_embedding"]
+            == "target_gene"
+        )
 
 
 def test_predict_baseline_by_name_and_errors(screen):

@@ -169,7 +169,19 @@ def test_api_reference_documents_every_public_name(built_book):
 
     text = (built_book["html"] / "api.html").read_text(encoding="utf-8")
     missing = []
-    for sub in ("qc", "data", "model", "train", "module", "baselines", "evaluate", "experiments", "pl", "widgets", "errors"):
+    for sub in (
+        "qc",
+        "data",
+        "model",
+        "train",
+        "module",
+        "baselines",
+        "evaluate",
+        "experiments",
+        "pl",
+        "widgets",
+        "errors",
+    ):
         module = importlib.import_module(f"cradlekit.{sub}")
         for name in module.__all__:
             if not inspect.ismodule(getattr(module, name)) and f'id="cradlekit.{sub}.{name}"' not in text:
@@ -247,7 +259,9 @@ def test_wide_tables_are_whole_at_1300_px(built_book, chromium, page):
             assert t["boxRight"] <= t["columnRight"] + 1, f"{where}: the table runs past the text column: {t}"
             if t["scrollWidth"] > t["clientWidth"] + 1:  # wider than its box: it must scroll, not clip
                 assert t["overflowX"] in ("auto", "scroll"), f"{where}: wider than its box and not scrollable: {t}"
-            assert t["lastRight"] <= t["boxRight"] + 1 and t["lastLeft"] >= 0, f"{where}: last column not reachable: {t}"
+            assert t["lastRight"] <= t["boxRight"] + 1 and t["lastLeft"] >= 0, (
+                f"{where}: last column not reachable: {t}"
+            )
 
 
 def test_execution_statistics_page_lists_every_chapter(built_book):
@@ -261,7 +275,8 @@ def test_a_cell_error_fails_the_build(tmp_path):
     if not JUPYTER_BOOK.exists():
         pytest.skip(f"jupyter-book is not installed next to {sys.executable} (pip install -e '.[book]')")
     book = write_mini_book(
-        tmp_path / "book", "# A broken page\n\n```{code-cell} ipython3\nraise ValueError('this cell fails on purpose')\n```\n"
+        tmp_path / "book",
+        "# A broken page\n\n```{code-cell} ipython3\nraise ValueError('this cell fails on purpose')\n```\n",
     )
     proc = subprocess.run([str(JUPYTER_BOOK), "build", str(book)], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0

@@ -31,8 +31,19 @@ def test_quick_profile_is_a_cpu_budget_on_local_data():
     p = load_profile("quick", directory=PROFILES)
     assert p.accelerator == "cpu" and p.dataset.name == "norman_subset"
     assert p.grid.dataset.name == "norman_subset"
-    assert set(p.grid.models) == {"no_change", "mean", "additive", "linear",  # the baselines beside every model
-                                  "cvae", "cpa_vae", "svae_plus", "sams_vae", "cradle", "cradle_wo_cf", "cradle_wo_causal"}
+    assert set(p.grid.models) == {
+        "no_change",
+        "mean",
+        "additive",
+        "linear",  # the baselines beside every model
+        "cvae",
+        "cpa_vae",
+        "svae_plus",
+        "sams_vae",
+        "cradle",
+        "cradle_wo_cf",
+        "cradle_wo_causal",
+    }
     assert tuple(p.grid.ks) == (3, 4, 5) and len(p.grid.seeds) >= 2  # a mean ± sd in every table cell
     assert p.grid.save_models  # chapters 7 and 8 reopen the trained models
     assert p.grid.model_options.objective == "published" and p.grid.split.seed == "run"

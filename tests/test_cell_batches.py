@@ -77,7 +77,12 @@ def test_training_follows_the_dense_trajectory(screen):
     for train, val in ((DeviceData(dense["train"]), DeviceData(dense["val"])), (sparse["train"], sparse["val"])):
         model.module.load_state_dict(start)
         history = Trainer(model.module, train, val, config=cfg).fit()
-        runs.append(([(r["train_loss"], r["val_loss"]) for r in history], {k: v.clone() for k, v in model.module.state_dict().items()}))
+        runs.append(
+            (
+                [(r["train_loss"], r["val_loss"]) for r in history],
+                {k: v.clone() for k, v in model.module.state_dict().items()},
+            )
+        )
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
 
@@ -267,7 +272,10 @@ def test_trainer_checkpoints_cell_batches_without_run_info(tmp_path):
     # the same counts stored densely, or as int64 CSR, fingerprint alike; other counts do not
     same = batch_source_fingerprint(_count_batches(X.toarray(), np.arange(160), y), None)["train"]
     assert same == record["train"]
-    assert batch_source_fingerprint(_count_batches(sp.csr_matrix(X, dtype=np.int64), np.arange(160), y), None)["train"] == same
+    assert (
+        batch_source_fingerprint(_count_batches(sp.csr_matrix(X, dtype=np.int64), np.arange(160), y), None)["train"]
+        == same
+    )
     changed = X.copy()
     changed.data[0] += 1
     with pytest.raises(CheckpointMismatchError, match="data"):

@@ -15,11 +15,18 @@ def _cells(seed=0, n=40, genes=30):
     rng = np.random.default_rng(seed)
     labels = np.repeat(["ctrl", "A", "B"], n)
     mu = rng.gamma(2.0, 2.0, genes)
-    shift = {"ctrl": np.ones(genes), "A": np.where(np.arange(genes) < 5, 4.0, 1.0), "B": np.where(np.arange(genes) >= 25, 0.2, 1.0)}
+    shift = {
+        "ctrl": np.ones(genes),
+        "A": np.where(np.arange(genes) < 5, 4.0, 1.0),
+        "B": np.where(np.arange(genes) >= 25, 0.2, 1.0),
+    }
     X = np.stack([rng.poisson(mu * shift[lab] * rng.uniform(0.5, 2.0)) for lab in labels]).astype(np.float32)
     X[3] = 0  # an empty cell: dropped (its normalisation is 0 / 0)
-    return ad.AnnData(sp.csr_matrix(X), obs=pd.DataFrame({"guide": labels}, index=[f"c{i}" for i in range(len(labels))]),
-                      var=pd.DataFrame(index=[f"g{i}" for i in range(genes)]))
+    return ad.AnnData(
+        sp.csr_matrix(X),
+        obs=pd.DataFrame({"guide": labels}, index=[f"c{i}" for i in range(len(labels))]),
+        var=pd.DataFrame(index=[f"g{i}" for i in range(genes)]),
+    )
 
 
 def test_layout_is_ln1p_of_counts_per_10k_with_labels_in_target_gene():

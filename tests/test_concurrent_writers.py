@@ -19,12 +19,23 @@ SMALL = dict(latent_dim=4, hidden_dim=16, num_particles=1)
 FAST = dict(batch_size=128, lr=1e-3, progress_bar=False, accelerator="cpu")
 TINY_GRID = {
     "name": "concurrent",
-    "dataset": {"name": "simulator", "kwargs": {"n_cells": 400, "n_genes": 150, "n_single": 4, "n_combinations": 4,
-                                                 "true_ate_cells": 20, "seed": 0}},
-    "models": ["cvae"], "ks": [3], "seeds": [0, 1],
+    "dataset": {
+        "name": "simulator",
+        "kwargs": {"n_cells": 400, "n_genes": 150, "n_single": 4, "n_combinations": 4, "true_ate_cells": 20, "seed": 0},
+    },
+    "models": ["cvae"],
+    "ks": [3],
+    "seeds": [0, 1],
     "qc": {"run_scrublet": False, "seed": 0},
     "model_options": {"latent_dim": 4, "hidden_dim": 16, "num_particles": 1},
-    "train": {"max_epochs": 2, "max_steps": 4, "lr": 3.0e-3, "batch_size": 128, "accelerator": "cpu", "torch_threads": 1},
+    "train": {
+        "max_epochs": 2,
+        "max_steps": 4,
+        "lr": 3.0e-3,
+        "batch_size": 128,
+        "accelerator": "cpu",
+        "torch_threads": 1,
+    },
     "evaluation": {"n_model_cells": 20, "n_qcpr_cells": 10, "run_scrublet": False},
 }
 
@@ -81,7 +92,12 @@ def test_the_checkpoint_folder_lock_is_held_only_while_training(prepared, tmp_pa
 
     seen = []
     model = PerturbationModel(prepared.copy(), **SMALL)
-    model.train(max_epochs=1, checkpoint_dir=tmp_path, callbacks=[lambda r: seen.append(held_elsewhere(tmp_path / CHECKPOINT_LOCK))], **FAST)
+    model.train(
+        max_epochs=1,
+        checkpoint_dir=tmp_path,
+        callbacks=[lambda r: seen.append(held_elsewhere(tmp_path / CHECKPOINT_LOCK))],
+        **FAST,
+    )
     assert seen == [True] and not held_elsewhere(tmp_path / CHECKPOINT_LOCK)
     other = RunLock(tmp_path / CHECKPOINT_LOCK)  # another process would hold it like this
     assert other.acquire()
@@ -162,7 +178,9 @@ def test_two_runners_of_one_grid_build_each_prepared_file_once(tiny, monkeypatch
         return real_load(config)
 
     monkeypatch.setattr(prepare, "load_raw", load_raw)
-    monkeypatch.setattr(prepare, "write_h5ad_atomic", lambda adata, path, **kw: writes.append(path) or real_write(adata, path, **kw))
+    monkeypatch.setattr(
+        prepare, "write_h5ad_atomic", lambda adata, path, **kw: writes.append(path) or real_write(adata, path, **kw)
+    )
     paths = prepare.prepare_all(tiny)
     second[0].join()
     assert not failures

@@ -15,12 +15,23 @@ from cradlekit.data import load_dataset, read_h5ad
 
 TINY_GRID = {
     "name": "damaged_cache",
-    "dataset": {"name": "simulator", "kwargs": {"n_cells": 400, "n_genes": 150, "n_single": 4, "n_combinations": 4,
-                                                 "true_ate_cells": 20, "seed": 0}},
-    "models": ["cvae"], "ks": [3], "seeds": [0],
+    "dataset": {
+        "name": "simulator",
+        "kwargs": {"n_cells": 400, "n_genes": 150, "n_single": 4, "n_combinations": 4, "true_ate_cells": 20, "seed": 0},
+    },
+    "models": ["cvae"],
+    "ks": [3],
+    "seeds": [0],
     "qc": {"run_scrublet": False, "seed": 0},
     "model_options": {"latent_dim": 4, "hidden_dim": 16, "num_particles": 1},
-    "train": {"max_epochs": 2, "max_steps": 4, "lr": 3.0e-3, "batch_size": 128, "accelerator": "cpu", "torch_threads": 1},
+    "train": {
+        "max_epochs": 2,
+        "max_steps": 4,
+        "lr": 3.0e-3,
+        "batch_size": 128,
+        "accelerator": "cpu",
+        "torch_threads": 1,
+    },
     "evaluation": {"n_model_cells": 20, "n_qcpr_cells": 10, "run_scrublet": False},
 }
 

@@ -32,7 +32,10 @@ def test_manifest_lists_every_dataset_with_required_fields():
         assert set(REQUIRED_FIELDS) <= set(raw[name]), name
         assert entry.format == "h5ad" and entry.filename.endswith(".h5ad")
         assert entry.description and entry.citation and entry.license and entry.doi
-        assert entry.local_env == "CRADLEKIT_DATA_DIRS" and entry.search_dirs == ("../shared/data", "../shared/data/sources")
+        assert entry.local_env == "CRADLEKIT_DATA_DIRS" and entry.search_dirs == (
+            "../shared/data",
+            "../shared/data/sources",
+        )
         if entry.has_perturbations:
             assert callable(get_normalizer(entry.normalizer)) and entry.perturbation_key
     assert entries["pbmc_qc"].normalizer is None

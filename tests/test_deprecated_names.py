@@ -61,13 +61,17 @@ cases = {
     "train.fingerprint.data_fingerprint": (
         "from cradlekit.train.fingerprint import data_fingerprint\nresult = data_fingerprint(source, None)",
         __import__("cradlekit.train.fingerprint", fromlist=["x"]).batch_source_fingerprint(source, None)),
-    "evaluate.metrics": ("import cradlekit.evaluate.metrics as m\nresult = [m.ate_pearson(model, data), m.ate_r2(model, data)]",
+    "evaluate.metrics": ("import cradlekit.evaluate.metrics as m\n"
+                         "result = [m.ate_pearson(model, data), m.ate_r2(model, data)]",
                          [ck.evaluate.agreement.ate_pearson(model, data), ck.evaluate.agreement.ate_r2(model, data)]),
-    "evaluate.normalize": ("from cradlekit.evaluate.normalize import perturbseq_normalize\nresult = perturbseq_normalize(counts).tolist()",
+    "evaluate.normalize": ("from cradlekit.evaluate.normalize import perturbseq_normalize\n"
+                           "result = perturbseq_normalize(counts).tolist()",
                            ck.evaluate.log_normalize.perturbseq_normalize(counts).tolist()),
-    "data.normalizers": ("from cradlekit.data import normalizers\nresult = normalizers.get_normalizer('norman').__name__",
+    "data.normalizers": ("from cradlekit.data import normalizers\n"
+                         "result = normalizers.get_normalizer('norman').__name__",
                          __import__("cradlekit.data.label_layouts", fromlist=["x"]).get_normalizer("norman").__name__),
-    "module.normalization": ("import cradlekit.module.normalization as m\nresult = [t.tolist() for t in m.log_standardize_stats(counts)]",
+    "module.normalization": ("import cradlekit.module.normalization as m\n"
+                             "result = [t.tolist() for t in m.log_standardize_stats(counts)]",
                              [t.tolist() for t in ck.module.standardize.log_standardize_stats(counts)]),
     "qc.batches": ("result = ck.qc.batches.BATCH_SPREAD_MADS", ck.qc.sample_batches.BATCH_SPREAD_MADS),
 }

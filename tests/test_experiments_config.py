@@ -64,7 +64,10 @@ def test_grid_order_is_k_then_model_then_seed():
         ({"split": {"holdout_fraction": 1.5}}, "holdout_fraction"),
         ({"split": {"fractions": [0.5, 0.5, 0.5]}}, "fractions"),
         ({"dataset": {"name": "nomran"}}, "neither 'simulator' nor a manifest dataset"),
-        ({"dataset": {"name": "simulator", "kwargs": {"n_cell": 5}}}, r"\['n_cell'\] are not arguments of simulate_perturbseq"),
+        (
+            {"dataset": {"name": "simulator", "kwargs": {"n_cell": 5}}},
+            r"\['n_cell'\] are not arguments of simulate_perturbseq",
+        ),
         ({"model_overrides": {"cvae": {"alpha": 0.1}}}, "CRADLE-VAE models only"),
         ({"model_overrides": {"sams_vae": {}}}, "not in the grid"),
         ({"output_dir": 5}, "output_dir must be a string"),
@@ -94,8 +97,13 @@ def test_load_config_overrides_output_dir(tmp_path):
 
 
 def test_model_kwargs_route_cradle_options():
-    config = config_from_dict(base(models=["cradle", "cradle_wo_cf", "cvae"], model_options={"alpha": 0.2, "published": True},
-                                   model_overrides={"cvae": {"hidden_dim": 7}}))
+    config = config_from_dict(
+        base(
+            models=["cradle", "cradle_wo_cf", "cvae"],
+            model_options={"alpha": 0.2, "published": True},
+            model_overrides={"cvae": {"hidden_dim": 7}},
+        )
+    )
     assert config.model_kwargs("cradle")["alpha"] == 0.2 and config.model_kwargs("cradle")["published"] is True
     assert "alpha" not in config.model_kwargs("cradle_wo_cf")
     cvae = config.model_kwargs("cvae")
@@ -110,7 +118,9 @@ def test_run_key_depends_on_the_run_only():
     assert run_key(config.replace(output_dir="elsewhere"), spec) == key
     assert run_key(config.replace(models=["cvae"], seeds=[0]), spec) == key  # other cells do not matter
     assert run_key(config.replace(model_options={"alpha": 0.1}), spec) == key  # alpha is not a cvae option
-    assert run_key(config.replace(model_options={"alpha": 0.1}), RunSpec("cradle", 3, 0)) != run_key(config, RunSpec("cradle", 3, 0))
+    assert run_key(config.replace(model_options={"alpha": 0.1}), RunSpec("cradle", 3, 0)) != run_key(
+        config, RunSpec("cradle", 3, 0)
+    )
     assert run_key(config.replace(train={"max_steps": 7}), spec) != key
     assert run_key(config, RunSpec("cvae", 3, 1)) != key and run_key(config, RunSpec("cvae", 5, 0)) != key
     assert prepared_key(config, 3) != prepared_key(config, 5) != prepared_key(config)

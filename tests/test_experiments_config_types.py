@@ -31,7 +31,11 @@ def _with(tmp_path, old: str, new: str) -> Path:
         ("save_models: false", "save_models: 'no'", r"save_models must be true or false"),
         ("run_scrublet: true, seed: 0}", "run_scrublet: 'yes', seed: 0}", r"qc\.run_scrublet must be true or false"),
         ("n_max: 50", "n_max: fifty", r"counterfactual\.n_max must be an integer, got 'fifty'"),
-        ("mask_prior: 0.01", "mask_prior: [0.01]", r"model_options\.mask_prior must be a number or null, got \[0\.01\]"),
+        (
+            "mask_prior: 0.01",
+            "mask_prior: [0.01]",
+            r"model_options\.mask_prior must be a number or null, got \[0\.01\]",
+        ),
         ("jaccard_k: 50", "jaccard_k: true", r"evaluation\.jaccard_k must be an integer, got True"),
         ("description: simulator", "description: 7 #", r"description must be a string"),
     ],

@@ -66,7 +66,10 @@ def test_bootstrap_interval_covers_the_mean_about_95_percent_of_the_time():
 
 def test_per_combination_averages_over_the_splits_that_held_it_out():
     recs = [
-        {"row": {"model": "cradle"}, "heldout_per_perturbation": {"A+B": {"ate_pearson": 0.2}, "C+D": {"ate_pearson": -0.4}}},
+        {
+            "row": {"model": "cradle"},
+            "heldout_per_perturbation": {"A+B": {"ate_pearson": 0.2}, "C+D": {"ate_pearson": -0.4}},
+        },
         {"row": {"model": "cradle"}, "heldout_per_perturbation": {"A+B": {"ate_pearson": 0.6}}},
         {"row": {"model": "cvae"}, "heldout_per_perturbation": {"C+D": {"ate_pearson": 0.1}}},
     ]

@@ -9,7 +9,15 @@ import pytest
 
 from cradlekit.experiments.tables import TABLE2_MODELS, TABLE3_MODELS, rank_marks, render_table, summarize, write_tables
 
-METRICS = ["heldout_ate_pearson", "heldout_ate_r2", "heldout_jaccard", "all_ate_pearson", "all_ate_r2", "all_jaccard", "qcpr"]
+METRICS = [
+    "heldout_ate_pearson",
+    "heldout_ate_r2",
+    "heldout_jaccard",
+    "all_ate_pearson",
+    "all_ate_r2",
+    "all_jaccard",
+    "qcpr",
+]
 
 
 def frame() -> pd.DataFrame:
@@ -47,8 +55,16 @@ def test_summary_mean_sd_and_order():
 def test_best_bold_second_underlined_per_k_and_metric():
     marks = rank_marks(summarize(frame(), TABLE2_MODELS))
     rho = marks["heldout_ate_pearson"]
-    assert rho[("toy", 3, "cradle")] == "best" and rho[("toy", 3, "sams_vae")] == "second" and rho[("toy", 3, "cvae")] == ""
-    assert rho[("toy", 5, "cvae")] == "best" and rho[("toy", 5, "cradle")] == "second" and rho[("toy", 5, "sams_vae")] == ""
+    assert (
+        rho[("toy", 3, "cradle")] == "best"
+        and rho[("toy", 3, "sams_vae")] == "second"
+        and rho[("toy", 3, "cvae")] == ""
+    )
+    assert (
+        rho[("toy", 5, "cvae")] == "best"
+        and rho[("toy", 5, "cradle")] == "second"
+        and rho[("toy", 5, "sams_vae")] == ""
+    )
     qcpr = marks["qcpr"]  # 80.00 vs 80.00 at two decimals: both second
     assert qcpr[("toy", 3, "cradle")] == "best" and qcpr[("toy", 3, "cvae")] == qcpr[("toy", 3, "sams_vae")] == "second"
     jac = marks["heldout_jaccard"]  # all equal 0.1 except NaN: tie for best, NaN unmarked

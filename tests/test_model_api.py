@@ -250,7 +250,9 @@ def test_generate_labels_outputs_and_seeds(trained, prepared, tmp_path):
     assert trained.generate("KLF1", n=3, artifact=True, seed=1).obs["generated_artifact"].all()
     mean = trained.predict_mean(["control", "KLF1"], n=50, seed=0)
     assert isinstance(mean.X, np.ndarray) and np.allclose(mean.X.sum(1), 1e4, rtol=1e-4)
-    assert trained.predict_mean(None, n=2).obs["perturbation"].nunique() == len(trained.registry["trained_perturbations"])
+    assert trained.predict_mean(None, n=2).obs["perturbation"].nunique() == len(
+        trained.registry["trained_perturbations"]
+    )
     with pytest.raises(UnknownPerturbationError, match=r"NOTAGENE"):
         trained.generate(["KLF1+NOTAGENE"], n=2)
 
@@ -283,8 +285,12 @@ def test_save_load_round_trip_and_gene_check(trained, prepared, tmp_path):
     assert _same_state(_state(trained), _state(loaded))
     assert loaded.registry == trained.registry and loaded.history == trained.history and loaded.is_trained
     labels = ["control", "KLF1", str(prepared.uns["split"]["heldout"][0])]
-    np.testing.assert_array_equal(trained.generate(labels, n=20, seed=3).X.toarray(), loaded.generate(labels, n=20, seed=3).X.toarray())
-    np.testing.assert_array_equal(trained.predict_mean(labels, n=20, seed=3).X, loaded.predict_mean(labels, n=20, seed=3).X)
+    np.testing.assert_array_equal(
+        trained.generate(labels, n=20, seed=3).X.toarray(), loaded.generate(labels, n=20, seed=3).X.toarray()
+    )
+    np.testing.assert_array_equal(
+        trained.predict_mean(labels, n=20, seed=3).X, loaded.predict_mean(labels, n=20, seed=3).X
+    )
 
     with_data = PerturbationModel.load(tmp_path / "m", prepared.copy(), accelerator="cpu")
     np.testing.assert_array_equal(with_data.get_latent(), trained.get_latent(prepared))

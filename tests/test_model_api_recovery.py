@@ -79,8 +79,14 @@ def test_cradle_recovers_heldout_effects_and_generates_clean_cells():
     apply_thresholds(generated, adata, ks=[3])
     with_artifact = model.generate(["control", *perturbations], n=100, seed=2, artifact=True)
     apply_thresholds(with_artifact, adata, ks=[3])
-    qcpr, qcpr_data, qcpr_artifact = pass_fraction(generated, 3), pass_fraction(adata, 3), pass_fraction(with_artifact, 3)
-    print(f"QC pass rate at k=3: generated {qcpr:.3f}, data {qcpr_data:.3f}, generated with artifact {qcpr_artifact:.3f}")
+    qcpr, qcpr_data, qcpr_artifact = (
+        pass_fraction(generated, 3),
+        pass_fraction(adata, 3),
+        pass_fraction(with_artifact, 3),
+    )
+    print(
+        f"QC pass rate at k=3: generated {qcpr:.3f}, data {qcpr_data:.3f}, generated with artifact {qcpr_artifact:.3f}"
+    )
     assert qcpr > qcpr_data
     assert qcpr_artifact < qcpr  # the artifact latent carries the QC failures
 

@@ -39,7 +39,12 @@ def _build(name: str, **options: Any):
 def test_the_class_facts_give_the_lists_kept_by_hand_before():
     assert CRADLE_MODELS == ("cradle", "cradle_wo_cf", "cradle_wo_causal")
     assert ALPHA_MODELS == ("cradle", "cradle_wo_causal")
-    assert {n for n, c in MODELS.items() if c.takes_mask_prior} == {"cradle", "cradle_wo_cf", "cradle_wo_causal", "sams_vae"}
+    assert {n for n, c in MODELS.items() if c.takes_mask_prior} == {
+        "cradle",
+        "cradle_wo_cf",
+        "cradle_wo_causal",
+        "sams_vae",
+    }
     assert {n for n, c in MODELS.items() if c.has_artifact} == set(CRADLE_MODELS)
     assert CRADLE_ONLY_OPTIONS == ("alpha", "objective", "published", "class_balanced", "j2_cells_per_batch",
                                    "artifact_dispersion")
@@ -52,7 +57,9 @@ def test_each_class_fact_matches_the_built_model(name):
     model = _build(name, **options)
     assert cls.has_artifact == ("A" in model.required_keys)
     assert cls.takes_alpha == ("X_cf" in model.required_keys) == (getattr(model, "alpha", 0.0) > 0)
-    assert cls.takes_mask_prior == isinstance(getattr(model, "effects", None), SparseEffects) == ("mask_prior" in options)
+    assert (
+        cls.takes_mask_prior == isinstance(getattr(model, "effects", None), SparseEffects) == ("mask_prior" in options)
+    )
     if cls.takes_mask_prior:  # the paper's p x D = 2 at D = 8
         assert model.effects.prior_logit == pytest.approx(math.log(0.25 / 0.75))
     if cls.takes_objective:
@@ -121,7 +128,9 @@ def test_a_registered_class_gets_its_options_in_experiment_configs(toys):
         "model_options": {"alpha": 0.2, "published": True},
     })
     assert config.model_kwargs("toy_cradle")["alpha"] == 0.2 and config.model_kwargs("toy_cradle")["published"] is True
-    assert "alpha" not in config.model_kwargs("toy_no_alpha") and config.model_kwargs("toy_no_alpha")["published"] is True
+    assert (
+        "alpha" not in config.model_kwargs("toy_no_alpha") and config.model_kwargs("toy_no_alpha")["published"] is True
+    )
     assert not set(CRADLE_ONLY_OPTIONS) & set(config.model_kwargs("toy_plain"))
     with pytest.raises(ConfigError, match="CRADLE-VAE models only"):
         config_from_dict({

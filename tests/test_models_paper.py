@@ -142,7 +142,9 @@ def hand_elbo(name: str, model, batch, v) -> tuple[torch.Tensor, torch.Tensor, t
         pi, m, z = v["mask_prob"], v["m"], v["z"]
         torch.testing.assert_close(pi, torch.sigmoid(model.mask_logits).detach())
         ll = log_lik(model.decoder, X, z)
-        rest = Normal(D @ (m * model.shift_mean), 1.0).log_prob(z).sum(-1) - gaussian(model.encoder, xs).log_prob(z).sum(-1)
+        rest = Normal(D @ (m * model.shift_mean), 1.0).log_prob(z).sum(-1) - gaussian(model.encoder, xs).log_prob(
+            z
+        ).sum(-1)
         # log p(m | pi) - log q(m | pi) = 0: both are Bernoulli(pi); log q(pi) = 0 (a point mass)
         glob = Beta(1.0, model.mask_beta).log_prob(pi).sum()
     elif name == "sams_vae":  # z = z_b + D (e * m)

@@ -29,7 +29,9 @@ STEPS = 300
 
 @pytest.fixture(scope="module")
 def screen():
-    adata = ck.data.simulate_perturbseq(n_cells=1500, n_genes=150, n_single=8, n_combinations=8, true_ate_cells=50, seed=0)
+    adata = ck.data.simulate_perturbseq(
+        n_cells=1500, n_genes=150, n_single=8, n_combinations=8, true_ate_cells=50, seed=0
+    )
     with pytest.warns(UserWarning, match="doublet"):
         ck.qc.label_artifacts(adata, ks=(3,), run_scrublet=False)
     ck.data.split_combinations(adata, seed=0)
@@ -127,7 +129,8 @@ def test_exact_arm_weighs_the_per_cell_kl_on_the_published_scale(screen):
     _, guide_tr = pm.module.traces(batch, num_particles=1)
     out = guide_tr.nodes["_RETURN"]["value"]
     kl = torch.distributions.kl_divergence(
-        torch.distributions.Normal(out["ref_loc"], out["ref_scale"]), torch.distributions.Normal(out["cf_loc"], out["cf_scale"])
+        torch.distributions.Normal(out["ref_loc"], out["ref_scale"]),
+        torch.distributions.Normal(out["cf_loc"], out["cf_scale"]),
     ).sum(-1)
     expected = 0.5 * float(torch.where(batch["cf_mask"].bool(), kl, 0.0).sum())  # alpha x sum over 512 cells
     torch.manual_seed(3)

@@ -29,7 +29,16 @@ def test_qc_command_uses_named_full_transcriptome_metrics(screen, tmp_path):
     import cradlekit as ck
 
     out = tmp_path / "out.h5ad"
-    args = ["qc", str(screen), str(out), "--no-scrublet", "--perturbation-key", "guide", "--control-label", "non-targeting"]
+    args = [
+        "qc",
+        str(screen),
+        str(out),
+        "--no-scrublet",
+        "--perturbation-key",
+        "guide",
+        "--control-label",
+        "non-targeting",
+    ]
     for metric, column in EXAMPLE_QC_METRICS.items():
         args += ["--precomputed", f"{metric}={column}"]
     assert main(args) == 0

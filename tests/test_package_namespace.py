@@ -25,7 +25,8 @@ def _run(code: str) -> dict:
 def test_import_does_not_load_plotting_or_widgets():
     found = _run(
         "import json, sys\nimport cradlekit\n"
-        f"print(json.dumps({{m: m in sys.modules for m in {list(HEAVY) + ['cradlekit.pl', 'cradlekit.widgets', 'cradlekit.experiments']!r}}}))"
+        f"print(json.dumps({{m: m in sys.modules for m in "
+        f"{list(HEAVY) + ['cradlekit.pl', 'cradlekit.widgets', 'cradlekit.experiments']!r}}}))"
     )
     assert not any(found.values()), f"imported by 'import cradlekit': {[m for m, v in found.items() if v]}"
 

@@ -58,7 +58,9 @@ def test_canonical_label_round_trip():
 )
 def test_standardize_separators_and_controls(labels, sep, control, extra):
     adata = _adata(labels)
-    out = standardize_perturbations(adata, perturbation_key="guide", control_label=control, sep=sep, extra_control_labels=extra)
+    out = standardize_perturbations(
+        adata, perturbation_key="guide", control_label=control, sep=sep, extra_control_labels=extra
+    )
     assert out is adata
     assert list(adata.obs["perturbation"]) == ["control", "KLF1+SET", "KLF1+SET", "FOXO4"]
     assert list(adata.obs["guide"]) == labels  # original column untouched
@@ -89,7 +91,9 @@ def test_targets_and_combinations():
     labels = ["control", "B", "A+B", "C+A"]
     assert perturbation_targets(labels) == ["A", "B", "C"]
     np.testing.assert_array_equal(is_combination(labels), [False, False, True, True])
-    assert is_combination("KLF1+MAP2K6") is True and is_combination("KLF1") is False and is_combination("control") is False
+    assert (
+        is_combination("KLF1+MAP2K6") is True and is_combination("KLF1") is False and is_combination("control") is False
+    )
 
 
 def test_dosage_matrix():

@@ -33,7 +33,9 @@ def _trained_targets(adata):
 
 def test_heldout_combinations_keep_every_target_trained():
     """X and Y occur only in X+Y: X+Y is never eligible. A, B, C have singles: their combinations are."""
-    adata = _screen([("control", 20), ("A", 10), ("B", 10), ("C", 10), ("A+B", 10), ("B+C", 10), ("A+C", 10), ("X+Y", 10)])
+    adata = _screen(
+        [("control", 20), ("A", 10), ("B", 10), ("C", 10), ("A+B", 10), ("B+C", 10), ("A+C", 10), ("X+Y", 10)]
+    )
     for seed in range(20):
         split_combinations(adata, holdout_fraction=0.5, seed=seed)
         held = set(adata.uns["split"]["heldout"])
@@ -103,7 +105,9 @@ def test_variants_resolve_to_a_registry_model_with_their_options():
     with pytest.raises(ValueError, match="unknown model name"):
         config_from_dict({**GRID, "models": ["cradle", "nope"]})
     with pytest.raises(ValueError, match="CRADLE-VAE models only"):
-        config_from_dict({**GRID, "variants": {"v": {"model": "cvae", "options": {"objective": "exact"}}}, "models": ["v"]})
+        config_from_dict(
+            {**GRID, "variants": {"v": {"model": "cvae", "options": {"objective": "exact"}}}, "models": ["v"]}
+        )
     with pytest.raises(ValueError, match="cannot reuse a registry model or baseline name"):
         config_from_dict({**GRID, "variants": {"cradle": {"model": "cvae"}}})
 

@@ -80,7 +80,10 @@ def test_batches_with_different_depth_warn_and_can_have_their_own_thresholds(mak
     # pooled thresholds (the paper's rule) are still the default and still recorded
     pooled = adata.copy()
     _label(pooled, batch_key="lane")
-    assert labelled.uns["qc"]["thresholds"]["k3"]["total_counts"]["lower"] == pooled.uns["qc"]["thresholds"]["k3"]["total_counts"]["lower"]
+    assert (
+        labelled.uns["qc"]["thresholds"]["k3"]["total_counts"]["lower"]
+        == pooled.uns["qc"]["thresholds"]["k3"]["total_counts"]["lower"]
+    )
     assert not np.array_equal(pooled.obs["qc_fail_total_counts_k3"].to_numpy(), expected)
     # homogeneous batches (cells alternately assigned) raise no warning
     assert "differ strongly" not in _label(deep.copy(), batch_key="batch")

@@ -68,7 +68,9 @@ def test_norman_subset_all_parts(shared_data_file, tmp_path):
     path = shared_data_file(NORMAN_SUBSET)
     adata = load_dataset("norman_subset", path=path, subset="all", cache_dir=tmp_path)  # the derived file itself
     assert adata.n_obs == 5961 and adata.uns["cradlekit"]["dataset"]["subset"] == "all"
-    assert adata.uns["cradlekit"]["dataset"]["checksum"].endswith("e6e6967a84982a92e34b6eea17abfc61d888b58b5c0d7792a39c81765f64d4f7")
+    assert adata.uns["cradlekit"]["dataset"]["checksum"].endswith(
+        "e6e6967a84982a92e34b6eea17abfc61d888b58b5c0d7792a39c81765f64d4f7"
+    )
     with pytest.raises(MissingKeyError, match="mcfaline23"):
         load_dataset("norman_subset", path=path, subset="nope", cache_dir=tmp_path)
 
@@ -107,7 +109,12 @@ def test_norman_one_hot_layout(tmp_path):
         "KLF1_NegCtrl0__KLF1_NegCtrl0", "CBL_CNN1__CBL_CNN1", "CNN1_CBL__CNN1_CBL",
     ]
     onehot = {"guide_CBL": [0, 0, 0, 1, 1], "guide_CNN1": [0, 0, 0, 1, 1], "guide_KLF1": [0, 0, 1, 0, 0]}
-    obs = {"guide_identity": ident, "guide_ids": ["", "", "KLF1", "CBL,CNN1", "CNN1,CBL"], "UMI_count": [50] * 5, **onehot}
+    obs = {
+        "guide_identity": ident,
+        "guide_ids": ["", "", "KLF1", "CBL,CNN1", "CNN1,CBL"],
+        "UMI_count": [50] * 5,
+        **onehot,
+    }
     counts = sp.csr_matrix(np.arange(15, dtype=np.float32).reshape(5, 3))
     var = pd.DataFrame({"index": ["ENSG1", "ENSG2", "ENSG3"]}, index=["MT-CO1", "GATA1", "HBG2"])
     path = _write(tmp_path, "norman", np.log1p(counts.toarray()) / 3.0, obs, var, counts=counts)
@@ -121,7 +128,15 @@ def test_norman_one_hot_layout(tmp_path):
 
 
 def test_norman_guide_identity_only(tmp_path):
-    obs = pd.DataFrame({"guide_identity": ["NegCtrl1_NegCtrl0__NegCtrl1_NegCtrl0", "SET_KLF1__SET_KLF1", "FOXO4_NegCtrl0__FOXO4_NegCtrl0"]})
+    obs = pd.DataFrame(
+        {
+            "guide_identity": [
+                "NegCtrl1_NegCtrl0__NegCtrl1_NegCtrl0",
+                "SET_KLF1__SET_KLF1",
+                "FOXO4_NegCtrl0__FOXO4_NegCtrl0",
+            ]
+        }
+    )
     adata = standardize_dataset(_mem(obs), "norman")
     assert list(adata.obs["perturbation"]) == ["control", "KLF1+SET", "FOXO4"]
 
@@ -139,7 +154,11 @@ def test_dixit_figshare_layout(tmp_path):
     path = _write(tmp_path, "dixit", sp.csr_matrix(np.ones((5, 3), np.float32)), obs, var)
     adata = _load("dixit", path, tmp_path)
     assert list(adata.obs["perturbation"]) == ["control", "control", "EGR1", "EGR1+ELK1"]
-    assert list(adata.var_names) == ["EGR1", "ELK1", "EGR1-1"] and list(adata.var["var_id"]) == ["ENSG1", "ENSG2", "ENSG3"]
+    assert list(adata.var_names) == ["EGR1", "ELK1", "EGR1-1"] and list(adata.var["var_id"]) == [
+        "ENSG1",
+        "ENSG2",
+        "ENSG3",
+    ]
     info = adata.uns["cradlekit"]["dataset"]
     assert info["cells_dropped_too_many_targets"] == 1 and info["cells_without_guide"] == 1
     dropped = _load("dixit", path, tmp_path, normalizer_options={"unassigned": "drop", "max_targets": None})
@@ -157,8 +176,22 @@ def test_dixit_authors_layout():
 
 
 def test_adamson_scperturb_layout(tmp_path):
-    labels = ["62(mod)_pBA581", "63(mod)_pBA580", "Gal4-4(mod)_pBA582", "*", None, "ATF6_pMJ1", "ATF6_pMJ2", "SEC61A1_pDS1"]
-    obs = {"perturbation": pd.Categorical(labels), "ncounts": np.arange(8.0) + 100, "ngenes": np.arange(8) + 50, "nperts": [2] * 8}
+    labels = [
+        "62(mod)_pBA581",
+        "63(mod)_pBA580",
+        "Gal4-4(mod)_pBA582",
+        "*",
+        None,
+        "ATF6_pMJ1",
+        "ATF6_pMJ2",
+        "SEC61A1_pDS1",
+    ]
+    obs = {
+        "perturbation": pd.Categorical(labels),
+        "ncounts": np.arange(8.0) + 100,
+        "ngenes": np.arange(8) + 50,
+        "nperts": [2] * 8,
+    }
     path = _write(tmp_path, "adamson", sp.csr_matrix(np.ones((8, 2), np.float32)), obs)
     adata = _load("adamson", path, tmp_path)
     assert list(adata.obs["perturbation"]) == ["control"] * 3 + ["ATF6", "ATF6", "SEC61A1"]
@@ -209,13 +242,25 @@ def test_missing_label_column_and_missing_controls(tmp_path):
 
 
 def test_counts_layer_missing_is_named(tmp_path):
-    path = _write(tmp_path, "norman_nolayer", np.ones((2, 2), np.float32), {"guide_identity": ["NegCtrl0_NegCtrl0__NegCtrl0_NegCtrl0"] * 2})
+    path = _write(
+        tmp_path,
+        "norman_nolayer",
+        np.ones((2, 2), np.float32),
+        {"guide_identity": ["NegCtrl0_NegCtrl0__NegCtrl0_NegCtrl0"] * 2},
+    )
     with pytest.raises(MissingKeyError, match="counts"):
         _load("norman", path, tmp_path)
 
 
 def test_every_manifest_normaliser_is_exercised():
-    assert {e.normalizer for e in load_manifest().values()} == {"norman", "dixit", "adamson", "replogle", "canonical", None}
+    assert {e.normalizer for e in load_manifest().values()} == {
+        "norman",
+        "dixit",
+        "adamson",
+        "replogle",
+        "canonical",
+        None,
+    }
 
 
 def test_standardizing_twice_keeps_the_original_column(tmp_path):

@@ -65,7 +65,9 @@ def test_readme_own_data_lines_run_on_an_own_layout_screen(tmp_path, monkeypatch
     assert not labels & reversed_order and "control" in labels and "guide" in adata.obs
     # QC used the full-transcriptome metrics from obs, and nothing warned about panel metrics
     source = adata.uns["qc"]["metric_source"]
-    assert source["pct_counts_mt"] == "obs['pct_counts_mt_full']" and source["total_counts"] == "obs['total_counts_full']"
+    assert (
+        source["pct_counts_mt"] == "obs['pct_counts_mt_full']" and source["total_counts"] == "obs['total_counts_full']"
+    )
     assert not any("computed from the genes in adata" in str(w.message) for w in caught)
     # held-out combinations have no training cell, whatever order their labels had in the file
     split = adata.obs["split"].astype(str)
@@ -84,7 +86,9 @@ def test_readme_own_data_runner_config_runs(tmp_path, capsys):
     # the README's config with a tiny budget (one model, one k, a few steps, few generated cells)
     config.update(models=["cradle"], ks=[3], seeds=[0], output_dir=str(tmp_path / "out"))
     config["train"].update(max_epochs=2, max_steps=4, batch_size=256)
-    config.update(qc={"run_scrublet": False}, evaluation={"n_model_cells": 40, "n_qcpr_cells": 10, "run_scrublet": False})
+    config.update(
+        qc={"run_scrublet": False}, evaluation={"n_model_cells": 40, "n_qcpr_cells": 10, "run_scrublet": False}
+    )
     (tmp_path / "my_screen.yaml").write_text(yaml.safe_dump(config))
     assert main(["run", str(tmp_path / "my_screen.yaml")]) == 0
     out = capsys.readouterr().out

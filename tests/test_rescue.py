@@ -69,7 +69,9 @@ def test_output_layout(trained, rescued, tmp_path):
     assert list(rescued.obs_names) == [f"{c}-rescued" for c in failed]
     assert rescued.obs["rescue_encoded_artifact"].eq(1).all() and rescued.obs["rescue_sample"].eq(0).all()
     # the input's obs is carried over; the observed cells' QC labels are renamed, new ones written
-    np.testing.assert_array_equal(rescued.obs["perturbation"].astype(str), adata.obs.loc[failed, "perturbation"].astype(str))
+    np.testing.assert_array_equal(
+        rescued.obs["perturbation"].astype(str), adata.obs.loc[failed, "perturbation"].astype(str)
+    )
     assert rescued.obs["observed_artifact_k3"].eq(1).all()
     np.testing.assert_allclose(rescued.obs["observed_total_counts"], adata.obs.loc[failed, "total_counts"])
     assert "artifact_k3" in rescued.obs and rescued.uns["qc"]["origin"] == "apply_thresholds"
@@ -91,7 +93,9 @@ def test_output_layout(trained, rescued, tmp_path):
 def test_rescued_cells_pass_qc_much_more_often(trained, rescued):
     adata, model = trained
     qc = rescued.uns["rescue"]["qc"]
-    before, before_again, after = (qc[k]["k3"] for k in ("pass_rate_before", "pass_rate_before_reapplied", "pass_rate_after"))
+    before, before_again, after = (
+        qc[k]["k3"] for k in ("pass_rate_before", "pass_rate_before_reapplied", "pass_rate_after")
+    )
     assert after == pass_fraction(rescued, 3)
 
     # control: the same cells encoded and decoded with the artifact ON (plain reconstruction)

@@ -270,7 +270,9 @@ def test_a_disk_that_fills_up_during_an_h5ad_write_is_reported_with_the_file(tmp
         def write_h5ad(self, filename, **kwargs):
             with open(filename, "wb") as fh:
                 fh.write(b"part of a file")
-            raise RuntimeError("Can't write data (file write failed: errno = 28, error message = 'No space left on device')")
+            raise RuntimeError(
+                "Can't write data (file write failed: errno = 28, error message = 'No space left on device')"
+            )
 
     target = tmp_path / "out.h5ad"
     target.write_bytes(b"the previous file")

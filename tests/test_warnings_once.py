@@ -114,7 +114,11 @@ def test_no_function_logs_and_warns_the_same_message():
             logged, warned = set(), set()
             for call in (n for n in ast.walk(func) if isinstance(n, ast.Call) and n.args):
                 target = call.func
-                if isinstance(target, ast.Attribute) and target.attr == "warn" and ast.unparse(target.value) == "warnings":
+                if (
+                    isinstance(target, ast.Attribute)
+                    and target.attr == "warn"
+                    and ast.unparse(target.value) == "warnings"
+                ):
                     warned.add(ast.unparse(call.args[0]))
                 elif (isinstance(target, ast.Attribute) and target.attr in LOG_METHODS
                       and ast.unparse(target.value).endswith("logger")):  # fmt: skip

@@ -29,7 +29,9 @@ import numpy as np
 from _browser import ARTIFACTS, CHROMIUM_FLAGS, chromium, free_port, stop_server, unavailable, wait_for_port  # noqa: F401
 
 SERVER_TIMEOUT = 120  # seconds until JupyterLab listens
-RUN_TIMEOUT = int(os.environ.get("CRADLEKIT_LAB_TIMEOUT", 180))  # seconds for all cells to run (a kernel start, a 2-epoch model)
+RUN_TIMEOUT = int(
+    os.environ.get("CRADLEKIT_LAB_TIMEOUT", 180)
+)  # seconds for all cells to run (a kernel start, a 2-epoch model)
 STEP_TIMEOUT = 60  # seconds for one interaction to show its result
 
 SETUP = """\
@@ -210,7 +212,8 @@ def _drive(page, port: int, shots: list[Path]) -> None:
                 latent.get_by_role("button", name="artifact", exact=True).click()
                 latent.get_by_role("button", name="generated", exact=True).click()
                 page.wait_for_function("() => [...document.querySelectorAll('.cradlekit-latent select')[0].options]"
-                                       ".some(o => o.text.replace(/\\s/g, ' ') === 'artifact on')", timeout=RUN_TIMEOUT * 1000)  # fmt: skip
+                                       ".some(o => o.text.replace(/\\s/g, ' ') === 'artifact on')",
+                                       timeout=RUN_TIMEOUT * 1000)  # fmt: skip
                 latent.locator(".cradlekit-busy progress").wait_for(state="detached")  # done: the busy bar goes
                 # hover (ipympl canvas): moving over the cells shows one's id, perturbation, split and QC status
                 canvas = latent.locator("canvas").last
@@ -231,6 +234,6 @@ def _drive(page, port: int, shots: list[Path]) -> None:
                 for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0)):
                     page.mouse.move(x, y, steps=8)
                 page.mouse.up()
-                page.wait_for_function("() => /\\d+ cells in the lasso/.test(document.querySelector('.cradlekit-latent')"
-                                       "?.innerText || '')")  # fmt: skip
+                page.wait_for_function("() => /\\d+ cells in the lasso/"
+                                       ".test(document.querySelector('.cradlekit-latent')?.innerText || '')")
                 shot("latent_generated")

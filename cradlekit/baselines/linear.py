@@ -112,7 +112,9 @@ def linear_baseline(
     if int(n_components) < 1 or float(ridge) < 0:
         raise ValueError(f"n_components must be >= 1 and ridge >= 0, got {n_components} and {ridge}")
     if perturbation_embedding not in ("auto", "target_gene", "training_data"):
-        raise ValueError(f"perturbation_embedding must be 'auto', 'target_gene' or 'training_data', got {perturbation_embedding!r}")
+        raise ValueError(
+            f"perturbation_embedding must be 'auto', 'target_gene' or 'training_data', got {perturbation_embedding!r}"
+        )
     _, control = perturbation_info(adata)
     train = training_ate(adata, artifact_key=artifact_key, train_split=train_split, split_key=split_key)
     requested = requested_perturbations(adata, perturbations)
@@ -130,7 +132,9 @@ def linear_baseline(
     embed = _target_embedding(mode, train, G, genes, control, int(n_components))
     fit_rows = [p for p in change.index if all(t in embed for t in targets_of(p, control))]
     if len(fit_rows) < 2:
-        raise ValueError(f"the linear baseline needs at least two training conditions with an embedding, got {fit_rows}")
+        raise ValueError(
+            f"the linear baseline needs at least two training conditions with an embedding, got {fit_rows}"
+        )
     P_fit = np.stack([_embed(p, embed, control) for p in fit_rows], axis=1)
     Y = change.loc[fit_rows].to_numpy().T  # genes × conditions
     center = Y.mean(axis=1, keepdims=True)
@@ -148,7 +152,9 @@ def _control_mean(adata: AnnData, artifact_key: str, train_split: str | Sequence
 
     key, control = perturbation_info(adata)
     splits = [train_split] if isinstance(train_split, str) else list(train_split)
-    rows = (cell_labels(adata, key, control).to_numpy() == control) & adata.obs[split_key].astype(str).isin(splits).to_numpy()
+    rows = (cell_labels(adata, key, control).to_numpy() == control) & adata.obs[split_key].astype(str).isin(
+        splits
+    ).to_numpy()
     rows &= pd.to_numeric(adata.obs[artifact_key]).to_numpy() == 0
     normalized = perturbseq_normalize(get_counts(adata, None)[np.flatnonzero(rows)], zero_total="zero")
     return np.asarray(normalized.mean(axis=0), dtype=np.float64).ravel()
@@ -171,7 +177,9 @@ def _target_embedding(mode: str, train: AnnData, G: np.ndarray, genes: pd.Index,
         singles = {t for p in train.obs_names for t in targets_of(str(p), control)}
         absent = sorted(t for t in singles if t not in position)
         if absent:
-            raise ValueError(f"perturbation_embedding='target_gene' needs every target in the gene panel; absent: {absent[:10]}")
+            raise ValueError(
+                f"perturbation_embedding='target_gene' needs every target in the gene panel; absent: {absent[:10]}"
+            )
         return {t: G[position[t]] for t in singles}
     effects = single_effects(train, control)[0]
     if len(effects) < 2:

@@ -33,7 +33,9 @@ def is_baseline(name: str) -> bool:
     return name in BASELINES
 
 
-def predict_baseline(name: str, adata: AnnData, *, perturbations: Sequence[str] | None = None, **options: Any) -> AnnData:
+def predict_baseline(
+    name: str, adata: AnnData, *, perturbations: Sequence[str] | None = None, **options: Any
+) -> AnnData:
     """Run the baseline ``name`` (see :data:`BASELINES`) on ``adata``.
 
     Parameters

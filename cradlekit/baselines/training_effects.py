@@ -65,7 +65,9 @@ def training_ate(
             "first (cradlekit.data.split_combinations or split_cells)"
         )
     key, control = perturbation_info(adata)
-    in_train = adata.obs[split_key].astype(str).isin([train_split] if isinstance(train_split, str) else list(train_split))
+    in_train = (
+        adata.obs[split_key].astype(str).isin([train_split] if isinstance(train_split, str) else list(train_split))
+    )
     labels = set(canonicalize_labels(adata.obs.loc[in_train, key].astype(str), control_label=control)) - {control}
     if not labels:
         raise MissingKeyError(f"no perturbed cell in the training split {train_split!r}")

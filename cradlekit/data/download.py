@@ -245,7 +245,9 @@ def fetch(
             _record_first_use(entry, cached, note="found in the cache without a checksum record")
             return cached
         moved = _move_aside(cached, cache, "unreadable")
-        logger.warning("%s: cached file %s %s; moved it to %s, no checksum recorded", entry.name, cached, problem, moved)
+        logger.warning(
+            "%s: cached file %s %s; moved it to %s, no checksum recorded", entry.name, cached, problem, moved
+        )
 
     if entry.url is None or not download:
         why = "it is local-only (no public URL)" if entry.url is None else "download=False"

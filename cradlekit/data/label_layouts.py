@@ -88,7 +88,8 @@ def _labels_from_indicators(indicators: np.ndarray, targets: Sequence[str], inde
     """Cells x targets boolean matrix -> 'A+B' labels ('control' for none), one pass per pattern."""
     patterns, inverse = np.unique(indicators, axis=0, return_inverse=True)
     names = np.array(
-        ["+".join(t for t, on in zip(targets, row, strict=True) if on) or CONTROL_LABEL for row in patterns], dtype=object
+        ["+".join(t for t, on in zip(targets, row, strict=True) if on) or CONTROL_LABEL for row in patterns],
+        dtype=object,
     )
     return pd.Series(names[np.asarray(inverse).ravel()], index=index)
 

@@ -45,7 +45,11 @@ class SignAgreement(NamedTuple):
 
 
 def centered_ate_pearson(
-    model: ATE, data: ATE, *, reference: Sequence[float] | np.ndarray | pd.Series, perturbations: Sequence[str] | None = None
+    model: ATE,
+    data: ATE,
+    *,
+    reference: Sequence[float] | np.ndarray | pd.Series,
+    perturbations: Sequence[str] | None = None,
 ) -> float:
     """Pearson correlation of ``model − reference`` and ``data − reference`` over every (perturbation, gene).
 

@@ -73,7 +73,11 @@ def cell_eval_layout(
     labels = cells.obs[perturbation_key].astype(str).to_numpy()
     mask = np.ones(cells.n_obs, dtype=bool) if keep is None else np.isin(labels, [control_label, *keep])
     X = get_counts(cells, None)
-    X = sp.csr_matrix(X[np.flatnonzero(mask)], dtype=np.float64) if not sp.issparse(X) else sp.csr_matrix(X[np.flatnonzero(mask)], dtype=np.float64)
+    X = (
+        sp.csr_matrix(X[np.flatnonzero(mask)], dtype=np.float64)
+        if not sp.issparse(X)
+        else sp.csr_matrix(X[np.flatnonzero(mask)], dtype=np.float64)
+    )
     totals = np.asarray(X.sum(axis=1)).ravel()
     nonzero = totals > 0
     X, labels = X[np.flatnonzero(nonzero)], labels[mask][nonzero]
@@ -85,7 +89,12 @@ def cell_eval_layout(
 
 
 def baseline_cells(
-    prediction: ATE, real: AnnData, *, control_label: str, n_cells: int | dict[str, int] = 100, pert_col: str = PERT_COL,
+    prediction: ATE,
+    real: AnnData,
+    *,
+    control_label: str,
+    n_cells: int | dict[str, int] = 100,
+    pert_col: str = PERT_COL,
 ) -> AnnData:
     """Cells for a mean-effect prediction: the real controls' mean, shifted by each predicted ATE.
 
@@ -185,11 +194,17 @@ def run_cell_eval(
     results, agg = evaluator.compute(profile=profile, write_csv=True)
     per = results.to_pandas()
     agg = agg.to_pandas()
-    mean = agg.loc[agg.iloc[:, 0].astype(str) == "mean"].iloc[0, 1:] if "statistic" in agg.columns else agg.mean(numeric_only=True)
+    mean = (
+        agg.loc[agg.iloc[:, 0].astype(str) == "mean"].iloc[0, 1:]
+        if "statistic" in agg.columns
+        else agg.mean(numeric_only=True)
+    )
     return per, pd.to_numeric(pd.Series(mean), errors="coerce")
 
 
-def cell_eval_row(aggregate: pd.Series, *, prefix: str = "celleval_", metrics: Sequence[str] | None = None) -> dict[str, Any]:
+def cell_eval_row(
+    aggregate: pd.Series, *, prefix: str = "celleval_", metrics: Sequence[str] | None = None
+) -> dict[str, Any]:
     """cell-eval's aggregate metrics as result-row columns (``celleval_<metric>``)."""
     keep = aggregate.index if metrics is None else [m for m in metrics if m in aggregate.index]
     return {f"{prefix}{m}": float(aggregate[m]) for m in keep}

@@ -1,4 +1,5 @@
-"""QC pass rate (QCPR) of generated cells under the **data's** stored thresholds (paper Table 2; design page, "Metrics").
+"""QC pass rate (QCPR) of generated cells under the **data's** stored thresholds (paper Table 2; design page,
+"Metrics").
 
 QCPR at MAD multiple ``k`` = 100 × (generated cells passing every QC criterion) / (generated cells).
 The five MAD criteria use the thresholds stored in the reference data by
@@ -49,7 +50,9 @@ def criterion_pass_rates(labelled: AnnData, k: float) -> pd.Series:
     return pd.Series(out, name=f"pass_rate_k{_k_value(k)}")
 
 
-def data_pass_rates(reference: AnnData, k: float, *, layer: str | None = None, artifact_key_: str | None = None) -> pd.DataFrame:
+def data_pass_rates(
+    reference: AnnData, k: float, *, layer: str | None = None, artifact_key_: str | None = None
+) -> pd.DataFrame:
     """Per-criterion pass rates of the data's own cells under the thresholds QCPR applies.
 
     QCPR judges generated cells on the modelled genes (the *panel* basis when the data were
@@ -69,7 +72,10 @@ def data_pass_rates(reference: AnnData, k: float, *, layer: str | None = None, a
                    var=pd.DataFrame(index=reference.var_names))
     labelled = apply_thresholds(data, reference, ks=[k], run_scrublet=False, copy=True)
     passed = np.asarray(reference.obs[artifact_key_ or artifact_key(k)], dtype=np.int64) == 0
-    rows = {"all cells": criterion_pass_rates(labelled, k), "QC-passed cells": criterion_pass_rates(labelled[passed], k)}
+    rows = {
+        "all cells": criterion_pass_rates(labelled, k),
+        "QC-passed cells": criterion_pass_rates(labelled[passed], k),
+    }
     return pd.DataFrame(rows).T
 
 

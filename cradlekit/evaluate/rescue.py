@@ -105,7 +105,9 @@ def _output_obs(obs: pd.DataFrame, n_samples: int, suffix: str) -> pd.DataFrame:
     sample = np.tile(np.arange(n_samples), len(obs))
     names = obs.index.astype(str).to_numpy()[rep]
     out.index = pd.Index(
-        [f"{c}-{suffix}" for c in names] if n_samples == 1 else [f"{c}-{suffix}{s}" for c, s in zip(names, sample, strict=True)]
+        [f"{c}-{suffix}" for c in names]
+        if n_samples == 1
+        else [f"{c}-{suffix}{s}" for c, s in zip(names, sample, strict=True)]
     )
     out["rescued_from"] = names
     out["rescue_sample"] = sample.astype(np.int32)
@@ -274,7 +276,11 @@ def rescue_artifacts(
                 rho = counterfactual_frequencies(module, X, D, a, 0.0)
                 lib = X.sum(-1) if fixed_library is None else torch.full_like(X[:, 0], fixed_library)
                 expected = lib.unsqueeze(-1) * rho
-                counts_out.append(sp.csr_matrix(module.decoder.sample(rho, lib, module.generative_theta(False)).cpu().numpy().astype(np.float32)))
+                counts_out.append(
+                    sp.csr_matrix(
+                        module.decoder.sample(rho, lib, module.generative_theta(False)).cpu().numpy().astype(np.float32)
+                    )
+                )
                 expected_out.append(expected.cpu().numpy().astype(np.float32))
                 lib_out.append(lib.cpu().numpy())
                 a_out.append(a.cpu().numpy())
@@ -367,7 +373,8 @@ def _rescue_qc(
     if model_k is not None:
         result["model_k"] = model_k
     summary = ", ".join(
-        f"{labels[k]}: {result['pass_rate_before'][labels[k]]:.2f} -> {result['pass_rate_after'][labels[k]]:.2f}" for k in ks
+        f"{labels[k]}: {result['pass_rate_before'][labels[k]]:.2f} -> {result['pass_rate_after'][labels[k]]:.2f}"
+        for k in ks
     )
     logger.info("QC pass rate of the selected cells before -> after rescue: %s", summary)
     return result

@@ -65,7 +65,9 @@ def check_types(obj: Any, fail: Callable[[str], None], *, skip: Sequence[str] = 
             if isinstance(value, str):
                 try:
                     float(value)
-                    hint = f" (YAML reads {value} as text: write it with a decimal point, e.g. 3.0e-3, or without quotes)"
+                    hint = (
+                        f" (YAML reads {value} as text: write it with a decimal point, e.g. 3.0e-3, or without quotes)"
+                    )
                 except ValueError:
                     pass
             fail(f"{name} must be {_type_name(hints[f.name])}, got {value!r} ({type(value).__name__}){hint}")

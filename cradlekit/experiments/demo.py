@@ -69,8 +69,11 @@ def demo_comparison(out: str | Path, *, n_cells: int = 8000, n_genes: int = 300,
         row = read_run(run_json_path(config, RunSpec(model, 3, seed))) or run_one(config, model, 3, seed)
         trained = int(row.get("max_epochs") or 0) > 0
         rows[label] = {
-            "training": (f"{row['epochs']} epochs, " + ("early stopping" if row.get("stopped_early") else "hit the cap"))
-            if trained else "none (fitted on the training cells)",
+            "training": (
+                f"{row['epochs']} epochs, " + ("early stopping" if row.get("stopped_early") else "hit the cap")
+            )
+            if trained
+            else "none (fitted on the training cells)",
             "held-out ATE-ρ (data)": row["heldout_ate_pearson"],
             "held-out ATE-ρ (truth)": row.get("heldout_true_ate_pearson", float("nan")),
             "held-out ATE-ρ centred": row.get("heldout_ate_pearson_centered", float("nan")),

@@ -107,9 +107,14 @@ def prepared_key(config: ExperimentConfig, k: int | float | None = None, split_s
     payload: dict[str, Any] = {"data": _data_payload(config), "ks": sorted(float(x) for x in config.ks)}
     payload["data"].pop("split")  # QC labels do not depend on the split
     if k is not None:
-        payload.update(k=float(k), counterfactual=_keyed("counterfactual", dataclasses.asdict(config.counterfactual),
-                                                         type(config.counterfactual)),
-                       split=_keyed("split", dataclasses.asdict(config.split), type(config.split)), split_seed=split_seed)
+        payload.update(
+            k=float(k),
+            counterfactual=_keyed(
+                "counterfactual", dataclasses.asdict(config.counterfactual), type(config.counterfactual)
+            ),
+            split=_keyed("split", dataclasses.asdict(config.split), type(config.split)),
+            split_seed=split_seed,
+        )
     return _digest(payload)
 
 
@@ -130,7 +135,9 @@ def run_payload(config: ExperimentConfig, spec: RunSpec) -> dict[str, Any]:
     return {
         "runner_version": RUNNER_VERSION,
         "data": _data_payload(config),
-        "counterfactual": _keyed("counterfactual", dataclasses.asdict(config.counterfactual), type(config.counterfactual)),
+        "counterfactual": _keyed(
+            "counterfactual", dataclasses.asdict(config.counterfactual), type(config.counterfactual)
+        ),
         "model": spec.model,
         "base_model": config.base_model(spec.model),
         "model_kwargs": _keyed("model_options", config.model_kwargs(spec.model), type(config.model_options)),

@@ -21,7 +21,9 @@ from scipy import stats
 __all__ = ["paired_differences", "bootstrap_interval", "paired_comparison"]
 
 
-def paired_differences(results: pd.DataFrame, reference: str, other: str, metric: str, *, k: float | None = None) -> pd.Series:
+def paired_differences(
+    results: pd.DataFrame, reference: str, other: str, metric: str, *, k: float | None = None
+) -> pd.Series:
     """``reference - other`` of ``metric`` per seed (split), over the seeds both have a finite value.
 
     A model without any value (sVAE+ on unseen combinations) gives an empty series.
@@ -49,7 +51,9 @@ def paired_differences(results: pd.DataFrame, reference: str, other: str, metric
     return diff
 
 
-def bootstrap_interval(values: Sequence[float], *, level: float = 0.95, n_boot: int = 10_000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    values: Sequence[float], *, level: float = 0.95, n_boot: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean of ``values`` (resampled with replacement, seeded)."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:

@@ -157,7 +157,11 @@ def prepare_data(config: ExperimentConfig, k: int | float, split_seed: int, *, b
 def prepare_all(config: ExperimentConfig) -> dict[tuple[int | float, int], Path]:
     """Prepared files for every ``(k, split seed)`` of the grid (QC labels computed at most once)."""
     wanted = [(k, s) for k in config.ks for s in split_seeds(config)]
-    missing = [w for w in wanted if not (prepared_path(config, *w).exists() and h5ad_problem(prepared_path(config, *w)) is None)]
+    missing = [
+        w
+        for w in wanted
+        if not (prepared_path(config, *w).exists() and h5ad_problem(prepared_path(config, *w)) is None)
+    ]
     base = _prepare_base(config) if missing else None
     return {(k, s): prepare_data(config, k, s, base=base) for k, s in wanted}
 

@@ -72,11 +72,25 @@ def write_report(config: ExperimentConfig, out: str | Path | None = None) -> Pat
         present = display_order(config, at_k["model"].unique())
         trained = [m for m in present if not config.is_baseline(m)]
         baselines = [m for m in BASELINES_FOR_VERDICTS if m in present]
-        lines += [f"## k = {k:g}", "", "### Verdicts against the baselines (converged runs)", "",
-                  *(verdict_lines(at_k, trained, baselines, labels, k=k)
-                    or [f"(this grid has {'no baseline' if not baselines else 'no converged trained model'})"]), "",
-                  "### Every model and baseline", "", _md(summary_table(ok_k, present, labels, _SUMMARY, readable=True)), "",
-                  "### Convergence and time", "", _md(convergence_table(at_k, present, labels)), ""]
+        lines += [
+            f"## k = {k:g}",
+            "",
+            "### Verdicts against the baselines (converged runs)",
+            "",
+            *(
+                verdict_lines(at_k, trained, baselines, labels, k=k)
+                or [f"(this grid has {'no baseline' if not baselines else 'no converged trained model'})"]
+            ),
+            "",
+            "### Every model and baseline",
+            "",
+            _md(summary_table(ok_k, present, labels, _SUMMARY, readable=True)),
+            "",
+            "### Convergence and time",
+            "",
+            _md(convergence_table(at_k, present, labels)),
+            "",
+        ]
         vs = against_baselines(at_k, trained, baselines, list(VERDICT_METRICS), k=k)
         if len(vs):
             vs.insert(0, "k", k)
@@ -84,7 +98,12 @@ def write_report(config: ExperimentConfig, out: str | Path | None = None) -> Pat
             for base in baselines:
                 part = vs[vs["other"] == base]
                 view = _fmt_paired(part.assign(other=part["reference"]), labels)
-                lines += [f"### Each trained model minus {labels.get(base, base)}, paired over splits", "", _md(view), ""]
+                lines += [
+                    f"### Each trained model minus {labels.get(base, base)}, paired over splits",
+                    "",
+                    _md(view),
+                    "",
+                ]
         lines += _cradle_sections(config, at_k, ok_k, records, present, labels, k, paired_frames)
     if paired_frames:
         pd.concat(paired_frames).to_csv(out / "paired.csv", index=False)
@@ -95,7 +114,9 @@ def write_report(config: ExperimentConfig, out: str | Path | None = None) -> Pat
 
 def _preamble(config: ExperimentConfig, results: pd.DataFrame, ks: list, n_capped: int) -> list[str]:
     combos = config.split.kind == "combinations"
-    held = ("the unseen combinations of each split" if combos else "every perturbation, scored on its held-out test cells")
+    held = (
+        "the unseen combinations of each split" if combos else "every perturbation, scored on its held-out test cells"
+    )
     lines = [f"# {config.name}: report", "",
              f"{config.description}. {len(results)} finished runs of {len(expand_grid(config))}; "
              f"seeds (= split seeds) {sorted(int(v) for v in results['seed'].unique())}; k {[float(v) for v in ks]}. "
@@ -107,8 +128,11 @@ def _preamble(config: ExperimentConfig, results: pd.DataFrame, ks: list, n_cappe
              "cells and generate no cells (no QCPR). *Centred* ATE-ρ is ATE-ρ around the mean training effect, "
              "which the mean baseline cannot win.", ""]
     if n_capped:
-        lines += [f"**{n_capped} run(s) hit their epoch cap before early stopping ended them; they are left out of every "
-                  "mean, paired test and verdict below** (see the convergence tables).", ""]
+        lines += [
+            f"**{n_capped} run(s) hit their epoch cap before early stopping ended them; they are left out of every "
+            "mean, paired test and verdict below** (see the convergence tables).",
+            "",
+        ]
     else:
         lines += ["Every trained run was ended by early stopping before its epoch cap.", ""]
     return lines
@@ -123,7 +147,12 @@ def _cradle_sections(config, at_k, ok_k, records, present, labels, k, paired_fra
             pc = paired_comparison(ok_k, ref, [m for m in others if m != ref], HEADLINE, k=k)
             pc.insert(0, "k", k)
             paired_frames.append(pc)
-            lines += [f"### {labels.get(ref, ref)} minus each model, paired over splits", "", _md(_fmt_paired(pc, labels)), ""]
+            lines += [
+                f"### {labels.get(ref, ref)} minus each model, paired over splits",
+                "",
+                _md(_fmt_paired(pc, labels)),
+                "",
+            ]
     if "sams_concat" in present or "cradle_latent_only" in present:
         lines += ["### Ladder from SAMS-VAE to CRADLE-VAE, one change per rung", "", _md(ladder_table(ok_k)), ""]
         steps = ladder_steps(ok_k, k=k)
@@ -135,8 +164,12 @@ def _cradle_sections(config, at_k, ok_k, records, present, labels, k, paired_fra
     lines += ["### QC pass rate by criterion (%)", "", _md(criterion_table(ok_k, models, labels)), ""]
     cell_eval = [c for c in ok_k.columns if c.startswith("celleval_")]
     if cell_eval:
-        lines += ["### cell-eval metrics on the held-out perturbations (package `cell-eval`)", "",
-                  _md(summary_table(ok_k, present, labels, cell_eval).rename(columns=lambda c: c.removeprefix("celleval_"))), ""]
+        lines += [
+            "### cell-eval metrics on the held-out perturbations (package `cell-eval`)",
+            "",
+            _md(summary_table(ok_k, present, labels, cell_eval).rename(columns=lambda c: c.removeprefix("celleval_"))),
+            "",
+        ]
     keep = set(ok_k["run"]) if "run" in ok_k else None
     recs = [r for r in records if float(r["row"]["k"]) == k and (keep is None or r["row"].get("run") in keep)]
     unit = "combination" if config.split.kind == "combinations" else "perturbation"
@@ -151,13 +184,19 @@ def _cradle_sections(config, at_k, ok_k, records, present, labels, k, paired_fra
 
 
 def _fmt_paired(pc: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
-    table = pd.DataFrame({
-        "model": pc["other"].map(lambda m: labels.get(m, m)), "metric": pc["metric"], "n": pc["n"],
-        "difference": pc["mean_diff"].map(lambda v: "–" if pd.isna(v) else f"{v:+.3f}"),
-        "95 % bootstrap CI": ["–" if pd.isna(a) else f"[{a:+.3f}, {b:+.3f}]" for a, b in zip(pc["ci_low"], pc["ci_high"], strict=True)],
-        "wins": pc["wins"].astype(str) + "/" + pc["n"].astype(str),
-        "Wilcoxon p": pc["wilcoxon_p"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
-    })
+    table = pd.DataFrame(
+        {
+            "model": pc["other"].map(lambda m: labels.get(m, m)),
+            "metric": pc["metric"],
+            "n": pc["n"],
+            "difference": pc["mean_diff"].map(lambda v: "–" if pd.isna(v) else f"{v:+.3f}"),
+            "95 % bootstrap CI": [
+                "–" if pd.isna(a) else f"[{a:+.3f}, {b:+.3f}]" for a, b in zip(pc["ci_low"], pc["ci_high"], strict=True)
+            ],
+            "wins": pc["wins"].astype(str) + "/" + pc["n"].astype(str),
+            "Wilcoxon p": pc["wilcoxon_p"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
+        }
+    )
     return table.set_index("model")
 
 

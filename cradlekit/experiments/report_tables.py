@@ -84,7 +84,12 @@ COLUMN_LABELS = {
 
 
 def summary_table(
-    results: pd.DataFrame, models: Sequence[str], labels: dict[str, str], columns: Sequence[str], *, readable: bool = False,
+    results: pd.DataFrame,
+    models: Sequence[str],
+    labels: dict[str, str],
+    columns: Sequence[str],
+    *,
+    readable: bool = False,
 ) -> pd.DataFrame:
     """Mean ± sd (n splits) per model of ``columns`` (models absent from the results are left out).
 
@@ -199,7 +204,11 @@ def convergence_table(results: pd.DataFrame, models: Sequence[str], labels: dict
         if sub.empty:
             continue
         trained = "stopped_early" in sub and float(pd.to_numeric(sub.get("max_epochs", 0), errors="coerce").max()) > 0
-        stopped = pd.to_numeric(sub["stopped_early"], errors="coerce").fillna(0).astype(bool) if "stopped_early" in sub else None
+        stopped = (
+            pd.to_numeric(sub["stopped_early"], errors="coerce").fillna(0).astype(bool)
+            if "stopped_early" in sub
+            else None
+        )
         row = {"runs": str(len(sub))}
         if trained and stopped is not None:
             row.update({
@@ -214,9 +223,17 @@ def convergence_table(results: pd.DataFrame, models: Sequence[str], labels: dict
                                          if "train_cpu_seconds" in sub else "–"),
             })
         else:
-            row.update({"stopped early": "not trained", "epochs (median, range)": "–", "best epoch (median, range)": "–",
-                        "epoch cap": "–", "best validation loss (mean)": "–", "train wall s (median)": f"{pd.to_numeric(sub['train_seconds']).median():.1f}",
-                        "train CPU s (median)": "–"})
+            row.update(
+                {
+                    "stopped early": "not trained",
+                    "epochs (median, range)": "–",
+                    "best epoch (median, range)": "–",
+                    "epoch cap": "–",
+                    "best validation loss (mean)": "–",
+                    "train wall s (median)": f"{pd.to_numeric(sub['train_seconds']).median():.1f}",
+                    "train CPU s (median)": "–",
+                }
+            )
         out[labels.get(m, m)] = row
     return pd.DataFrame(out).T
 

@@ -157,7 +157,11 @@ def _run(config: ExperimentConfig, spec: RunSpec) -> tuple[dict[str, Any], Any, 
         "k": spec.k,
         "seed": spec.seed,
         "split": _split_label(config, split_seed),
-        **(objective_diagnostics(trained) if trained is not None else {"objective": None, "j2_share": math.nan, "kl_z_b": math.nan}),
+        **(
+            objective_diagnostics(trained)
+            if trained is not None
+            else {"objective": None, "j2_share": math.nan, "kl_z_b": math.nan}
+        ),
         **metrics,
         **training,
         "train_seconds": round(train_seconds, 3),

@@ -67,7 +67,8 @@ class GridResult:
 
 def local_dask_client(n_workers: int = 2) -> Any:
     """A ``distributed.Client`` on a local cluster bound to loopback (scheduler, workers and HTTP
-    endpoint on 127.0.0.1): ``n_workers`` processes of one thread each, no dashboard. Close it (``client.close(); client.cluster.close()``) when done."""
+    endpoint on 127.0.0.1): ``n_workers`` processes of one thread each, no dashboard. Close it
+    (``client.close(); client.cluster.close()``) when done."""
     try:
         from distributed import Client, LocalCluster
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -164,7 +165,9 @@ def _run_grid(config, executor, client, n_workers, on_error, callback, write) ->
             result.cached.append(spec)
             if callback is not None:
                 callback(spec, row)
-    logger.info("grid %s: %d runs, %d cached, %d to run (%s)", config.name, len(specs), len(result.cached), len(todo), executor)
+    logger.info(
+        "grid %s: %d runs, %d cached, %d to run (%s)", config.name, len(specs), len(result.cached), len(todo), executor
+    )
     if todo:
         prepare_all(config)  # in this process, before any worker needs the files
         if executor == "sequential":
@@ -225,7 +228,9 @@ def _run_sequential(config, todo, result, on_error, callback) -> None:
     for spec in todo:
         lock = _lock(config, spec)
         if not lock.acquire():
-            logger.info("run %s is held by another runner (%s); doing the others first", run_name(config, spec), lock.path)
+            logger.info(
+                "run %s is held by another runner (%s); doing the others first", run_name(config, spec), lock.path
+            )
             busy.append(spec)
             continue
         try:

@@ -123,11 +123,18 @@ def _ate_vectors(model_ate: pd.DataFrame, data: Any, labels: list[str]) -> dict[
     from ..evaluate import align_ate
 
     m, d = align_ate(model_ate, data, perturbations=labels)
-    return {"genes": [str(g) for g in d.columns],
-            **{p: {"model": np.round(m.loc[p].to_numpy(), 4).tolist(), "data": np.round(d.loc[p].to_numpy(), 4).tolist()} for p in labels}}
+    return {
+        "genes": [str(g) for g in d.columns],
+        **{
+            p: {"model": np.round(m.loc[p].to_numpy(), 4).tolist(), "data": np.round(d.loc[p].to_numpy(), 4).tolist()}
+            for p in labels
+        },
+    }
 
 
-def score_qcpr(generated: Any, adata: Any, spec: RunSpec, heldout: list[str], *, scrublet: bool, key: str) -> dict[str, Any]:
+def score_qcpr(
+    generated: Any, adata: Any, spec: RunSpec, heldout: list[str], *, scrublet: bool, key: str
+) -> dict[str, Any]:
     """QCPR of a model's generated cells (``generated`` is labelled in place) and the data's on the same basis.
 
     scrublet runs once on all the generated cells (every perturbation together). It cannot score

@@ -81,7 +81,9 @@ def summarize(results: pd.DataFrame, models: Sequence[str] | None = None) -> pd.
     values = frame[_KEYS + metrics].copy()
     values[metrics] = values[metrics].apply(pd.to_numeric, errors="coerce")
     grouped = values.groupby(_KEYS, sort=False)
-    out = pd.concat([grouped[metrics].mean().add_suffix("_mean"), grouped[metrics].std(ddof=1).add_suffix("_sd")], axis=1)
+    out = pd.concat(
+        [grouped[metrics].mean().add_suffix("_mean"), grouped[metrics].std(ddof=1).add_suffix("_sd")], axis=1
+    )
     out["n_seeds"] = grouped.size()
     missing = capped.index.difference(out.index)
     if len(missing):  # every run of a model capped: a row that says so, without numbers
@@ -171,9 +173,15 @@ def render_table(
     marks = rank_marks(summary)
     headers = _headers(marks)
     tables = _rows(summary, marks)
-    note = ("Mean ± sd over converged seeds (early stopping ended the run); best in bold, second-best underlined "
-            "per QC threshold and metric; QCPR in %; baselines generate no cells (no QCPR)."
-            + (" † runs that hit their epoch cap are left out." if int(summary.get("n_capped", pd.Series([0])).sum()) else ""))
+    note = (
+        "Mean ± sd over converged seeds (early stopping ended the run); best in bold, second-best underlined "
+        "per QC threshold and metric; QCPR in %; baselines generate no cells (no QCPR)."
+        + (
+            " † runs that hit their epoch cap are left out."
+            if int(summary.get("n_capped", pd.Series([0])).sum())
+            else ""
+        )
+    )
     if fmt == "md":
         return _markdown(tables, headers, title, note)
     return _html(tables, headers, title, note, standalone=standalone)

@@ -43,7 +43,9 @@ def read_variants(raw: Any, where: str) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"{where}.{name} must be a mapping with a 'model' (a registry name)")
         unknown = sorted(set(spec) - {"model", "options", "label", "train"})
         if unknown:
-            raise ConfigError(f"{where}.{name}: unknown key(s) {unknown}; allowed: ['label', 'model', 'options', 'train']")
+            raise ConfigError(
+                f"{where}.{name}: unknown key(s) {unknown}; allowed: ['label', 'model', 'options', 'train']"
+            )
         if str(name) in MODELS or str(name) in BASELINES:
             raise ConfigError(f"{where}.{name}: a variant cannot reuse a registry model or baseline name")
         if spec["model"] not in MODELS and spec["model"] not in BASELINES:

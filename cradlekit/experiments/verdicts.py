@@ -63,8 +63,11 @@ def verdict_lines(
         if not better:
             top = max(trained, key=lambda m: means[m])
             row = pc[pc["other"] == top].iloc[0]
-            head += (f" **No trained model beats it**: the best, {labels.get(top, top)} ({means[top]:.3f}), differs by "
-                     f"{-row['mean_diff']:+.3f} (95 % CI [{-row['ci_high']:+.3f}, {-row['ci_low']:+.3f}], n = {int(row['n'])} splits)")
+            head += (
+                f" **No trained model beats it**: the best, {labels.get(top, top)} ({means[top]:.3f}), differs by "
+                f"{-row['mean_diff']:+.3f} (95 % CI [{-row['ci_high']:+.3f}, {-row['ci_low']:+.3f}], n = "
+                f"{int(row['n'])} splits)"
+            )
             head += f"; {len(worse)} of {len(trained)} trained models fall short of it." if worse else "."
         else:
             names = ", ".join(f"{labels.get(r['other'], r['other'])} ({-r['mean_diff']:+.3f})" for r in better)

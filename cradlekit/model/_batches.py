@@ -66,11 +66,17 @@ def build_batches(
     D_table = torch.from_numpy(label_dosage(uniques, control, registry["targets"]))
     used = np.zeros(len(uniques), dtype=bool)
     used[np.unique(codes[fit])] = True
-    D_table[torch.from_numpy(~used)] = 0.0  # labels of test cells only: never gathered (sVAE+ has no condition for them)
+    D_table[torch.from_numpy(~used)] = (
+        0.0  # labels of test cells only: never gathered (sVAE+ has no condition for them)
+    )
     if registry["conditions"] is not None:
         D_table = condition_onehot(D_table, _condition_table(registry))
     a = _artifact(adata, registry["artifact_key"]) if registry["uses_artifact"] else None
-    cf = _cf(adata, registry["cf_layer"], registry["artifact_key"], registry["split_key"]) if registry["cf_layer"] else None
+    cf = (
+        _cf(adata, registry["cf_layer"], registry["artifact_key"], registry["split_key"])
+        if registry["cf_layer"]
+        else None
+    )
     out: dict[str, CellBatches | None] = {}
     for name in _FIT_SPLITS:
         rows = np.flatnonzero((split == name).to_numpy())
@@ -86,6 +92,12 @@ def build_batches(
             tables["X_cf"] = (table, ref_row[rows])
             columns["cf_mask"] = torch.from_numpy(mask[rows] & (a[rows] == 0))
         out[name] = CellBatches(
-            X, rows, tables=tables, columns=columns, device=device, chunk_cells=chunk_cells, buffer_chunks=buffer_chunks,
+            X,
+            rows,
+            tables=tables,
+            columns=columns,
+            device=device,
+            chunk_cells=chunk_cells,
+            buffer_chunks=buffer_chunks,
         )
     return out

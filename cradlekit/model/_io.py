@@ -99,14 +99,17 @@ def read_model_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
     for name in (MODEL_FILE, REGISTRY_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path / name} not found: not a folder written by PerturbationModel.save")
-    remedy = "save the model again from its training session, or retrain it (its checkpoint_dir's best.pt holds the best weights)"
+    remedy = ("save the model again from its training session, or retrain it (its checkpoint_dir's best.pt holds "
+              "the best weights)")
     meta = _read_json(path / REGISTRY_FILE, remedy)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ValueError(f"{path / REGISTRY_FILE} has format {found!r}, expected {FORMAT!r}")
     registry = meta.get("registry")
     missing = [k for k in META_KEYS if k not in meta] or (
-        [f"registry.{k}" for k in REGISTRY_KEYS if k not in registry] if isinstance(registry, dict) else ["registry (a mapping)"]
+        [f"registry.{k}" for k in REGISTRY_KEYS if k not in registry]
+        if isinstance(registry, dict)
+        else ["registry (a mapping)"]
     )
     if missing:
         raise CheckpointError(f"{path / REGISTRY_FILE} lacks {', '.join(missing)} (altered or damaged); {remedy}")

@@ -173,7 +173,9 @@ class PerturbationModel(TrainingMixin):
         return self.module.device
 
     # ------------------------------------------------------------------ generation
-    def _draw(self, perturbations, n: int, artifact: bool, library_size: float, seed, batch_size: int, counts: bool) -> AnnData:
+    def _draw(
+        self, perturbations, n: int, artifact: bool, library_size: float, seed, batch_size: int, counts: bool
+    ) -> AnnData:
         labels = requested_labels(self.registry, perturbations)
         rows = dosage_rows(self.registry, labels)
         fn = self.module.generate if counts else self.module.predict_mean
@@ -298,19 +300,26 @@ class PerturbationModel(TrainingMixin):
         """
         if self._nonfinite is not None and not allow_nonfinite:
             raise NonFiniteLossError(
-                f"not saving to {os.fspath(dir_path)}: the last train() ended with a non-finite loss, so this model holds "
+                f"not saving to {os.fspath(dir_path)}: the last train() ended with a non-finite loss, so this model "
+                "holds "
                 f"the weights of the step that diverged ({self._nonfinite}) Train again (a lower lr), or pass "
                 "allow_nonfinite=True to save these weights anyway."
             )
         if self._nonfinite is not None:
-            logger.warning("saving the weights of a training that ended with a non-finite loss to %s", os.fspath(dir_path))
+            logger.warning(
+                "saving the weights of a training that ended with a non-finite loss to %s", os.fspath(dir_path)
+            )
         meta = {"registry": self.registry, "module_options": self.module_options, "train_info": self.train_info,
                 "is_trained": self.is_trained}
-        path = write_model_dir(dir_path, state=self.module.state_dict(), meta=meta, history=self.history, overwrite=overwrite)
+        path = write_model_dir(
+            dir_path, state=self.module.state_dict(), meta=meta, history=self.history, overwrite=overwrite
+        )
         logger.info("saved %s to %s", self.registry["model"], path)
 
     @classmethod
-    def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, *, accelerator: str | torch.device = "auto") -> PerturbationModel:
+    def load(
+        cls, dir_path: str | os.PathLike, adata: AnnData | None = None, *, accelerator: str | torch.device = "auto"
+    ) -> PerturbationModel:
         """Load a model written by :meth:`save`.
 
         Parameters
@@ -338,5 +347,9 @@ class PerturbationModel(TrainingMixin):
         model.module.load_state_dict(state)
         model._log_stats = (model.module.normalize.mean.clone(), model.module.normalize.std.clone())
         model.module.to(resolve_device(accelerator)).eval()
-        model.history, model.train_info, model.is_trained = history, meta.get("train_info", {}), bool(meta.get("is_trained"))
+        model.history, model.train_info, model.is_trained = (
+            history,
+            meta.get("train_info", {}),
+            bool(meta.get("is_trained")),
+        )
         return model

@@ -71,7 +71,11 @@ def module_options(
         Unknown model name, unknown objective or an option the model does not have.
     """
     cls = model_class(model)
-    opts: dict[str, Any] = {"latent_dim": int(latent_dim), "hidden_dim": int(hidden_dim), "num_particles": int(num_particles)}
+    opts: dict[str, Any] = {
+        "latent_dim": int(latent_dim),
+        "hidden_dim": int(hidden_dim),
+        "num_particles": int(num_particles),
+    }
     given: dict[str, Any] = {}  # options set for a model that does not take them
     if cls.takes_objective:
         name, pub, bal, cells = resolve_objective(objective, published, class_balanced, j2_cells_per_batch)

@@ -55,7 +55,11 @@ def generated_anndata(
         index=pd.Index([f"generated_{i}" for i in range(n_total)]),
     )
     out = AnnData(X=sp.csr_matrix(arr) if counts else arr, obs=obs, var=pd.DataFrame(index=pd.Index(registry["genes"])))
-    out.uns[UNS_KEY] = {"perturbation_key": PERTURBATION_KEY, "control_label": registry["control_label"], "combo_sep": COMBO_SEP}
+    out.uns[UNS_KEY] = {
+        "perturbation_key": PERTURBATION_KEY,
+        "control_label": registry["control_label"],
+        "combo_sep": COMBO_SEP,
+    }
     out.uns["generation"] = {
         "model": registry["model"],
         "values": "counts" if counts else "expected expression (library_size * rho)",
@@ -66,7 +70,9 @@ def generated_anndata(
 
 
 @torch.no_grad()
-def basal_latent(module: PerturbationVAE, batches: Iterable[dict[str, torch.Tensor]], *, seed: int | None = 0) -> np.ndarray:
+def basal_latent(
+    module: PerturbationVAE, batches: Iterable[dict[str, torch.Tensor]], *, seed: int | None = 0
+) -> np.ndarray:
     """Mean of the guide's per-cell latent (site ``z_b``, else ``z``) for every batch, stacked.
 
     The guide runs once (one draw of the perturbation latents, under ``seed``) in eval mode.

@@ -35,7 +35,9 @@ class TrainingMixin:
         """Train/val batch sources on the host (sparse counts, dense per batch), built on first use."""
         if self._data is None:
             if self.adata is None:
-                raise ValueError("this model was loaded without adata; pass adata= to PerturbationModel.load to train it")
+                raise ValueError(
+                    "this model was loaded without adata; pass adata= to PerturbationModel.load to train it"
+                )
             self._data = build_batches(self.adata, self.registry, check_counts=not self._counts_checked)
         return self._data
 
@@ -65,7 +67,9 @@ class TrainingMixin:
         """The training data's fingerprint (computed once per AnnData)."""
         if self._adata_fingerprint is None:
             if self.adata is None:
-                raise ValueError("this model was loaded without adata; pass adata= to PerturbationModel.load to train it")
+                raise ValueError(
+                    "this model was loaded without adata; pass adata= to PerturbationModel.load to train it"
+                )
             self._adata_fingerprint = adata_fingerprint(self.adata, self.registry)
         return self._adata_fingerprint
 
@@ -173,7 +177,9 @@ class TrainingMixin:
                     "genes": list(self.registry["genes"])}
         if checkpoint_dir is not None:  # the record is only written to (and checked against) checkpoints
             run_info["data"] = self._fingerprint()
-        self._trainer = Trainer(self.module, train_data, val_data, config=config, callbacks=list(callbacks), run_info=run_info)
+        self._trainer = Trainer(
+            self.module, train_data, val_data, config=config, callbacks=list(callbacks), run_info=run_info
+        )
         lock = None if checkpoint_dir is None else _lock_checkpoint_dir(checkpoint_dir, self)
         try:
             with pyro.validation_enabled(False):  # skips per-sample support checks; restored on exit
@@ -195,7 +201,9 @@ class TrainingMixin:
             "lr": lr, "lr_schedule": lr_schedule, "max_epochs": max_epochs, "max_steps": max_steps,
             "patience": patience, "batch_size": batch_size, "resume_changes": [dict(c) for c in trainer.changes],
         }
-        logger.info("trained %d epochs (%d steps) on %s; best epoch %d", trainer.epoch, trainer.step, device, trainer.best_epoch)
+        logger.info(
+            "trained %d epochs (%d steps) on %s; best epoch %d", trainer.epoch, trainer.step, device, trainer.best_epoch
+        )
         return self.history
 
     def request_stop(self) -> None:

@@ -96,7 +96,11 @@ def panel_warning(
     if not computed:
         return None
     reasons = []
-    if n_genes < SMALL_PANEL_GENES and not whole_transcriptome and {"total_counts", "n_genes_by_counts"} & set(computed):
+    if (
+        n_genes < SMALL_PANEL_GENES
+        and not whole_transcriptome
+        and {"total_counts", "n_genes_by_counts"} & set(computed)
+    ):
         reasons.append(f"the counts cover only {n_genes} genes (a panel, not a transcriptome)")
     if "pct_counts_mt" in computed and 0 < n_mt_genes < MIN_MT_GENES:  # none: skipped, warned elsewhere
         reasons.append(f"only {n_mt_genes} of the 13 mitochondrial genes are among them, so %mito is partial")

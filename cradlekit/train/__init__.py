@@ -1,4 +1,5 @@
-"""Training: device choice, device-resident data, sparse batch sources, the loop with early stopping, checkpoints and resume."""
+"""Training: device choice, device-resident data, sparse batch sources, the loop with early stopping, checkpoints
+and resume."""
 
 from .callbacks import Callback, FunctionCallback
 from .cell_batches import CellBatches

@@ -171,7 +171,9 @@ class CellBatches:
         chunk_order = torch.randperm(starts.size, generator=generator).numpy() if shuffle else np.arange(starts.size)
         plan = []
         for b in range(0, starts.size, self.buffer_chunks):
-            bounds = [(int(starts[c]), int(min(starts[c] + chunk, self.n))) for c in chunk_order[b : b + self.buffer_chunks]]
+            bounds = [
+                (int(starts[c]), int(min(starts[c] + chunk, self.n))) for c in chunk_order[b : b + self.buffer_chunks]
+            ]
             positions = np.concatenate([np.arange(lo, hi) for lo, hi in bounds])
             if shuffle:
                 positions = positions[torch.randperm(positions.size, generator=generator).numpy()]

@@ -123,7 +123,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", what: str = "checkpoint", remedy: str | None = None
+    path: str | os.PathLike,
+    *,
+    map_location: str | torch.device = "cpu",
+    what: str = "checkpoint",
+    remedy: str | None = None,
 ) -> dict[str, Any]:
     """Read a file written by :func:`save_checkpoint` with ``weights_only=True``.
 
@@ -183,7 +187,9 @@ def load_checkpoint(
     return state
 
 
-def require_keys(state: Mapping[str, Any], keys: Sequence[str], path: str | os.PathLike, *, what: str = "checkpoint") -> None:
+def require_keys(
+    state: Mapping[str, Any], keys: Sequence[str], path: str | os.PathLike, *, what: str = "checkpoint"
+) -> None:
     """Raise :class:`~cradlekit.errors.CheckpointError` naming ``path`` and the absent entries of ``state``."""
     missing = [k for k in keys if k not in state]
     if missing:
@@ -259,7 +265,8 @@ def check_same_run(saved: Mapping[str, Any] | None, current: Mapping[str, Any], 
     )
     if saved is None:
         raise CheckpointMismatchError(
-            f"{path} does not say which run wrote it (written by an older cradlekit?), so it cannot be resumed safely. {ways}"
+            f"{path} does not say which run wrote it (written by an older cradlekit?), so it cannot be resumed safely. "
+            f"{ways}"
         )
     diffs = run_differences(plain(saved), plain(current))
     later = [d for d in diffs if d.split(":")[0] in ADDED_LATER and d.endswith("only in the current run")]
@@ -269,5 +276,6 @@ def check_same_run(saved: Mapping[str, Any] | None, current: Mapping[str, Any], 
     if diffs:
         shown = "; ".join(diffs[:12]) + (f"; and {len(diffs) - 12} more" if len(diffs) > 12 else "")
         raise CheckpointMismatchError(
-            f"{path} was written by a different run (checkpoint -> now): {shown}. Resuming would mix the two runs. {ways}"
+            f"{path} was written by a different run (checkpoint -> now): {shown}. Resuming would mix the two runs. "
+            f"{ways}"
         )

@@ -46,7 +46,9 @@ class QCExplorerView(View):
         self.reload.on_click(lambda _: c.refresh())
         columns = ["pass %", "cells", *(f"{x} fail %" for x in CRITERIA)]
         group_options = [g for g in ("perturbation", "split") if g in c.adata.obs.columns] or [c.group_by]
-        self.group_by = W.ToggleButtons(options=group_options, description="pass rates per", style={"description_width": "initial"})
+        self.group_by = W.ToggleButtons(
+            options=group_options, description="pass rates per", style={"description_width": "initial"}
+        )
         self.sort_by = W.Dropdown(options=[c.group_by, *columns], description="sort by", layout=W.Layout(width="240px"))
         self.ascending = W.ToggleButton(description="ascending", icon="sort-amount-asc", value=c.ascending)
         for name in ("group_by", "sort_by", "ascending"):

@@ -83,7 +83,9 @@ class TrainingView(View):
         self.start.disabled = self.resume.disabled = running
         self.stop.disabled = not running
         for name, widget in self.inputs.items():
-            widget.disabled = running or (name == "alpha" and not getattr(MODELS.get(c.model_name), "takes_alpha", False))
+            widget.disabled = running or (
+                name == "alpha" and not getattr(MODELS.get(c.model_name), "takes_alpha", False)
+            )
         self.progress.max = max(c.max_epochs, 1)
         self.progress.value = min(c.epoch, self.progress.max)
         self.state.value = (

@@ -95,7 +95,9 @@ class PerturbationExplorer(Controller):
     seed = T.Int(0)
     top_n = T.Int(10)
     run_scrublet = T.Bool(True)
-    library_size = T.Enum(("1e4", "data"), default_value="1e4", help="generated library size: the paper's 1e4 or the data median")
+    library_size = T.Enum(
+        ("1e4", "data"), default_value="1e4", help="generated library size: the paper's 1e4 or the data median"
+    )
     gene = T.Unicode("", help="gene for the data-vs-generated violins")
     auto_update = T.Bool(True)
     label = T.Unicode("")
@@ -199,7 +201,9 @@ class PerturbationExplorer(Controller):
         model = self._check_ready()
         if model is None:
             return False
-        settings = {name: getattr(self, name) for name in ("perturbation", "artifact", "k", "n", "seed", "library_size")}
+        settings = {
+            name: getattr(self, name) for name in ("perturbation", "artifact", "k", "n", "seed", "library_size")
+        }
         control = self.control_label
         label = ""
         with report_errors(self, f"generate {self.perturbation.strip()!r}"):
@@ -265,7 +269,9 @@ class PerturbationExplorer(Controller):
             finally:
                 self.auto_update = True
 
-        title = f"generating {self.n} cells of {label} and {self.n} controls (artifact {'on' if self.artifact else 'off'})"
+        title = (
+            f"generating {self.n} cells of {label} and {self.n} controls (artifact {'on' if self.artifact else 'off'})"
+        )
         return self.run_task(title, work, apply, action=f"generate {label!r}", on_cancel=on_cancel)
 
     def _data_mask(self, label: str) -> np.ndarray:
