@@ -56,7 +56,7 @@ def _directive(module, name: str) -> str:
 
 
 def module_rst(module_name: str) -> str:
-    """reStructuredText documenting every name in ``module_name.__all__`` (summary table first)."""
+    """The reStructuredText documenting every name in ``module_name.__all__`` (summary table first)."""
     module = importlib.import_module(module_name)
     names = [n for n in getattr(module, "__all__", []) if not inspect.ismodule(getattr(module, n, None))]
     summarized = [n for n in names if inspect.isclass(getattr(module, n)) or callable(getattr(module, n))]

@@ -65,9 +65,11 @@ class NpmPackage:
 
     @property
     def tarball_name(self) -> str:
+        """File name of the tarball in the cache (``@scope/name`` -> ``scope-name-<version>.tgz``)."""
         return f"{self.name.replace('@', '').replace('/', '-')}-{self.version}.tgz"
 
     def url(self, registry: str = REGISTRY) -> str:
+        """Where ``registry`` serves the tarball of this version."""
         return f"{registry.rstrip('/')}/{self.name}/-/{self.name.split('/')[-1]}-{self.version}.tgz"
 
 

@@ -1,9 +1,9 @@
-"""The linear baseline of Ahlmann-Eltze, Huber & Anders (*Nat Methods* 2025).
+r"""The linear baseline of Ahlmann-Eltze, Huber & Anders (*Nat Methods* 2025).
 
 The training effects (genes × training perturbations, ``Y``: each perturbation's mean normalised
 expression minus the controls') are modelled as
 
-.. math:: Y \\approx G\\,W\\,P + b\\,\\mathbf{1}^\\top
+.. math:: Y \approx G\,W\,P + b\,\mathbf{1}^\top
 
 * ``G`` (genes × K): a gene embedding, the first K principal-component coordinates of the genes in
   the training pseudobulk expression (genes as observations, one variable per training condition,

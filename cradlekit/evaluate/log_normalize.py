@@ -1,8 +1,8 @@
-"""The paper's metric space: per-cell library-size normalisation and ``log2(· + 1)`` (design page, "Metrics").
+r"""The paper's metric space: per-cell library-size normalisation and ``log2(· + 1)`` (design page, "Metrics").
 
 Every ATE metric of Table 2 compares means of
 
-.. math:: y_{ig} = \\log_2\\left(10^4 \\cdot x_{ig} / \\textstyle\\sum_{g'} x_{ig'} + 1\\right),
+.. math:: y_{ig} = \log_2\left(10^4 \cdot x_{ig} / \textstyle\sum_{g'} x_{ig'} + 1\right),
 
 the ``"perturbseq"`` method of the authors' ``estimate_data_average_treatment_effects``.
 Expected expressions already scaled to a library of ``1e4`` (a model's ``predict_mean``)

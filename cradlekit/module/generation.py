@@ -35,15 +35,19 @@ class Generative(Protocol):
     training: bool
 
     @property
-    def device(self) -> torch.device: ...
+    def device(self) -> torch.device:
+        """The device of the model's parameters."""
 
     def _generative_frequencies(self, D: torch.Tensor, artifact: bool) -> torch.Tensor: ...
 
-    def generative_theta(self, artifact: bool) -> torch.Tensor | None: ...
+    def generative_theta(self, artifact: bool) -> torch.Tensor | None:
+        """The likelihood's dispersion for artifact (``True``) or clean cells; ``None`` for none."""
 
-    def eval(self) -> torch.nn.Module: ...
+    def eval(self) -> torch.nn.Module:
+        """Switch to evaluation mode (``torch.nn.Module.eval``)."""
 
-    def train(self, mode: bool = True) -> torch.nn.Module: ...
+    def train(self, mode: bool = True) -> torch.nn.Module:
+        """Switch training mode on or off (``torch.nn.Module.train``)."""
 
 
 @contextlib.contextmanager

@@ -17,7 +17,8 @@ class TrainerView(Protocol):
 
     history: list[dict[str, Any]]
 
-    def request_stop(self) -> None: ...
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current epoch."""
 
 
 Trainer = TrainerView  # the name the hooks' annotations use
@@ -27,11 +28,14 @@ Trainer = TrainerView  # the name the hooks' annotations use
 class Callback(Protocol):
     """Receives events from :class:`~cradlekit.train.Trainer`. Implement any subset of the hooks."""
 
-    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_train_start(self, trainer: Trainer) -> None:
+        """Called once before the first epoch."""
 
-    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """Called after each epoch with the record it adds to the history."""
 
-    def on_train_end(self, trainer: Trainer) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None:
+        """Called once after the last epoch (the loop finished or stopped early; not after an error)."""
 
 
 class FunctionCallback:
@@ -41,12 +45,15 @@ class FunctionCallback:
         self.fn = fn
 
     def on_train_start(self, trainer: Trainer) -> None:
+        """Nothing to do before the first epoch."""
         pass
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """Call the function with the epoch's record."""
         self.fn(record)
 
     def on_train_end(self, trainer: Trainer) -> None:
+        """Nothing to do at the end."""
         pass
 
 

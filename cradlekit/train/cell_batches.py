@@ -117,6 +117,7 @@ class CellBatches:
     # ------------------------------------------------------------------ interface
     @property
     def device(self) -> torch.device:
+        """The device batches are put on."""
         return self._device
 
     def __len__(self) -> int:

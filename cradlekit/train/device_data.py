@@ -32,6 +32,7 @@ class DeviceData:
 
     @property
     def device(self) -> torch.device:
+        """The device the tensors live on."""
         return next(iter(self.tensors.values())).device
 
     def __len__(self) -> int:

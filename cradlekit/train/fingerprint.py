@@ -87,6 +87,7 @@ class CountsDigest:
         self.n_rows += csr.shape[0]
 
     def hexdigest(self) -> str:
+        """The digest of every row added so far (hex), with the matrix's shape."""
         h = hashlib.blake2b(f"csr{self.n_rows}x{self.n_cols}:".encode(), digest_size=16)
         for part in self._streams:
             h.update(part.digest())

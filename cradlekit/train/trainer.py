@@ -46,11 +46,14 @@ SCHEDULE_SETTINGS = ("lr_schedule", "lr_factor", "lr_patience", "min_lr_ratio")
 class LossModule(Protocol):
     """What the trainer needs from a model: parameters and a loss on a batch."""
 
-    def parameters(self): ...
+    def parameters(self):
+        """The parameters to optimise (``torch.nn.Module.parameters``)."""
 
-    def train(self, mode: bool = True): ...
+    def train(self, mode: bool = True):
+        """Switch training mode on or off (``torch.nn.Module.train``)."""
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]: ...
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The loss to minimise on ``batch`` and its parts to log."""
 
 
 @dataclass
@@ -209,6 +212,7 @@ class Trainer:
 
     @property
     def checkpoint_dir(self) -> Path | None:
+        """The folder of ``last.pt`` and ``best.pt`` (``config.checkpoint_dir``), or ``None``."""
         return Path(self.config.checkpoint_dir) if self.config.checkpoint_dir else None
 
     # ------------------------------------------------------------------ state

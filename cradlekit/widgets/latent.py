@@ -127,6 +127,7 @@ class LatentExplorer(Controller):
     # ------------------------------------------------------------------ state
     @property
     def model(self) -> PerturbationModel | None:
+        """The trained model shown (given directly, or the ``model`` of the controller given), or ``None``."""
         src = self._source_model
         if src is None or isinstance(src, PerturbationModel):
             return src
@@ -364,6 +365,7 @@ class LatentExplorer(Controller):
         return n
 
     def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables the widget shows, by name (exported as CSV); empty before there is a result."""
         if self.embedding.empty:
             return {}
         table = self.embedding.copy()

@@ -132,6 +132,7 @@ class PerturbationExplorer(Controller):
 
     @property
     def control_label(self) -> str:
+        """The model's control label (``"control"`` before there is a model)."""
         model = self.model
         return str(model.registry["control_label"]) if model is not None else "control"
 
@@ -146,6 +147,7 @@ class PerturbationExplorer(Controller):
 
     @property
     def available_targets(self) -> list[str]:
+        """The targets the model was trained on (empty before there is a model)."""
         model = self.model
         return [str(t) for t in model.registry["targets"]] if model is not None else []
 
@@ -290,6 +292,7 @@ class PerturbationExplorer(Controller):
         return gene_violins(groups, self.gene, f"{self.gene}: data (blue) vs generated (green)")
 
     def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables the widget shows, by name (exported as CSV); empty before there is a result."""
         if self.generated is None:
             return {}
         return {"qc_criteria": self.criteria, "top_genes": self.top_genes}

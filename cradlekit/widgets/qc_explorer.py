@@ -216,6 +216,7 @@ class QCExplorer(Controller):
         return {c: n for c, n in notes.items() if n}
 
     def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables the widget shows, by name (exported as CSV); empty before there is a result."""
         if not self.ready:
             return {}
         rows = {c: {"threshold": self.thresholds.get(c, float("nan")), **self.counts[c]} for c in (*CRITERIA, "any")}

@@ -316,6 +316,7 @@ class TrainingController(Controller):
         return TrainingView(self)
 
     def tables(self):
+        """The tables the widget shows, by name (exported as CSV): the training history once there is one."""
         import pandas as pd
 
         return {"history": pd.DataFrame(self.history).set_index("epoch")} if self.history else {}
