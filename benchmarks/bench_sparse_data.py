@@ -113,10 +113,8 @@ def _device_stats(device) -> dict:
 
     if torch.device(device).type != "cuda":
         return {}
-    return {
-        "cuda_max_allocated_gb": torch.cuda.max_memory_allocated() / 1e9,
-        "cuda_device": torch.cuda.get_device_name(0),
-    }
+    return {"cuda_max_allocated_gb": torch.cuda.max_memory_allocated() / 1e9,
+            "cuda_device": torch.cuda.get_device_name(0)}
 
 
 def _train(adata, mem: PhaseMemory, args, out: dict) -> None:
@@ -133,10 +131,8 @@ def _train(adata, mem: PhaseMemory, args, out: dict) -> None:
     out["steps_per_epoch"] = -(-out["n_train"] // BATCH)
     with mem.phase("data_only_epoch"):  # every batch of one shuffled epoch gathered and densified, no model
         t0 = time.perf_counter()
-        n = sum(
-            b["X"].shape[0]
-            for b in data["train"].to(device).batches(BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
-        )
+        batches = data["train"].to(device).batches(BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
+        n = sum(b["X"].shape[0] for b in batches)
         _sync(device)
         out["data_epoch_s"] = time.perf_counter() - t0
     assert n == out["n_train"]
@@ -189,9 +185,8 @@ def run_compare(args) -> dict:
         for _name, source in (("dense", dense), ("sparse", sparse)):
             _fit_steps(module, source, 2, device)  # warm-up
         for rep in range(args.repeats):  # short alternating blocks: both paths see the same background load
-            for name, source in (
-                (("dense", dense), ("sparse", sparse)) if rep % 2 == 0 else (("sparse", sparse), ("dense", dense))
-            ):
+            order = (("dense", dense), ("sparse", sparse)) if rep % 2 == 0 else (("sparse", sparse), ("dense", dense))
+            for name, source in order:
                 module.load_state_dict(start)
                 times[name].append(args.steps / _fit_steps(module, source, args.steps, device, seed=rep))
     batch_ms = {}
@@ -206,17 +201,10 @@ def run_compare(args) -> dict:
     median = {k: float(np.median(v)) for k, v in times.items()}
     best = {k: max(v) for k, v in times.items()}
     return {
-        "cells": args.cells,
-        "genes": args.genes,
-        "n_train": len(sparse),
-        "steps": args.steps,
-        "repeats": args.repeats,
-        "steps_per_s": times,
-        "median_steps_per_s": median,
-        "best_steps_per_s": best,
+        "cells": args.cells, "genes": args.genes, "n_train": len(sparse), "steps": args.steps, "repeats": args.repeats,
+        "steps_per_s": times, "median_steps_per_s": median, "best_steps_per_s": best,
         "sparse_over_dense": median["sparse"] / median["dense"],
-        "sparse_over_dense_best": best["sparse"] / best["dense"],
-        "batch_ms": batch_ms,
+        "sparse_over_dense_best": best["sparse"] / best["dense"], "batch_ms": batch_ms,
         "batch_overhead_fraction_of_step": (batch_ms["sparse"] - batch_ms["dense"]) / 1e3 * median["sparse"],
         "dense_train_X_gb": len(sparse) * args.genes * 4 * 2 / 1e9,
         "nnz_per_cell": float(np.diff(adata.X.indptr).mean()),
@@ -298,12 +286,9 @@ def run_qc(args) -> dict:
         ck.qc.label_artifacts(adata, run_scrublet=True)
     seconds = time.perf_counter() - t0
     return {
-        "screen": NORMAN,
-        "n_cells": int(adata.n_obs),
-        "seconds": seconds,
+        "screen": NORMAN, "n_cells": int(adata.n_obs), "seconds": seconds,
         "scrublet": dict(adata.uns["qc"]["scrublet"]) if "scrublet" in adata.uns["qc"] else None,
-        "n_doublets": int(adata.obs["predicted_doublet"].sum()),
-        "memory": mem.report(),
+        "n_doublets": int(adata.obs["predicted_doublet"].sum()), "memory": mem.report(),
         "implementation": SCRUBLET_IMPLEMENTATION,
     }
 
@@ -328,9 +313,8 @@ def main(argv=None) -> int:
     parser.add_argument("mode", choices=[*MODES, "all", "report"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument(
-        "--steps", type=int, default=None, help="timed steps (0: one full epoch); default 20 on CPU, 0 on CUDA"
-    )
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps (0: one full epoch); default 20 on CPU, 0 on CUDA")
     parser.add_argument("--cells", type=int, default=20_000)
     parser.add_argument("--genes", type=int, default=2_000)
     parser.add_argument("--repeats", type=int, default=3)
@@ -360,13 +344,10 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message="QC criterion 'doublet' skipped")
     t0 = time.perf_counter()
     payload = MODES[args.mode](args)
-    payload.update(
-        device=args.device,
-        threads=args.threads,
-        wall_s=time.perf_counter() - t0,
-        command=f"python benchmarks/bench_sparse_data.py {args.mode} --device {args.device} --threads {args.threads}"
-        + (f" --steps {args.steps}" if args.mode in ("norman", "backed", "compare") else ""),
-    )
+    payload.update(device=args.device, threads=args.threads, wall_s=time.perf_counter() - t0,
+                   command=f"python benchmarks/bench_sparse_data.py {args.mode} --device {args.device} "
+                   f"--threads {args.threads}"
+                   + (f" --steps {args.steps}" if args.mode in ("norman", "backed", "compare") else ""))
     suffix = f"_{args.qc_cells}cells" if args.mode == "qc" and args.qc_cells else ""
     if suffix:
         payload["command"] += f" --qc-cells {args.qc_cells}"

@@ -17,24 +17,9 @@ from cradlekit.experiments.grid import RunSpec, expand_grid, run_json_path
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 #: Columns that must agree between two runs of the same cell (timings and host facts excluded).
-STABLE = [
-    "dataset",
-    "model",
-    "k",
-    "seed",
-    "split",
-    *METRICS,
-    "heldout_n_perturbations",
-    "heldout_n_excluded",
-    "all_n_perturbations",
-    "all_n_excluded",
-    "qcpr_doublets",
-    "epochs",
-    "best_epoch",
-    "steps",
-    "config_hash",
-    "run",
-]
+STABLE = ["dataset", "model", "k", "seed", "split", *METRICS, "heldout_n_perturbations", "heldout_n_excluded",
+          "all_n_perturbations", "all_n_excluded", "qcpr_doublets", "epochs", "best_epoch", "steps", "config_hash",
+          "run"]
 
 
 class Interrupt(RuntimeError):
@@ -58,12 +43,10 @@ def test_grid_writes_results_and_table2(grid):
     config, result = grid
     res = result.results
     assert len(result.ran) == 8 and not result.cached and not result.failed
-    assert list(zip(res["k"], res["model"], res["seed"], strict=True)) == [
-        (s.k, s.model, s.seed) for s in expand_grid(config)
-    ]
-    assert set(STABLE) <= set(res.columns) and {"train_seconds", "device", "n_model_cells", "n_qcpr_cells"} <= set(
-        res.columns
-    )
+    expected = [(s.k, s.model, s.seed) for s in expand_grid(config)]
+    assert list(zip(res["k"], res["model"], res["seed"], strict=True)) == expected
+    assert set(STABLE) <= set(res.columns)
+    assert {"train_seconds", "device", "n_model_cells", "n_qcpr_cells"} <= set(res.columns)
     assert (res["device"] == "cpu").all() and (res["n_model_cells"] == 200).all() and (res["n_qcpr_cells"] == 20).all()
     assert (res["heldout_n_perturbations"] + res["heldout_n_excluded"] == 2).all()  # 25% of 8 combinations
     # "all": every perturbation with training cells (16 - 2 held out), the same n for every model
@@ -232,11 +215,8 @@ def direct_metrics(model, adata, artifact_key, heldout, labels, n, jaccard_k, se
     out = {}
     seen = labels if heldout_split is not None else [p for p in labels if p not in set(heldout)]
     for scope, wanted in (("heldout", heldout), ("all", seen)):  # "all": perturbations with training cells
-        use = (
-            passed
-            if scope == "all" or heldout_split is None
-            else passed & (adata.obs["split"] == heldout_split).to_numpy()
-        )
+        use = (passed if scope == "all" or heldout_split is None
+               else passed & (adata.obs["split"] == heldout_split).to_numpy())
         model_ate = _ate(gen, gen_labels, wanted)
         data_ate = _ate(data_all[use], data_labels[use], wanted)
         for key, value in _scores(model_ate, data_ate, jaccard_k).items():
@@ -290,9 +270,8 @@ def test_saved_models_reopen_on_the_prepared_data(grid, tmp_path):
     before = model.predict_mean(["control"], n=50, seed=0).X
     adata.obs["scratch"] = 1  # load_prepared returns a copy: the runner's cached object is unchanged
     assert "scratch" not in load_prepared(saving, 3).obs
-    assert (
-        load_trained(saving, "cradle", 3, 0, accelerator="cpu").predict_mean(["control"], n=50, seed=0).X == before
-    ).all()
+    reloaded = load_trained(saving, "cradle", 3, 0, accelerator="cpu")
+    assert (reloaded.predict_mean(["control"], n=50, seed=0).X == before).all()
 
 
 def test_model_ate_from_sampled_or_expected_cells(grid, tmp_path):
@@ -351,18 +330,14 @@ def test_two_runners_share_the_work(grid, tmp_path, monkeypatch):
     lock = runner_module._lock(config, theirs).path
     lock.parent.mkdir(parents=True, exist_ok=True)
     go = tmp_path / "go"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(lock), str(go), str(saved), str(run_json_path(config, theirs))],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(lock), str(go), str(saved),
+                               str(run_json_path(config, theirs))], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     assert not RunLock(lock).acquire()  # the other runner really holds it
     trained = []
     real = runner_module.run_one
-    monkeypatch.setattr(
-        runner_module, "run_one", lambda c, m, k, s, **kw: trained.append((m, k, s)) or real(c, m, k, s, **kw)
-    )
+    monkeypatch.setattr(runner_module, "run_one",
+                        lambda c, m, k, s, **kw: trained.append((m, k, s)) or real(c, m, k, s, **kw))
 
     def release_theirs(spec, row):  # the other runner finishes once this one has done its own run
         if spec == mine:

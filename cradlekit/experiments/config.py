@@ -262,9 +262,8 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> ExperimentConfig:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"{path}: not a text (UTF-8) YAML file ({err.reason} at byte {err.start}); pass the config's .yaml"
-        ) from None
+        raise ConfigError(f"{path}: not a text (UTF-8) YAML file ({err.reason} at byte {err.start}); "
+                          "pass the config's .yaml") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -392,17 +391,15 @@ def _validate(c: ExperimentConfig, source: str) -> None:
     for model, opts in [*c.model_overrides.items(), *((m, v["options"]) for m, v in c.variants.items())]:
         if c.is_baseline(model):
             _check_baseline_options(model, c.base_model(model), opts, fail)
-        elif not getattr(MODELS.get(c.base_model(model)), "takes_objective", False) and set(CRADLE_ONLY_OPTIONS) & set(
-            opts
-        ):
+        elif (not getattr(MODELS.get(c.base_model(model)), "takes_objective", False)
+              and set(CRADLE_ONLY_OPTIONS) & set(opts)):
             fail(f"options of {model}: {sorted(set(CRADLE_ONLY_OPTIONS) & set(opts))} apply to CRADLE-VAE models only")
     from ..module.cradle import OBJECTIVES
 
     if c.model_options.objective is not None and c.model_options.objective not in OBJECTIVES:
         fail(f"model_options.objective must be one of {sorted(OBJECTIVES)} or null, got {c.model_options.objective!r}")
-    if c.split.seed != RUN_SEED and (
-        isinstance(c.split.seed, bool) or not isinstance(c.split.seed, int) or c.split.seed < 0
-    ):
+    seed = c.split.seed
+    if seed != RUN_SEED and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         fail(f"split.seed must be {RUN_SEED!r} or a non-negative integer, got {c.split.seed!r}")
     if any(s < 0 for s in c.seeds):
         fail(f"seeds must be non-negative integers, got {list(c.seeds)}")
@@ -417,11 +414,9 @@ def _validate(c: ExperimentConfig, source: str) -> None:
     if len(s.fractions) != 3 or min(s.fractions) < 0 or abs(sum(s.fractions) - 1) > 1e-6:
         fail(f"split.fractions must be three non-negative numbers summing to 1, got {list(s.fractions)}")
     positive = {
-        "model_options.latent_dim": c.model_options.latent_dim,
-        "model_options.hidden_dim": c.model_options.hidden_dim,
+        "model_options.latent_dim": c.model_options.latent_dim, "model_options.hidden_dim": c.model_options.hidden_dim,
         "model_options.num_particles": c.model_options.num_particles,
-        "evaluation.n_model_cells": c.evaluation.n_model_cells,
-        "evaluation.n_qcpr_cells": c.evaluation.n_qcpr_cells,
+        "evaluation.n_model_cells": c.evaluation.n_model_cells, "evaluation.n_qcpr_cells": c.evaluation.n_qcpr_cells,
         "evaluation.jaccard_k": c.evaluation.jaccard_k,
         "counterfactual.n_max": c.counterfactual.n_max,
     }

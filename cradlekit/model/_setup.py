@@ -73,9 +73,8 @@ def _split(adata: AnnData, split_key: str) -> pd.Series:
         )
     split = adata.obs[split_key]
     if split.isna().any():
-        raise MissingKeyError(
-            f"adata.obs[{split_key!r}] has {int(split.isna().sum())} missing values; every cell needs a split"
-        )
+        raise MissingKeyError(f"adata.obs[{split_key!r}] has {int(split.isna().sum())} missing values; "
+                              "every cell needs a split")
     split = split.astype(str)
     if not (split == "train").any():
         raise EmptyPerturbationError(f"no cell has adata.obs[{split_key!r}] == 'train'")
@@ -97,9 +96,8 @@ def _artifact(adata: AnnData, artifact_key: str) -> np.ndarray:
     return a
 
 
-def _cf(
-    adata: AnnData, cf_layer: str, artifact_key: str, split_key: str
-) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+def _cf(adata: AnnData, cf_layer: str, artifact_key: str,
+        split_key: str) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
     """``(reference table, row per cell, mask)``: cell ``i``'s reference is ``table[row[i]]``."""
     hint = f"create it with cradlekit.data.counterfactual_references(adata, artifact_key={artifact_key!r})"
     try:
@@ -111,9 +109,8 @@ def _cf(
     info = adata.uns.get("cf_reference", {})
     for what, used in (("artifact_key", artifact_key), ("split_key", split_key)):
         if what in info and str(info[what]) != used:
-            logger.warning(
-                "counterfactual references were built with %s=%r but the model uses %r", what, info[what], used
-            )
+            logger.warning("counterfactual references were built with %s=%r but the model uses %r",
+                           what, info[what], used)
     return table, row, adata.obs[CF_MASK_KEY].astype(bool).to_numpy()
 
 
@@ -204,9 +201,8 @@ def register_anndata(
     other = labels[~split.isin(_FIT_SPLITS).to_numpy()].unique()
     blind = [lab for lab in other if not set(parse_perturbation(lab, control_label=control)) <= set(targets)]
     if blind:
-        logger.warning(
-            "perturbations outside train/val with a target never trained on (cannot be generated): %s", blind[:20]
-        )
+        logger.warning("perturbations outside train/val with a target never trained on (cannot be generated): %s",
+                       blind[:20])
 
     # one dosage row per distinct training label, weighted by its number of cells (no cells x targets matrix)
     codes, uniques = pd.factorize(labels[is_train])
@@ -215,9 +211,8 @@ def register_anndata(
     conditions = None
     if model == "svae_plus":
         table = unique_conditions(D_unique)
-        conditions = [
-            canonical_label([targets[j] for j in np.flatnonzero(row)], control_label=control) for row in table.numpy()
-        ]
+        conditions = [canonical_label([targets[j] for j in np.flatnonzero(row)], control_label=control)
+                      for row in table.numpy()]
         n_obs = (condition_onehot(D_unique, table).long() * weight[:, None]).sum(0)
     else:
         n_obs = ((D_unique != 0).long() * weight[:, None]).sum(0)
@@ -292,11 +287,8 @@ def build_tensors(adata: AnnData, registry: Mapping[str, Any]) -> dict[str, dict
         raise EmptyPerturbationError(f"train/val perturbations unknown to this model: {unknown[:20]}")
     D = _dosage(adata, key, control, registry["targets"])
     a = _artifact(adata, registry["artifact_key"]) if registry["uses_artifact"] else None
-    cf = (
-        _cf(adata, registry["cf_layer"], registry["artifact_key"], registry["split_key"])
-        if registry["cf_layer"]
-        else None
-    )
+    cf = (_cf(adata, registry["cf_layer"], registry["artifact_key"], registry["split_key"])
+          if registry["cf_layer"] else None)
     out: dict[str, dict[str, torch.Tensor] | None] = {}
     for name in _FIT_SPLITS:
         rows = np.flatnonzero((split == name).to_numpy())
@@ -329,9 +321,8 @@ def can_generate(registry: Mapping[str, Any], label: str) -> bool:
     return conditions is None or label in set(conditions)
 
 
-def dosage_rows(
-    registry: Mapping[str, Any], perturbations: Sequence[str], *, as_conditions: bool = True
-) -> torch.Tensor:
+def dosage_rows(registry: Mapping[str, Any], perturbations: Sequence[str], *,
+                as_conditions: bool = True) -> torch.Tensor:
     """Model input rows for perturbation labels (``"KLF1"``, ``"KLF1+MAP2K6"``, the control label).
 
     Dosage rows over the registered targets; for sVAE+ (``as_conditions``) the one-hot over its
@@ -356,11 +347,9 @@ def dosage_rows(
         D[i, [col[t] for t in parts]] = 1.0
     if as_conditions and registry["conditions"] is not None:
         known = set(registry["conditions"]) | {control}
-        missing = [
-            p
-            for p in perturbations
-            if canonical_label(parse_perturbation(str(p), control_label=control), control_label=control) not in known
-        ]
+        missing = [p for p in perturbations
+                   if canonical_label(parse_perturbation(str(p), control_label=control), control_label=control)
+                   not in known]
         if missing:
             raise UnknownPerturbationError(
                 f"sVAE+ encodes each condition as its own label and cannot generate conditions it was not "
