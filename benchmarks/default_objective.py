@@ -42,6 +42,8 @@ ARMS = {
     "cradle_balanced": "balanced",
 }
 REFERENCE = "cvae"
+#: An objective enters the rule on a screen only with this many converged splits paired with the reference.
+MIN_SPLITS = 5
 
 
 def _mean_sd(v: pd.Series, digits: int) -> str:
@@ -71,6 +73,8 @@ def screen_table(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[st
             "qcpr": float(pd.to_numeric(sub["qcpr"]).mean()),
             "rho": float(pd.to_numeric(sub["heldout_ate_pearson"]).mean()),
         }
+        if "truth_qcpr" in sub:
+            fact["ceiling"] = float(pd.to_numeric(sub["truth_qcpr"]).mean())
         if entry != REFERENCE and REFERENCE in set(runs["model"]):
             pc = paired_comparison(runs, entry, [REFERENCE], ["heldout_ate_pearson", "qcpr"])
             for _, r in pc.iterrows():
@@ -79,9 +83,59 @@ def screen_table(results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[st
                     f"{r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] (n {r['n']})"
                 )
                 fact[f"{r['metric']}_ci_high"] = float(r["ci_high"])
+                fact["n_paired"] = int(r["n"])
         rows[f"{objective}" if entry != REFERENCE else "conditional VAE (reference)"] = row
         facts[objective if entry != REFERENCE else REFERENCE] = fact
     return pd.DataFrame(rows).T, facts
+
+
+def decision_lines(all_facts: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """The rule applied to the screens with finished runs; provisional while a screen has none."""
+    lines = ["## The rule applied", "", f"(A screen counts for an objective once {MIN_SPLITS} converged splits pair it "
+             "with the conditional VAE.)", ""]
+    eligible, score = [], {}
+    finished = [s for s in SCREENS if s in all_facts]
+    for objective in ARMS.values():
+        per = {s: f[objective] for s, f in all_facts.items()
+               if objective in f and f[objective].get("n_paired", 0) >= MIN_SPLITS}
+        if not per:
+            continue
+        worse = [s for s, f in per.items() if f.get("heldout_ate_pearson_ci_high", np.inf) < 0]
+        score[objective] = float(np.mean([f["qcpr"] for f in per.values()]))
+        if not worse and len(per) == len(finished):
+            eligible.append(objective)
+        lines.append(f"- `{objective}` ({len(per)} screens): mean QCPR {score[objective]:.2f} %; "
+                     + ("held-out ATE-ρ not below the conditional VAE's on any of them." if not worse
+                        else f"held-out ATE-ρ below the conditional VAE's on: {', '.join(worse)}."))
+    pending = [s for s in SCREENS if s not in finished]
+    when = f" on {len(finished)} of {len(SCREENS)} screens ({', '.join(pending)} not finished)" if pending else ""
+    if eligible:
+        best = max(eligible, key=lambda o: score[o])
+        lines += ["", f"**The rule picks `objective=\"{best}\"`{when}.**", ""]
+    else:
+        closest = max(score, key=lambda o: score[o]) if score else None
+        lines += ["", f"**No objective meets the rule{when}.**"
+                  + (f" Highest mean QCPR: `{closest}`." if closest else ""), ""]
+    return lines
+
+
+def simulator_target_lines(facts: dict[str, dict[str, float]]) -> list[str]:
+    """Issue 18's target on the simulator: QCPR >= 98 % with held-out ATE-ρ within 0.02 of the CVAE's."""
+    if REFERENCE not in facts:
+        return []
+    ref = facts[REFERENCE]
+    lines = ["## The simulator target (QCPR ≥ 98 %, held-out ATE-ρ within 0.02 of the conditional VAE's)", ""]
+    for objective in ARMS.values():
+        if objective in facts:
+            f = facts[objective]
+            hit = f["qcpr"] >= 98 and f["rho"] >= ref["rho"] - 0.02
+            lines.append(f"- `{objective}`: QCPR {f['qcpr']:.2f} %, held-out ATE-ρ {f['rho'] - ref['rho']:+.3f} "
+                         f"against the conditional VAE's{' (meets it)' if hit else ''}.")
+    if "ceiling" in ref:
+        lines += ["", "Fresh artifact-free cells drawn from the simulator's true process pass the same thresholds at "
+                  f"{ref['ceiling']:.2f} % (the QCPR ceiling): a 98 % target lies above what true clean cells "
+                  "reach; the data's QC-passed cells pass at nearly 100 % because they were selected by QC.", ""]
+    return lines
 
 
 def main() -> int:
@@ -102,23 +156,8 @@ def main() -> int:
         table, facts = screen_table(results)
         all_facts[screen] = facts
         lines += [f"## {screen} (`{path}`)", "", table.to_markdown(), ""]
-    eligible, score = [], {}
-    for objective in ARMS.values():
-        per = [f[objective] for f in all_facts.values() if objective in f]
-        if len(per) < len(SCREENS):
-            continue
-        worse = [s for s, f in all_facts.items() if f[objective].get("heldout_ate_pearson_ci_high", np.inf) < 0]
-        score[objective] = float(np.mean([p["qcpr"] for p in per]))
-        if not worse:
-            eligible.append(objective)
-        lines.append(f"- `{objective}`: mean QCPR over the screens {score[objective]:.2f} %; "
-                     + ("held-out ATE-ρ not below the conditional VAE's on any screen." if not worse
-                        else f"held-out ATE-ρ below the conditional VAE's on: {', '.join(worse)}."))
-    if eligible:
-        best = max(eligible, key=lambda o: score[o])
-        lines += ["", f"**Chosen default: `objective=\"{best}\"`.**", ""]
-    else:
-        lines += ["", "**No objective meets the rule on every screen yet** (or a grid is unfinished).", ""]
+    lines += decision_lines(all_facts)
+    lines += simulator_target_lines(all_facts.get("simulator", {}))
     out = ROOT / "results" / "default_objective.md"
     out.write_text("\n".join(lines) + "\n")
     print(out)
