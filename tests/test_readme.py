@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,7 +40,10 @@ def _block_under(heading: str, lang: str) -> str:
     return block.group(1)
 
 
-def test_readme_own_data_lines_run_on_an_own_layout_screen(tmp_path, monkeypatch):
+@pytest.mark.parametrize("split_kind", ["combinations", "cells"])
+def test_readme_own_data_lines_run_on_an_own_layout_screen(tmp_path, monkeypatch, split_kind):
+    """The ten lines as printed on a combination screen; on a one-target-per-cell screen with the split
+    line swapped for ``split_cells``, as the README says (every other line unchanged)."""
     import warnings
 
     import torch
@@ -48,18 +53,24 @@ def test_readme_own_data_lines_run_on_an_own_layout_screen(tmp_path, monkeypatch
     code = _block_under("Your own data", "python")
     n_lines = [ln for ln in code.splitlines() if ln.strip() and not ln.lstrip().startswith(("#", "import"))]
     assert len(n_lines) == 10, n_lines
+    assert 'uns["split"]["heldout"]' not in code  # absent after split_cells: the README must not need it
+    combos = split_kind == "combinations"
+    if not combos:
+        split_line = next(ln for ln in n_lines if "split_combinations(adata, seed=0)" in ln)
+        assert "split_cells" in split_line  # the line itself points to the alternative
+        code = code.replace("ck.data.split_combinations(adata, seed=0)", "ck.data.split_cells(adata, seed=0)")
     monkeypatch.chdir(tmp_path)
-    ck.data.write_example_screen("screen.h5ad", n_cells=1500, n_genes=180, seed=1)
+    ck.data.write_example_screen("screen.h5ad", n_cells=1500, n_genes=180, seed=1, n_combinations=16 if combos else 0)
     raw = ck.data.read_h5ad("screen.h5ad")
     assert "perturbation" not in raw.obs and not raw.var_names.str.startswith("MT-").any()
     reversed_order = {g for g in raw.obs["guide"].unique() if "+" in g and g.split("+") != sorted(g.split("+"))}
-    assert reversed_order  # the file writes some combinations as B+A
+    assert bool(reversed_order) == combos  # the combination file writes some combinations as B+A
     torch.set_num_threads(1)
     namespace: dict = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         exec(compile(code, "README.md (Your own data)", "exec"), namespace)  # noqa: S102 - the README's own lines
-    adata, metrics, heldout = namespace["adata"], namespace["metrics"], namespace["heldout"]
+    adata, metrics, heldout, split = (namespace[k] for k in ("adata", "metrics", "heldout", "split"))
     # labels canonical, originals kept, combinations in either order are one perturbation
     labels = set(adata.obs["perturbation"].astype(str))
     assert not labels & reversed_order and "control" in labels and "guide" in adata.obs
@@ -69,9 +80,15 @@ def test_readme_own_data_lines_run_on_an_own_layout_screen(tmp_path, monkeypatch
         source["pct_counts_mt"] == "obs['pct_counts_mt_full']" and source["total_counts"] == "obs['total_counts_full']"
     )
     assert not any("computed from the genes in adata" in str(w.message) for w in caught)
-    # held-out combinations have no training cell, whatever order their labels had in the file
-    split = adata.obs["split"].astype(str)
-    assert set(split[adata.obs["perturbation"].isin(heldout)]) == {"test"} and heldout
+    cell_split = adata.obs["split"].astype(str)
+    if combos:  # held-out combinations have no training cell, whatever order their labels had in the file
+        assert split is None and heldout == sorted(map(str, adata.uns["split"]["heldout"]))
+        assert set(cell_split[adata.obs["perturbation"].isin(heldout)]) == {"test"} and heldout
+    else:  # every perturbation keeps training cells and is measured on its test cells only
+        assert "heldout" not in adata.uns["split"] and split == "test"
+        assert heldout == sorted(labels - {"control"})
+        train = set(adata.obs["perturbation"][cell_split == "train"].astype(str))
+        assert set(heldout) <= train
     assert metrics["n_perturbations"] == len(heldout) and -1 <= metrics["ate_pearson"] <= 1
 
 

@@ -144,3 +144,21 @@ def test_split_summary(small_simulation):
     assert (s["n_pass"] + s["n_fail"] == s["n_cells"]).all()
     assert s["n_fail"].sum() == a.obs["artifact_k3"].sum()
     assert s.loc["test", "n_perturbations"] == 4
+
+
+def test_heldout_perturbations_for_either_split_kind():
+    from cradlekit.data import heldout_perturbations
+    from cradlekit.errors import MissingKeyError
+
+    adata = simulate_perturbseq(n_cells=600, n_genes=150, n_single=4, n_combinations=6, true_ate_cells=20, seed=3)
+    with pytest.raises(MissingKeyError, match="split_cells"):
+        heldout_perturbations(adata)
+    split_combinations(adata, seed=0)
+    held, split = heldout_perturbations(adata)
+    assert held == sorted(map(str, adata.uns["split"]["heldout"])) and split is None
+    assert all(isinstance(p, str) for p in held)
+    split_cells(adata, seed=0)  # overwrites: now every perturbation has test cells
+    held, split = heldout_perturbations(adata)
+    labels = adata.obs["perturbation"].astype(str)
+    in_test = set(labels[adata.obs["split"] == "test"])
+    assert split == "test" and held == sorted(in_test - {"control"}) and "heldout" not in adata.uns["split"]

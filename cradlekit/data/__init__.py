@@ -31,11 +31,12 @@ from .perturbations import (
 from .readers import load_dataset, standardize_dataset
 from .simulate import simulate_perturbseq, true_ate_frame
 from .simulate_truth import simulate_clean_cells
-from .splits import split_cells, split_combinations, split_summary
+from .splits import HeldOut, heldout_perturbations, split_cells, split_combinations, split_summary
 
 __all__ = [
     "EXAMPLE_QC_METRICS",
     "DatasetEntry",
+    "HeldOut",
     "canonical_label",
     "canonicalize_labels",
     "counterfactual_matrix",
@@ -43,6 +44,7 @@ __all__ = [
     "dosage_matrix",
     "fetch",
     "get_entry",
+    "heldout_perturbations",
     "is_combination",
     "load_dataset",
     "load_manifest",

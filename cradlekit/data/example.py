@@ -26,7 +26,7 @@ EXAMPLE_QC_METRICS = {
 
 
 def write_example_screen(
-    path: str | os.PathLike, *, n_cells: int = 2000, n_genes: int = 200, seed: int = 0
+    path: str | os.PathLike, *, n_cells: int = 2000, n_genes: int = 200, n_combinations: int = 16, seed: int = 0
 ) -> Path:
     """Simulate a screen (:func:`~cradlekit.data.simulate_perturbseq`) and write it as "own data".
 
@@ -34,8 +34,9 @@ def write_example_screen(
     ----------
     path
         The ``.h5ad`` file written.
-    n_cells, n_genes, seed
+    n_cells, n_genes, n_combinations, seed
         Passed to the simulator; the panel keeps every simulated gene except the ``MT-`` genes.
+        ``n_combinations=0`` writes a single-perturbation screen (one target per cell).
 
     Returns
     -------
@@ -47,7 +48,7 @@ def write_example_screen(
     """
     from ..qc.metrics import compute_metrics
 
-    full = simulate_perturbseq(n_cells=n_cells, n_genes=n_genes, seed=seed)
+    full = simulate_perturbseq(n_cells=n_cells, n_genes=n_genes, n_combinations=n_combinations, seed=seed)
     metrics = compute_metrics(full, warn_missing=False).table
     rng = np.random.default_rng(seed)
     labels = full.obs[PERTURBATION_KEY].astype(str)

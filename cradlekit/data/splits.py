@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -19,10 +20,10 @@ from anndata import AnnData
 from .._keys import SPLIT_KEY
 from .._logging import logger
 from .._validation import check_obs_key
-from ..errors import EmptyPerturbationError
+from ..errors import EmptyPerturbationError, MissingKeyError
 from .perturbations import cell_labels, is_combination, parse_perturbation, perturbation_info
 
-__all__ = ["split_combinations", "split_cells", "split_summary", "SPLITS"]
+__all__ = ["split_combinations", "split_cells", "split_summary", "heldout_perturbations", "HeldOut", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 
@@ -269,3 +270,57 @@ def split_summary(
         out["n_pass"] = out["n_cells"] - out["n_fail"]
         out["fail_fraction"] = out["n_fail"] / out["n_cells"].where(out["n_cells"] > 0)
     return out
+
+
+class HeldOut(NamedTuple):
+    """What :func:`heldout_perturbations` returns (unpacks as ``perturbations, split``)."""
+
+    #: Perturbations to evaluate on, sorted.
+    perturbations: list[str]
+    #: ``split=`` for :func:`cradlekit.evaluate.data_ate`: ``None`` (every cell of a held-out
+    #: combination is a test cell) or ``"test"`` (a cell split: the held-out cells only).
+    split: str | None
+
+
+def heldout_perturbations(adata: AnnData, *, split_key: str = SPLIT_KEY) -> HeldOut:
+    """The perturbations a split holds out, and the cells to measure them on, for either split kind.
+
+    Parameters
+    ----------
+    adata
+        Cells split by :func:`split_combinations` or :func:`split_cells`.
+    split_key
+        The ``obs`` column and ``uns`` entry of the split.
+
+    Returns
+    -------
+    HeldOut
+        ``(perturbations, split)``. After :func:`split_combinations`: the held-out combinations
+        (``uns[split_key]['heldout']``, never seen in training) and ``None``. After
+        :func:`split_cells`: every non-control perturbation with a test cell and ``"test"``; the
+        model saw other cells of each of them, so this measures held-out cells, not unseen
+        perturbations.
+
+    Raises
+    ------
+    cradlekit.errors.MissingKeyError
+        The data has not been split.
+
+    Examples
+    --------
+    >>> heldout, split = heldout_perturbations(adata)                               # doctest: +SKIP
+    >>> data = ck.evaluate.data_ate(adata, perturbations=heldout, split=split)      # doctest: +SKIP
+    """
+    meta = adata.uns.get(split_key)
+    if meta is None or split_key not in adata.obs:
+        raise MissingKeyError(
+            f"adata has no split {split_key!r}: run cradlekit.data.split_combinations(adata) (combinations) or "
+            "cradlekit.data.split_cells(adata) (one target per cell) first"
+        )
+    kind = str(meta.get("kind", "combinations" if "heldout" in meta else "cells"))
+    if kind == "combinations":
+        return HeldOut(sorted(str(p) for p in np.asarray(meta["heldout"]).ravel()), None)
+    key, control = perturbation_info(adata)
+    labels = cell_labels(adata, key, control).to_numpy()
+    in_test = adata.obs[split_key].astype(str).to_numpy() == "test"
+    return HeldOut(sorted({str(p) for p in labels[in_test]} - {str(control)}), "test")
