@@ -160,3 +160,19 @@ def test_concatenated_draws_with_duplicate_names(generated):
     fig = generated_tsne({"m": both}, color="artifact", perplexity=10)
     _, colors = _points(fig.axes[0])
     assert colors.count(ARTIFACT_COLORS["artifact on"]) == colors.count(ARTIFACT_COLORS["artifact off"]) == 40
+
+
+def test_category_colors_stay_distinct_for_many_categories():
+    """No two near-identical colours (CIELAB distance) among 30 or 50 categories, none grey, none near-white."""
+    from matplotlib.colors import to_rgb
+
+    from cradlekit.pl._style import OTHER_COLOR, _lab, category_colors
+
+    for n in (9, 30, 50):
+        colors = category_colors(n)
+        assert len(set(colors)) == n and OTHER_COLOR not in colors
+        lab = _lab(np.array([to_rgb(c) for c in colors]))
+        dist = np.linalg.norm(lab[:, None] - lab[None], axis=2)[np.triu_indices(n, 1)]
+        assert dist.min() > 20, (n, dist.min())  # scanpy's default_28 has two at ~10
+        assert lab[:, 0].max() <= 80.5 and np.hypot(lab[:, 1], lab[:, 2]).min() > 25  # no pastel, no grey
+    assert category_colors(12)[:5] == category_colors(40)[:5]  # stable when categories are added

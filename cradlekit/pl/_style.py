@@ -8,11 +8,12 @@ The Figure 3 colours follow the paper's caption: data blue, generated green, thr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.colors import to_hex
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 
 __all__ = [
@@ -61,20 +62,58 @@ CRITERION_TITLES = {
 }
 
 
-def category_colors(n: int) -> list[str]:
-    """``n`` distinct colours: ``tab10`` up to 10, then scanpy's palettes (as ``sc.pl`` colours categories).
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (D65) of sRGB colours in ``[0, 1]`` (rows)."""
+    c = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = c @ np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+                        [0.0193339, 0.1191920, 0.9503041]]).T / np.array([0.95047, 1.0, 1.08883])  # fmt: skip
+    d = 6.0 / 29.0
+    f = np.where(xyz > d**3, np.cbrt(xyz), xyz / (3 * d * d) + 4.0 / 29.0)
+    return np.stack([116.0 * f[:, 1] - 16.0, 500.0 * (f[:, 0] - f[:, 1]), 200.0 * (f[:, 1] - f[:, 2])], axis=1)
 
-    Up to 20: scanpy's ``default_20``; up to 28: ``default_28``; up to 102: ``default_102`` (all
-    distinct, none grey, so that "other" stays recognisable); beyond that ``turbo`` samples.
+
+#: Length of the distinct palette; more categories than this get ``turbo`` samples.
+_PALETTE_MAX = 256
+
+
+@lru_cache(maxsize=1)
+def _distinct_palette() -> tuple[str, ...]:
+    """Colours in greedy farthest-first order in CIELAB, starting from ``tab10`` without its grey.
+
+    Candidates are an sRGB grid (16 levels per channel) kept to mid lightness (L* 35-80: no
+    near-white pastels that vanish on a white page, no near-black) and to chroma above 30 (no
+    greys, so that :data:`OTHER_COLOR` stays the only grey). Each next colour is the candidate
+    farthest (CIE76 distance) from every colour already chosen, so any prefix of the list is as
+    spread out as this greedy rule makes it.
     """
-    if n <= 10:
-        return [to_hex(c) for c in colormaps["tab10"].colors[:n]]
-    from scanpy.plotting import palettes
+    seeds = [to_hex(c) for c in colormaps["tab10"].colors if to_hex(c) != "#7f7f7f"]
+    levels = np.linspace(0.0, 1.0, 16)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
+    lab = _lab(grid)
+    chroma = np.hypot(lab[:, 1], lab[:, 2])
+    keep = (lab[:, 0] >= 35) & (lab[:, 0] <= 80) & (chroma >= 30)
+    grid, lab = grid[keep], lab[keep]
+    chosen = _lab(np.array([to_rgb(c) for c in seeds]))
+    nearest = np.min(np.linalg.norm(lab[:, None, :] - chosen[None, :, :], axis=2), axis=1)
+    out = list(seeds)
+    while len(out) < _PALETTE_MAX and nearest.max() > 1.0:
+        i = int(np.argmax(nearest))
+        out.append(to_hex(grid[i]))
+        nearest = np.minimum(nearest, np.linalg.norm(lab - lab[i], axis=1))
+    return tuple(out)
 
-    for palette in (palettes.default_20, palettes.default_28, palettes.default_102):
-        colors = [to_hex(c) for c in palette if to_hex(c) != OTHER_COLOR]
-        if n <= len(colors):
-            return colors[:n]
+
+def category_colors(n: int) -> list[str]:
+    """``n`` colours that stay distinguishable as ``n`` grows (30, 50 or more categories).
+
+    The first nine are ``tab10`` without its grey (the colours scanpy and matplotlib users know);
+    the next ones are picked farthest-first in CIELAB among mid-lightness, saturated colours (see
+    ``_distinct_palette``): no two near-identical pastels, none grey (:data:`OTHER_COLOR` marks
+    "other"). Up to 256 colours; beyond that ``turbo`` samples (a legend that long is not read anyway).
+    """
+    palette = _distinct_palette()
+    if n <= len(palette):
+        return list(palette[:n])
     return [to_hex(c) for c in colormaps["turbo"](np.linspace(0.05, 0.95, n))]
 
 
