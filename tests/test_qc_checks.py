@@ -89,3 +89,35 @@ def test_batches_with_different_depth_warn_and_can_have_their_own_thresholds(mak
     assert "differ strongly" not in _label(deep.copy(), batch_key="batch")
     with pytest.raises(ValueError, match="batch_thresholds=True needs batch_key"):
         label_artifacts(deep.copy(), run_scrublet=False, batch_key=None, batch_thresholds=True)
+
+
+def test_scrublet_on_a_small_panel_warns_and_qc_outputs_name_each_metric_source(make_qc_adata):
+    from cradlekit.qc import qc_thresholds
+
+    adata = make_qc_adata(n_cells=300, n_genes=200, seed=2)
+    adata.obs["total_full"] = np.asarray(adata.X.sum(axis=1)).ravel() * 40.0
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        label_artifacts(adata, precomputed={"total_counts": "total_full"}, run_scrublet=True)
+    text = _messages(record)
+    n = int(adata.obs["predicted_doublet"].sum())
+    assert f"scrublet called {n} doublets" in text and "panel of only 200 genes" in text
+    table = qc_thresholds(adata)  # where each thresholded metric came from
+    assert table.loc["total_counts", "source"] == "obs['total_full']"
+    assert table.loc["n_genes", "source"] == "computed from adata.X (200 genes)"
+    assert table.loc["mito", "source"].startswith("computed from adata.X (3 MT- genes)")
+    # precomputed doublet calls: no warning (scrublet did not run on the panel)
+    again = make_qc_adata(n_cells=300, n_genes=200, seed=2)
+    again.obs["doublet_full"] = False
+    text = _label(again, precomputed={"predicted_doublet": "doublet_full"})
+    assert "scrublet called" not in text
+
+
+def test_describe_metric_sources_names_obs_panel_and_skipped_metrics():
+    from cradlekit.qc.checks import describe_metric_sources
+
+    line = describe_metric_sources({"total_counts": "obs['total_counts_full']",
+                                    "n_genes_by_counts": "computed from adata.X (299 genes)",
+                                    "pct_counts_mt": "skipped (no MT- genes)"}, n_genes=299)  # fmt: skip
+    assert line == ("QC metrics from obs: total_counts = obs['total_counts_full']; from the 299 genes in the counts: "
+                    "n_genes_by_counts; skipped: pct_counts_mt")  # fmt: skip

@@ -8,17 +8,24 @@
     Library size, detected genes and %mito computed on a gene panel are not the full-transcriptome
     quantities the MAD rules were designed for: warn when the counts are a small panel or lack
     (most) mitochondrial genes and no full-transcriptome metrics were given.
+:func:`doublet_panel_warning`
+    scrublet scores cells on their highly variable genes: on a panel of a few hundred genes it may
+    call few or no doublets whatever the truth; warn when it ran on such a panel.
+:func:`describe_metric_sources`
+    One line saying which metrics came from ``obs`` columns and which from the genes in the counts.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 
 from .thresholds import MAD_CRITERIA, SIDE, k_label
 
-__all__ = ["cannot_fail", "panel_warning", "SMALL_PANEL_GENES", "MIN_MT_GENES"]
+__all__ = ["cannot_fail", "panel_warning", "doublet_panel_warning", "describe_metric_sources", "SMALL_PANEL_GENES",
+           "MIN_MT_GENES"]
 
 #: Fewer genes than this in the counts is treated as a panel (a full transcriptome has ~20,000).
 SMALL_PANEL_GENES = 1000
@@ -115,3 +122,54 @@ def panel_warning(
     )
     _warn(msg)
     return msg
+
+
+def doublet_panel_warning(*, n_genes: int, n_cells: int, scrublet: Mapping, whole_transcriptome: bool = False) -> str | None:
+    """Warn when scrublet called the doublets on a gene panel too small to support the calls.
+
+    Parameters
+    ----------
+    n_genes, n_cells
+        Genes and cells scrublet scored.
+    scrublet
+        The ``uns['qc']['scrublet']`` record (``source``, ``n_predicted``).
+    whole_transcriptome
+        The counts are known to cover every gene (e.g. simulated data).
+
+    Returns
+    -------
+    str or None
+        The warning text, if one was issued.
+    """
+    if str(scrublet.get("source", "")) != "scanpy.pp.scrublet" or n_genes >= SMALL_PANEL_GENES or whole_transcriptome:
+        return None
+    n = int(scrublet.get("n_predicted", 0))
+    msg = (
+        f"scrublet called {n} doublets ({100.0 * n / max(n_cells, 1):.1f}% of {n_cells} cells) on a panel of only "
+        f"{n_genes} genes. It scores cells on their highly variable genes, and a panel this small may not "
+        "support doublet calls (few or none whatever the true rate). Prefer doublet calls made on the full "
+        "transcriptome (label_artifacts(..., precomputed={'predicted_doublet': column})), or read the doublet "
+        "criterion as unreliable here."
+    )
+    _warn(msg)
+    return msg
+
+
+def describe_metric_sources(metric_source: Mapping, *, n_genes: int) -> str:
+    """One line: which QC metrics came from ``obs`` columns, which from the ``n_genes`` genes of the counts.
+
+    E.g. ``"QC metrics from obs: total_counts = obs['total_counts_full']; from the 299 genes in the
+    counts: pct_counts_ribo, pct_counts_hb; skipped: pct_counts_mt"``.
+    """
+    sources = {str(m): str(src) for m, src in metric_source.items()}
+    from_obs = [f"{m} = {src}" for m, src in sources.items() if src.startswith("obs[")]
+    skipped = [m for m, src in sources.items() if src.startswith("skipped")]
+    computed = [m for m, src in sources.items() if not src.startswith(("obs[", "skipped"))]
+    parts = []
+    if from_obs:
+        parts.append("from obs: " + ", ".join(from_obs))
+    if computed:
+        parts.append(f"from the {n_genes} genes in the counts: " + ", ".join(computed))
+    if skipped:
+        parts.append("skipped: " + ", ".join(skipped))
+    return ("QC metrics " + "; ".join(parts)) if parts else ""

@@ -13,7 +13,7 @@ from .._keys import CRITERIA, QC_UNS_KEY, UNS_KEY, artifact_key, flag_key
 from .._logging import logger
 from .._rows import check_counts_in_chunks
 from .._validation import check_obs_key, get_counts
-from .checks import cannot_fail, panel_warning
+from .checks import cannot_fail, describe_metric_sources, doublet_panel_warning, panel_warning
 from .doublets import SCRUBLET_CHUNK_CELLS, resolve_doublets
 from .genes import GENE_SET_OF_CRITERION
 from .metrics import compute_metrics, counts_description
@@ -134,8 +134,8 @@ def label_artifacts(
     -----
     UserWarning
         A threshold that cannot fail any cell; metrics computed on a small gene panel or on a
-        partial set of MT genes without ``precomputed`` full-transcriptome metrics; per-batch
-        thresholds that differ strongly.
+        partial set of MT genes without ``precomputed`` full-transcriptome metrics; scrublet run
+        on a panel too small to support doublet calls; per-batch thresholds that differ strongly.
 
     Raises
     ------
@@ -183,6 +183,9 @@ def label_artifacts(
         n_genes=adata.n_vars, n_mt_genes=metrics.gene_set_sizes.get("mito", 0), metric_source=metrics.metric_source,
         whole_transcriptome=bool(adata.uns.get(UNS_KEY, {}).get("whole_transcriptome", False)),
     )
+    doublet_panel_warning(n_genes=adata.n_vars, n_cells=adata.n_obs, scrublet=scrub,
+                          whole_transcriptome=bool(meta.get("whole_transcriptome", False)))
+    logger.info(describe_metric_sources(metrics.metric_source, n_genes=adata.n_vars))
     stats, thresholds = compute_thresholds(
         metrics.table, ks_t, skipped=metrics.skipped, mad_zero_guard=mad_zero_guard
     )
@@ -327,7 +330,8 @@ def qc_thresholds(adata: AnnData | Mapping) -> pd.DataFrame:
     -------
     pandas.DataFrame
         One row per MAD criterion (``total_counts``, ``n_genes``, ``mito``, ``ribo``, ``hb``):
-        ``metric`` (the ``obs`` column), ``fails`` (``below`` or ``above``), ``median``, ``mad``,
+        ``metric`` (the ``obs`` column), ``source`` (where its values came from: an ``obs``
+        column such as ``obs['total_counts_full']``, or the genes of the counts), ``fails`` (``below`` or ``above``), ``median``, ``mad``,
         ``scale`` (the MAD, or the MAD = 0 guard's scale), ``scale_kind``, ``skipped`` and
         ``k<k>`` thresholds (NaN when skipped). E.g. ``df.loc["mito", "k3"]``.
 
@@ -346,6 +350,7 @@ def qc_thresholds(adata: AnnData | Mapping) -> pd.DataFrame:
         side = SIDE[criterion]
         row = {
             "metric": s.get("metric", ""),
+            "source": str(qc.get("metric_source", {}).get(s.get("metric", ""), "")),
             "fails": "below" if side == "lower" else "above",
             "median": float(s.get("median", np.nan)),
             "mad": float(s.get("mad", np.nan)),
