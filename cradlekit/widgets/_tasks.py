@@ -171,6 +171,8 @@ class Tasks(T.HasTraits):
     def wait_task(self, timeout: float | None = None) -> bool:
         """Block until a background action ends; return whether none is running."""
         thread = self._task_thread
+        if thread is threading.current_thread():  # asked from the task itself (e.g. while applying its result)
+            return True
         if thread is not None:
             thread.join(timeout)
         return not (thread is not None and thread.is_alive())

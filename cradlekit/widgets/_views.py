@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,7 +81,8 @@ class FigureImage:
 
     def __init__(self, *, dpi: int = 80, scale: int = 2):
         self.dpi, self.scale = dpi, scale
-        self.widget = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto", object_fit="contain"))
+        self.widget = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto", object_fit="contain",
+                                                            display="none"))  # no broken-image icon before a figure
         self.widget.add_class("cradlekit-figure")
         self.figure: Figure | None = None
 
@@ -204,31 +206,42 @@ class Controller(Tasks):
         """The tables the widget shows, by name (exported as CSV)."""
         return {}
 
+    def export_label(self) -> str:
+        """What the current state shows, for export file names (e.g. ``KLF1_k3``); ``""``: none."""
+        return ""
+
     def export(self, name: str) -> list[Path]:
         """Save the current figure (``figure.png``/``.pdf``/``.svg``) or the shown tables (``tables.csv``).
 
-        Files go to :attr:`export_dir` as ``<controller>_<name>``; one CSV per table
-        (``<controller>_<table>.csv``). Returns the paths written.
+        Files go to :attr:`export_dir` as ``<controller>_<what is shown>_<name>`` (e.g.
+        ``perturbationexplorer_KLF1_k3_figure.png``; one CSV per table, ``..._<table>.csv``) and
+        never overwrite: a second export of the same view gets ``_2``, ``_3``... CSV numbers keep 6
+        significant digits. Returns the paths written.
         """
         out = Path(self.export_dir)
         out.mkdir(parents=True, exist_ok=True)
-        stem = type(self).__name__.lower()
+        label = re.sub(r"[^A-Za-z0-9.+=-]+", "_", self.export_label()).strip("_")[:60]
+        stem = "_".join(filter(None, [type(self).__name__.lower(), label]))
         suffix = Path(name).suffix.lower()
         if suffix == ".csv":
             tables = self.tables()
             if not tables:
                 raise ValueError("this widget shows no table yet")
-            paths = []
-            for table_name, table in tables.items():
-                path = out / f"{stem}_{table_name}.csv"
-                table.to_csv(path)
-                paths.append(path)
-            return paths
-        if suffix not in (".png", ".pdf", ".svg"):
+            names = [f"{stem}_{table_name}" for table_name in tables]
+        elif suffix in (".png", ".pdf", ".svg"):
+            names = [f"{stem}_{Path(name).stem}"]
+        else:
             raise ValueError(f"export {name!r}: use figure.png, figure.pdf, figure.svg or tables.csv")
-        path = out / f"{stem}_{name}"
-        self.static_figure().savefig(path, dpi=150, bbox_inches="tight")
-        return [path]
+        number = 1
+        while any((out / f"{n}{'' if number == 1 else f'_{number}'}{suffix}").exists() for n in names):
+            number += 1
+        paths = [out / f"{n}{'' if number == 1 else f'_{number}'}{suffix}" for n in names]
+        if suffix == ".csv":
+            for path, table in zip(paths, tables.values(), strict=True):
+                table.to_csv(path, float_format="%.6g")
+        else:
+            self.static_figure().savefig(paths[0], dpi=150, bbox_inches="tight")
+        return paths
 
     def _make_view(self) -> View:  # pragma: no cover - abstract
         raise NotImplementedError

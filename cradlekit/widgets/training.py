@@ -13,6 +13,7 @@ import numpy as np
 import traitlets as T
 from anndata import AnnData
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..model import PerturbationModel
 from ..module import MODELS
@@ -173,9 +174,13 @@ class TrainingController(Controller):
             return False
         if self.model is not None and self.history and not replace:
             self.confirm_replace = True
+            finished = self._finished_note()
+            resume = ("or Resume to continue it" if not finished else
+                      f"it finished at epoch {self.epoch}, so Resume continues it only after you raise max epochs"
+                      f"{' and patience' if self.train_info.get('stopped_early') else ''}")  # fmt: skip
             set_message(self, f"A model is already trained ({self.epoch} epochs, checkpoint {self.checkpoint_path}). "
                         "Starting again trains a new model and replaces it here and in the widgets using it (its "
-                        "checkpoint is kept): press 'Replace model' to confirm, or Resume to continue it.",
+                        f"checkpoint is kept): press 'Replace model' to confirm; {resume}.",
                         "warning")  # fmt: skip
             return False
         self.confirm_replace = False
@@ -371,6 +376,7 @@ def draw_losses(ax_elbo, ax_j2, history: list[dict]) -> None:
         if x.size:
             ax_j2.plot(x, y, color=color, ls=ls, marker="." if x.size < 30 else None, label=split)
     for ax in (ax_elbo, ax_j2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: no 0.5 ticks on a short run
         if ax.lines:
             ax.legend(fontsize="small")
     if not ax_j2.lines:
