@@ -21,7 +21,7 @@ from ..qc import apply_thresholds, read_qc_uns
 from ..qc.thresholds import SIDE, k_label
 from . import _style as st
 
-__all__ = ["qc_violins"]
+__all__ = ["qc_violins", "panel_view"]
 
 DoubletMode = Literal["auto", "score", "fraction"]
 #: x range of a panel (sets at x = 1 and 2) and half the width a set's threshold segment covers.
@@ -151,7 +151,7 @@ def qc_violins(
     data_view = data
     if "panel" in record and str(gen.uns.get("qc", {}).get("basis", "")) == "panel":
         # the generated cells were judged on the modelled genes only: show the data on that basis too
-        data_view = _panel_view(data, k)
+        data_view = panel_view(data, k)
         thresholds = data_view.uns["qc"]["thresholds"][k_label(k)]
     d_cells, g_cells = data_view[d_mask], gen[g_mask]
 
@@ -197,7 +197,7 @@ def qc_violins(
     return fig
 
 
-def _panel_view(data: AnnData, k: float) -> AnnData:
+def panel_view(data: AnnData, k: float) -> AnnData:
     """The data's cells with QC metrics of the modelled genes only and the panel thresholds.
 
     Used when the data were labelled with full-transcriptome metrics from ``obs`` but generated

@@ -11,7 +11,10 @@ from .._keys import CRITERIA, artifact_key, flag_key
 from ._latent_draw import gene_values
 from ._views import DATA_COLOR, GENERATED_COLOR
 
-__all__ = ["criteria_table", "doublet_statement", "gene_violins"]
+__all__ = ["criteria_table", "doublet_statement", "gene_violins", "LABELS_COLUMN"]
+
+#: Column of :func:`criteria_table` with the observed cells on their own QC labels (another basis).
+LABELS_COLUMN = "data pass % (data's labels)"
 
 _MAD = tuple(c for c in CRITERIA if c != "doublet")
 
@@ -35,11 +38,15 @@ def _rates(cells: AnnData, k: float) -> dict[str, float]:
     return out
 
 
-def criteria_table(generated: AnnData, data: AnnData | None, k: float) -> pd.DataFrame:
-    """% passing per criterion at ``k``: generated cells vs the observed cells of the same perturbation."""
+def criteria_table(generated: AnnData, data: AnnData | None, k: float, *, labelled: AnnData | None = None) -> pd.DataFrame:
+    """% passing per criterion at ``k``: generated cells vs the observed cells of the same perturbation,
+    both on one QC basis; ``labelled``: the same observed cells on their own QC labels (another basis),
+    as a third column :data:`LABELS_COLUMN`."""
     table = pd.DataFrame({"generated pass %": pd.Series(_rates(generated, k))})
     data_rates = _rates(data, k) if data is not None and data.n_obs else {}
     table["data pass %"] = pd.Series(data_rates).reindex(table.index) if data_rates else np.nan
+    if labelled is not None and labelled.n_obs:
+        table[LABELS_COLUMN] = pd.Series(_rates(labelled, k)).reindex(table.index)
     table.index.name = "criterion"
     return table
 

@@ -23,17 +23,20 @@ class PerturbationView(View):
         super().__init__(controller)
         c = controller
         self.picker = W.Combobox(options=tuple(c.options), placeholder="KLF1 or CEBPA+KLF1", description="perturbation",
-                                 ensure_option=False, continuous_update=False, style=_WIDE)  # fmt: skip
-        self.compose = W.SelectMultiple(options=c.available_targets, description="or targets", rows=5, style=_WIDE)
+                                 ensure_option=False, continuous_update=False, style=_WIDE,
+                                 layout=W.Layout(width="250px"))  # fmt: skip
+        self.compose = W.SelectMultiple(options=c.available_targets, description="or targets", rows=5, style=_WIDE,
+                                        layout=W.Layout(width="210px"))  # fmt: skip
         self.artifact = W.ToggleButton(description="artifact on", icon="bolt")
         try:
             ks = [float(k) for k in np.asarray(read_qc_uns(c.adata)["ks"]).ravel()]
         except ValueError:
             ks = [c.k]
-        self.k = W.Dropdown(options=[(f"{k:g}", k) for k in ks], description="k", style=_WIDE)
-        self.n = W.BoundedIntText(min=1, max=100_000, description="cells", style=_WIDE)
-        self.library = W.ToggleButtons(options=[("1e4 (paper)", "1e4"), ("data median", "data")],
-                                       description="library size", style=_WIDE)  # fmt: skip
+        self.k = W.Dropdown(options=[(f"{k:g}", k) for k in ks], description="k", style=_WIDE,
+                            layout=W.Layout(width="250px"))  # fmt: skip
+        self.n = W.BoundedIntText(min=1, max=100_000, description="cells", style=_WIDE, layout=W.Layout(width="250px"))
+        self.library = W.ToggleButtons(options=[("data median", "data"), ("1e4 (paper)", "1e4")],
+                                       description="library size", style={**_WIDE, "button_width": "100px"})  # fmt: skip
         self.button = W.Button(description="Generate", icon="play", button_style="primary")
         for name, widget in (("perturbation", self.picker), ("artifact", self.artifact), ("n", self.n),
                              ("library_size", self.library)):  # fmt: skip
@@ -52,6 +55,8 @@ class PerturbationView(View):
         self.gene_image = FigureImage()
         self.summary = W.HTML()
         self.summary.add_class("cradlekit-perturbation-summary")
+        self.basis = W.HTML()
+        self.basis.add_class("cradlekit-perturbation-basis")
         self.criteria = W.HTML()
         self.criteria.add_class("cradlekit-perturbation-criteria")
         self.genes = W.HTML()
@@ -62,8 +67,9 @@ class PerturbationView(View):
         self._on_busy()
         self.root = W.VBox([
             W.HBox([W.VBox([self.picker, self.k, self.n]), self.compose,
-                    W.VBox([self.artifact, self.button, self.library])]),
-            self.busy_box, self.message, self.summary, self.criteria,
+                    W.VBox([W.HBox([self.artifact, self.button]), self.library])],
+                   layout=W.Layout(flex_flow="row wrap")),  # a narrow notebook (file browser open): wrap, never clip
+            self.busy_box, self.message, self.summary, self.basis, self.criteria,
             W.HBox([self.image.widget, self.genes], layout=W.Layout(flex_flow="row wrap")),
             W.HBox([self.gene, self.gene_image.widget], layout=W.Layout(flex_flow="row wrap")),
             self.export_bar,
@@ -106,6 +112,7 @@ class PerturbationView(View):
         self.picker.options = tuple(c.options)
         if tuple(self.compose.options) != tuple(c.available_targets):  # e.g. a TrainingController's new model
             self.compose.options = tuple(c.available_targets)
+        self.basis.value = f"<small>{html.escape(c.basis_note)}</small>"
         if c.generated is None:
             self.summary.value, self.genes.value, self.criteria.value = "", "", ""
             self.image.show(c.static_figure())
@@ -131,9 +138,13 @@ def headline_html(c) -> str:
     gen_artifact = bool(c.generated.uns.get("generation", {}).get("artifact", False))
     table = c.criteria
     data_mad = c.qc_pass.get("data_mad", float("nan"))
+    labels_mad = c.qc_pass.get("data_labels_mad", float("nan"))
     gen_doublet = table.loc["doublet", "generated pass %"]
     data_doublet = table.loc["doublet", "data pass %"]
-    data_part = "" if not np.isfinite(data_mad) else f" (data: {100 * data_mad:.1f}%)"
+    data_part = "" if not np.isfinite(data_mad) else f" (data: {100 * data_mad:.1f}%"
+    if data_part and np.isfinite(labels_mad):  # the other basis, named
+        data_part += f" on the same {c.adata.n_vars}-gene basis; {100 * labels_mad:.1f}% on its own QC labels"
+    data_part += ")" if data_part else ""
     if c._scrublet_ran:
         doublet = f"scrublet flags {100 - gen_doublet:.1f}% of generated cells as doublets" + (
             "" if not np.isfinite(data_doublet) else f" (data: {100 - data_doublet:.1f}%)")

@@ -8,7 +8,12 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-__all__ = ["group_pass_table", "threshold_note", "references_note"]
+__all__ = ["group_pass_table", "threshold_note", "references_note", "categorical_columns", "is_categorical"]
+
+#: Most distinct values of a column that is offered for grouping (a per-group table longer than this
+#: is not read) and most distinct integers still taken as categories (batch 1, 2, 3...).
+MAX_GROUPS = 500
+MAX_INTEGER_CATEGORIES = 30
 
 
 def group_pass_table(
@@ -55,6 +60,29 @@ def group_pass_table(
     if sort_by not in table.columns:
         raise ValueError(f"sort_by must be {by!r} or one of {list(table.columns)}, got {sort_by!r}")
     return table.sort_values(sort_by, ascending=ascending, kind="stable")
+
+
+def is_categorical(values: pd.Series) -> bool:
+    """Categorical, string, boolean, or integer with at most :data:`MAX_INTEGER_CATEGORIES` distinct values."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(dtype):
+        return True
+    if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
+        return True
+    if pd.api.types.is_integer_dtype(dtype):
+        return values.nunique() <= MAX_INTEGER_CATEGORIES
+    return False
+
+
+def categorical_columns(obs: pd.DataFrame) -> list[str]:
+    """``obs`` columns that group cells (see :func:`is_categorical`) into 2 to :data:`MAX_GROUPS` groups.
+
+    The split and perturbation come first when present; QC flag columns (``qc_fail_*``) last.
+    """
+    found = [str(c) for c in obs.columns if is_categorical(obs[c]) and 2 <= obs[c].nunique() <= MAX_GROUPS]
+    first = [c for c in ("perturbation", "split") if c in found]
+    flags = [c for c in found if c.startswith("qc_fail_")]
+    return first + [c for c in found if c not in first and c not in flags] + flags
 
 
 def threshold_note(criterion: str, threshold: float, side: str) -> str:

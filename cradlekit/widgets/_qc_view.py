@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import TYPE_CHECKING
 
 import ipywidgets as W
@@ -9,6 +10,7 @@ import numpy as np
 import traitlets as T
 
 from .._keys import CRITERIA
+from ._basis import basis_name
 from ._views import FigureImage, View, frame_html, table_html
 
 if TYPE_CHECKING:  # annotations only: no import cycle at run time
@@ -45,10 +47,20 @@ class QCExplorerView(View):
         self.reload = W.Button(description="Reload QC", icon="refresh")
         self.reload.on_click(lambda _: c.refresh())
         columns = ["pass %", "cells", *(f"{x} fail %" for x in CRITERIA)]
-        group_options = [g for g in ("perturbation", "split") if g in c.adata.obs.columns] or [c.group_by]
-        self.group_by = W.ToggleButtons(
-            options=group_options, description="pass rates per", style={"description_width": "initial"}
-        )
+        group_options = c.group_options or [c.group_by]
+        if c.group_by not in group_options:
+            group_options = [c.group_by, *group_options]
+        self.group_by = W.Dropdown(options=group_options, description="pass rates per", style={"description_width": "initial"},
+                                   layout=W.Layout(width="320px"))  # any categorical obs column  # fmt: skip
+        self.group_by.add_class("cradlekit-qc-group-by")
+        short = {"reference": "data's QC metrics", "panel": f"{c.adata.n_vars}-gene panel"}
+        self.basis = W.ToggleButtons(options=[(short[b], b) for b in c.bases],
+                                     value=c.basis, description="QC basis", style={"description_width": "initial"},
+                                     tooltips=[basis_name(c.adata, b) if c.ready else b for b in c.bases],
+                                     layout=W.Layout(display="" if len(c.bases) > 1 else "none"))  # fmt: skip
+        T.link((c, "basis"), (self.basis, "value"))
+        self.basis_note = W.HTML()
+        self.basis_note.add_class("cradlekit-qc-basis")
         self.sort_by = W.Dropdown(options=[c.group_by, *columns], description="sort by", layout=W.Layout(width="240px"))
         self.ascending = W.ToggleButton(description="ascending", icon="sort-amount-asc", value=c.ascending)
         for name in ("group_by", "sort_by", "ascending"):
@@ -61,12 +73,14 @@ class QCExplorerView(View):
         c.observe(self._render_groups, names="table_revision")
         self._render()
         self.root = W.VBox([
-            W.HBox([self.preset, self.slider]),
+            W.HBox([self.preset, self.slider], layout=W.Layout(flex_flow="row wrap")),
+            self.basis,
+            self.basis_note,
             self.total,
             W.HBox([self.table, self.image.widget], layout=W.Layout(flex_flow="row wrap")),  # narrow pages: wrap
             W.HBox([self.write, self.reload]),
             self.message,
-            W.HBox([self.group_by, self.sort_by, self.ascending]),
+            W.HBox([self.group_by, self.sort_by, self.ascending], layout=W.Layout(flex_flow="row wrap")),
             self.groups,
             self.export_bar,
         ])  # fmt: skip
@@ -94,15 +108,25 @@ class QCExplorerView(View):
         with self.drawing(f"drawing the six criteria at k = {c.k:g}"):
             self.image.show(c.static_figure())  # first: the total below is what readers (and tests) watch
         rows = []
+        other = [b for b in c.bases if b != c.basis]
+        both = c.bases_table() if other else None
         for criterion in (*CRITERIA, "any"):
             t = c.thresholds.get(criterion, float("nan"))
             cnt = c.counts[criterion]
             label = "all (a_i = 0)" if criterion == "any" else criterion
             shown = "skipped" if criterion in c.skipped else ("—" if not np.isfinite(t) else f"{t:.4g}")
             note = c.threshold_notes.get(criterion, "")
-            rows.append([label, shown + (f" <small title='{note}'>({note})</small>" if note else ""),
-                         cnt["n_pass"], cnt["n_fail"]])  # fmt: skip
-        self.table.value = table_html(rows, ["criterion", "threshold", "pass", "fail"])
+            row = [label, shown + (f" <small title='{note}'>({note})</small>" if note else ""), cnt["n_pass"],
+                   cnt["n_fail"]]  # fmt: skip
+            if both is not None:  # the other basis beside it
+                t2 = both.loc[criterion, f"threshold ({other[0]})"]
+                row += ["—" if not np.isfinite(t2) else f"{t2:.4g}", int(both.loc[criterion, f"pass ({other[0]})"])]
+            rows.append(row)
+        header = ["criterion", f"threshold ({c.basis})", "pass", "fail"]
+        if other:
+            header += [f"threshold ({other[0]})", f"pass ({other[0]})"]
+        self.table.value = table_html(rows, header)
+        self.basis_note.value = f"<small>{html.escape(c.basis_note)}</small>"
         self._render_groups()
         pct = 100.0 * c.n_pass / max(c.n_cells, 1)
         self.total.value = (

@@ -15,10 +15,13 @@ from ..data import canonical_label, parse_perturbation
 from ..evaluate import data_ate, model_ate
 from ..model import PerturbationModel
 from ..pl import qc_violins
+from ..errors import MissingKeyError
+from ..pl.qc_violins import panel_view
 from ..qc import apply_thresholds, pass_fraction, read_qc_uns
 from ..qc.thresholds import k_label
+from ._basis import basis_name, basis_sentence, has_panel
 from ._messages import EMPTY_SELECTION, NO_MODEL, NOT_TRAINED, _log_sink, capture_logs, report_errors, set_message
-from ._perturbation_tables import criteria_table, doublet_statement, gene_groups, gene_violins
+from ._perturbation_tables import LABELS_COLUMN, criteria_table, doublet_statement, gene_groups, gene_violins
 from ._views import Controller, new_figure
 
 __all__ = ["PerturbationExplorer"]
@@ -66,14 +69,23 @@ class PerturbationExplorer(Controller):
     qc_pass : dict
         Fractions passing QC at ``k``: ``generated`` / ``data`` (all six criteria) and
         ``generated_mad`` / ``data_mad`` (the five MAD criteria, the headline: scrublet on a few
-        hundred generated cells alone flags a third of them, see :attr:`doublet_note`).
+        hundred generated cells alone flags a third of them, see :attr:`doublet_note`), the data
+        on the same basis as the generated cells (:attr:`basis`); with two bases also
+        ``data_labels`` / ``data_labels_mad``: the data on its own QC labels.
+    basis : str
+        The QC basis of the comparison: ``"panel"`` when the data's labels used metrics from
+        ``obs`` (generated cells have only the genes in the counts, so both sets are judged on
+        metrics and thresholds recomputed on them), else ``"reference"``. Stated in the widget
+        (:attr:`basis_note`).
     criteria : pandas.DataFrame
-        % passing each criterion, the five MAD criteria and all six, generated vs data.
+        % passing each criterion, the five MAD criteria and all six: generated vs data on one
+        basis, and (two bases) the data on its own labels beside them.
     doublet_note : str
         How the doublets of the generated cells were judged.
-    library_size : {"1e4", "data"}
-        Library size of the generated cells: the paper's ``1e4`` or the data's median total counts
-        (the UMI panel says which; with ``1e4`` generated cells sit far above a typical data median).
+    library_size : {"data", "1e4"}
+        Library size of the generated cells: the data's median total counts (default, so that
+        counts-based metrics compare like with like) or the paper's ``1e4`` (generated cells then
+        sit far above a panel's median). Every view states it.
     gene : str
         Gene of :meth:`gene_figure` (violins of data vs generated).
     top_genes : pandas.DataFrame
@@ -96,7 +108,7 @@ class PerturbationExplorer(Controller):
     top_n = T.Int(10)
     run_scrublet = T.Bool(True)
     library_size = T.Enum(
-        ("1e4", "data"), default_value="1e4", help="generated library size: the paper's 1e4 or the data median"
+        ("data", "1e4"), default_value="data", help="generated library size: the data median or the paper's 1e4"
     )
     gene = T.Unicode("", help="gene for the data-vs-generated violins")
     auto_update = T.Bool(True)
@@ -117,6 +129,7 @@ class PerturbationExplorer(Controller):
         self.result_library_size = float("nan")
         self._last_settings: dict[str, Any] = {}
         self._figure_cache: Figure | None = None
+        self._data_on_basis: dict[float, AnnData] = {}
         super().__init__(**traits)
         if perturbation:
             self.perturbation = perturbation
@@ -182,6 +195,31 @@ class PerturbationExplorer(Controller):
             return None
         return model
 
+    @property
+    def basis(self) -> str:
+        """QC basis of the comparison (``"panel"`` when the data's labels used ``obs`` metrics)."""
+        return "panel" if has_panel(self.adata) else "reference"
+
+    @property
+    def basis_note(self) -> str:
+        """The comparison's QC basis in words (shown in the widget)."""
+        try:
+            text = basis_sentence(self.adata, self.basis)
+        except MissingKeyError:
+            return ""
+        if self.basis == "panel":
+            text += (" The data's own labels (full-transcriptome metrics) are shown beside it, marked "
+                     "'data's labels'.")  # fmt: skip
+        return text
+
+    def _data_view(self, k: float) -> AnnData:
+        """The observed cells labelled on the comparison's basis at ``k`` (cached)."""
+        if self.basis != "panel":
+            return self.adata
+        if k not in self._data_on_basis:
+            self._data_on_basis[k] = panel_view(self.adata, k)
+        return self._data_on_basis[k]
+
     # ------------------------------------------------------------------ actions
     @property
     def data_library_size(self) -> float:
@@ -231,6 +269,7 @@ class PerturbationExplorer(Controller):
                 gen = apply_thresholds(gen, self.adata, ks=[settings["k"]], run_scrublet=False, copy=True)
                 ran, note = False, "scrublet could not score these cells, so the doublet criterion is skipped"
             token.check()
+            self._data_view(settings["k"])  # the data on the generated cells' basis, computed here (slow part)
             return gen, ran, note, self._top_genes(gen, label, control, settings["k"])
 
         def apply(result):
@@ -239,8 +278,9 @@ class PerturbationExplorer(Controller):
             self._scrublet_ran = ran
             in_data = self._data_mask(label)
             gen_cells = gen[gen.obs["perturbation"].astype(str).to_numpy() == label]
-            data_cells = self.adata[in_data] if in_data.any() else None
-            self.criteria = criteria_table(gen_cells, data_cells, k)
+            data_cells = self._data_view(k)[in_data] if in_data.any() else None
+            labels = self.adata[in_data] if in_data.any() and self.basis == "panel" else None
+            self.criteria = criteria_table(gen_cells, data_cells, k, labelled=labels)
             table = self.criteria
             self.qc_pass = {
                 "generated": pass_fraction(gen_cells, k),
@@ -248,6 +288,9 @@ class PerturbationExplorer(Controller):
                 "generated_mad": table.loc["five MAD criteria", "generated pass %"] / 100.0,
                 "data_mad": table.loc["five MAD criteria", "data pass %"] / 100.0,
             }
+            if LABELS_COLUMN in table:
+                self.qc_pass["data_labels"] = table.loc["all six (QCPR)", LABELS_COLUMN] / 100.0
+                self.qc_pass["data_labels_mad"] = table.loc["five MAD criteria", LABELS_COLUMN] / 100.0
             self.doublet_note = doublet_statement(gen, gen.n_obs, ran)
             self.top_genes, self.generated, self.label, self.result_k = top, gen, label, k
             self.result_library_size = library
@@ -289,7 +332,12 @@ class PerturbationExplorer(Controller):
         control = self.control_label
         groups = gene_groups(self.adata, self._data_mask(self.label), self._data_mask(control), self.generated,
                              self.label, control, self.gene)  # fmt: skip
-        return gene_violins(groups, self.gene, f"{self.gene}: data (blue) vs generated (green)")
+        return gene_violins(groups, self.gene, f"{self.gene}: data (blue) vs generated (green, library size "
+                                                f"{self.result_library_size:,.0f})")
+
+    def export_label(self) -> str:
+        return f"{self.label}_k{k_label(self.result_k)[1:]}_artifact-{'on' if self.artifact else 'off'}" \
+            if self.generated is not None else ""  # fmt: skip
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The tables the widget shows, by name (exported as CSV); empty before there is a result."""
@@ -340,6 +388,9 @@ class PerturbationExplorer(Controller):
                          f"k = {self.result_k:g}")  # fmt: skip
         note = (f"generated cells: library size {self.result_library_size:,.0f} "
                 f"(data median {self.data_library_size:,.0f})")  # fmt: skip
+        if fig._suptitle is not None:
+            fig.suptitle(f"{fig._suptitle.get_text()}\non {basis_name(self.adata, self.basis)}"
+                         f"{' (both sets)' if self.basis == 'panel' else ''}")  # fmt: skip
         for ax in fig.axes:
             if ax.get_title().startswith(("UMI", "total_counts")):
                 ax.text(0.5, -0.02, note, transform=ax.transAxes, ha="center", va="top", fontsize="x-small",

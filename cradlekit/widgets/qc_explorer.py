@@ -12,21 +12,19 @@ import traitlets as T
 from anndata import AnnData
 from matplotlib.figure import Figure
 
-from .._keys import CRITERIA  # the six criteria in display order (doublet: scrublet's call)
+from .._keys import CRITERIA, METRIC_OF_CRITERION  # the six criteria in display order (doublet: scrublet's call)
 from ..errors import MissingKeyError
 from ..qc import label_artifacts, qc_summary, read_qc_uns
 from ..qc.thresholds import SIDE, fails, k_label, mad_threshold, robust_scale
+from ._basis import BASES, basis_name, basis_sentence, has_panel, panel_metrics
 from ._messages import NO_QC_LABELS, report_errors, set_message
-from ._qc_tables import group_pass_table, references_note, threshold_note
+from ._qc_tables import categorical_columns, group_pass_table, references_note, threshold_note
+from ._qc_draw import qc_figure
 from ._qc_view import QCExplorerView
-from ._views import FAIL_COLOR, PASS_COLOR, THRESHOLD_COLOR, Controller
+from ._views import Controller
 
 __all__ = ["QCExplorer", "CRITERIA"]
 
-_METRIC = {
-    "total_counts": "total_counts", "n_genes": "n_genes_by_counts", "mito": "pct_counts_mt",
-    "ribo": "pct_counts_ribo", "hb": "pct_counts_hb", "doublet": "predicted_doublet",
-}  # fmt: skip
 _OBS_SOURCE = re.compile(r"""^obs\[(['"])(.+)\1\]$""")
 _LAYER = re.compile(r"""^adata\.layers\[(['"])(.+)\1\]$""")
 
@@ -65,8 +63,15 @@ class QCExplorer(Controller):
     written_key : str
         ``obs`` column of ``a_i`` written by the last :meth:`write_labels` (e.g. ``artifact_k3p5``),
         ready for ``PerturbationModel(adata, artifact_key=...)``.
+    basis : {"reference", "panel"}
+        QC basis shown: the data's QC labels (``"reference"``: the metrics ``label_artifacts``
+        used, e.g. full-transcriptome columns of ``obs``) or, when those came from ``obs``, the
+        metrics and thresholds recomputed on the genes in the counts (``"panel"``, the basis
+        generated cells are judged on). :attr:`basis_note` says which, :meth:`bases_table` shows
+        both side by side. Labels are always written on the reference basis.
     group_by : str
-        ``obs`` column of :meth:`group_table` (``"perturbation"``; ``"split"``...).
+        Any categorical ``obs`` column for :meth:`group_table` (``"perturbation"``, ``"split"``,
+        a batch...; :attr:`group_options` lists them).
     sort_by, ascending
         Sort of :meth:`group_table` (``"pass %"`` ascending: the most affected groups first).
 
@@ -87,6 +92,7 @@ class QCExplorer(Controller):
     written_key = T.Unicode("", help="obs column written by write_labels")
     ready = T.Bool(False, help="whether adata has QC labels")
     revision = T.Int(0, help="incremented after every update of the counts (views redraw on it)")
+    basis = T.Enum(BASES, default_value="reference")
     group_by = T.Unicode("perturbation")
     sort_by = T.Unicode("pass %")
     ascending = T.Bool(True)
@@ -102,6 +108,7 @@ class QCExplorer(Controller):
         self._any_fail = np.zeros(adata.n_obs, dtype=bool)
         self._values: dict[str, np.ndarray] = {}
         self._stats: dict[str, tuple[float, float]] = {}
+        self._bases: dict[str, tuple[dict, dict, dict]] = {}
         self.n_cells = int(adata.n_obs)
         self.set_trait("k", float(k))
         self.refresh()
@@ -118,10 +125,42 @@ class QCExplorer(Controller):
     def _on_k(self, change) -> None:
         self._update()
 
+    @T.validate("basis")
+    def _valid_basis(self, proposal):
+        if proposal["value"] == "panel" and not has_panel(self.adata):
+            raise T.TraitError("basis='panel' needs QC labels made with metrics from obs (uns['qc']['panel'])")
+        return proposal["value"]
+
+    @T.observe("basis")
+    def _on_basis(self, change) -> None:
+        if self.ready and change["new"] in self._bases:
+            self._values, self._stats, _ = self._bases[change["new"]]
+            self._update()
+
+    @property
+    def bases(self) -> list[str]:
+        """The QC bases this data has (``["reference"]``, or both when its labels used ``obs`` metrics)."""
+        return ["reference", "panel"] if has_panel(self.adata) else ["reference"]
+
+    @property
+    def basis_note(self) -> str:
+        """The shown basis in words, and where each metric came from (shown above the figure)."""
+        return basis_sentence(self.adata, self.basis) if self.ready else ""
+
+    @property
+    def metric_sources(self) -> dict[str, str]:
+        """``{criterion: where its metric came from}`` on the shown basis (``obs[...]`` or the counts)."""
+        return dict(self._bases[self.basis][2]) if self.ready and self.basis in self._bases else {}
+
+    @property
+    def group_options(self) -> list[str]:
+        """Categorical ``obs`` columns the per-group table can use."""
+        return categorical_columns(self.adata.obs)
+
     def refresh(self) -> None:
         """Re-read ``uns['qc']`` and the metric columns (e.g. after running ``label_artifacts``)."""
         self.ready = False
-        self._values, self._stats = {}, {}
+        self._values, self._stats, self._bases = {}, {}, {}
         try:
             record = read_qc_uns(self.adata)
         except MissingKeyError:
@@ -130,7 +169,10 @@ class QCExplorer(Controller):
             self.revision += 1
             return
         with report_errors(self, "read the QC labels"):
-            self._values, self._stats = self._read(record)
+            self._bases = {b: self._read(record, b) for b in self.bases}
+            if self.basis not in self._bases:
+                self.set_trait("basis", "reference")
+            self._values, self._stats, _ = self._bases[self.basis]
             self.ready = True
         if self.ready:
             self._update()
@@ -138,19 +180,27 @@ class QCExplorer(Controller):
             self.thresholds, self.counts, self.n_pass = {}, {}, 0
             self.revision += 1
 
-    def _read(self, record: Mapping) -> tuple[dict[str, np.ndarray], dict[str, tuple[float, float]]]:
-        """Metric values per criterion and ``(median, scale)`` per MAD criterion."""
+    def _read(self, record: Mapping, basis: str = "reference") -> tuple[dict, dict, dict]:
+        """Metric values per criterion, ``(median, scale)`` per MAD criterion, and each metric's source."""
         skipped = {str(s) for s in np.asarray(record["skipped"]).tolist()}
-        stored = record.get("stats", {})
+        source = record["panel"] if basis == "panel" else record
+        stored = source.get("stats", {})
+        sources = {c: str(dict(source.get("metric_source", {})).get(METRIC_OF_CRITERION[c], "")) for c in CRITERIA}
+        panel = panel_metrics(self.adata) if basis == "panel" else None
+        if panel is not None:  # criteria without genes in the counts are skipped on the panel basis
+            skipped |= {c for c in CRITERIA if c != "doublet" and str(stored.get(c, {}).get("scale_kind")) == "skipped"}
         guard = bool(record.get("mad_zero_guard", True))
         values, stats = {}, {}
         for criterion in CRITERIA:
-            column = _METRIC[criterion]
+            column = METRIC_OF_CRITERION[criterion]
             if criterion in skipped:
                 continue
-            if column not in self.adata.obs.columns:
-                raise MissingKeyError(f"adata.obs[{column!r}] not found: run cradlekit.qc.label_artifacts again")
-            values[criterion] = np.asarray(self.adata.obs[column], dtype=np.float64)
+            if panel is not None and column in panel.columns:
+                values[criterion] = panel[column].to_numpy(dtype=np.float64)
+            else:
+                if column not in self.adata.obs.columns:
+                    raise MissingKeyError(f"adata.obs[{column!r}] not found: run cradlekit.qc.label_artifacts again")
+                values[criterion] = np.asarray(self.adata.obs[column], dtype=np.float64)
             if criterion == "doublet":
                 continue
             s = stored.get(criterion)
@@ -159,37 +209,56 @@ class QCExplorer(Controller):
             else:  # no stored statistics: the same robust scale, computed here
                 rs = robust_scale(values[criterion], mad_zero_guard=guard)
                 stats[criterion] = (rs.median, rs.scale)
-        return values, stats
+        return values, stats, sources
+
+    def _judge(self, values: dict, stats: dict) -> tuple[dict, dict, np.ndarray]:
+        """Thresholds at ``k``, failing cells per criterion and failing any, for one basis."""
+        thresholds, failed = {}, {}
+        any_fail = np.zeros(self.n_cells, dtype=bool)
+        for criterion in CRITERIA:
+            v = values.get(criterion)
+            if v is None:  # skipped in the stored QC
+                thresholds[criterion], failed[criterion] = float("nan"), np.zeros(self.n_cells, dtype=bool)
+            elif criterion == "doublet":
+                thresholds[criterion], failed[criterion] = float("nan"), v.astype(bool)
+            else:
+                median, scale = stats[criterion]
+                thresholds[criterion] = t = mad_threshold(median, scale, self.k, SIDE[criterion])
+                failed[criterion] = fails(v, t, SIDE[criterion])
+            any_fail |= failed[criterion]
+        return thresholds, failed, any_fail
 
     def _update(self) -> None:
         if not self.ready:
             return
-        thresholds, counts = {}, {}
-        any_fail = np.zeros(self.n_cells, dtype=bool)
+        thresholds, failed, any_fail = self._judge(self._values, self._stats)
+        counts = {}
         for criterion in CRITERIA:
-            values = self._values.get(criterion)
-            if values is None:  # skipped in the stored QC
-                thresholds[criterion] = float("nan")
-                failed = np.zeros(self.n_cells, dtype=bool)
-            elif criterion == "doublet":
-                thresholds[criterion] = float("nan")
-                failed = values.astype(bool)
-            else:
-                median, scale = self._stats[criterion]
-                t = mad_threshold(median, scale, self.k, SIDE[criterion])
-                thresholds[criterion] = t
-                failed = fails(values, t, SIDE[criterion])
-            any_fail |= failed
-            self._failed[criterion] = failed
-            n_fail = int(failed.sum())
+            n_fail = int(failed[criterion].sum())
             counts[criterion] = {"n_pass": self.n_cells - n_fail, "n_fail": n_fail}
         n_fail = int(any_fail.sum())
         counts["any"] = {"n_pass": self.n_cells - n_fail, "n_fail": n_fail}
-        self._any_fail = any_fail
+        self._failed, self._any_fail = failed, any_fail
         self.thresholds = thresholds
         self.counts = counts
         self.n_pass = self.n_cells - n_fail
         self.revision += 1
+
+    def bases_table(self) -> pd.DataFrame:
+        """Threshold and cells passing at ``k`` per criterion on each QC basis, side by side.
+
+        Columns ``threshold (<basis>)`` and ``pass (<basis>)`` for ``reference`` and, when the
+        labels used ``obs`` metrics, ``panel``; rows the six criteria and ``any``.
+        """
+        if not self.ready:
+            raise ValueError(NO_QC_LABELS)
+        out = {}
+        for basis, (values, stats, _) in self._bases.items():
+            thresholds, failed, any_fail = self._judge(values, stats)
+            out[f"threshold ({basis})"] = [thresholds[c] for c in CRITERIA] + [float("nan")]
+            out[f"pass ({basis})"] = [self.n_cells - int(failed[c].sum()) for c in CRITERIA] + \
+                [self.n_cells - int(any_fail.sum())]  # fmt: skip
+        return pd.DataFrame(out, index=pd.Index([*CRITERIA, "any"], name="criterion"))
 
     table_revision = T.Int(0, help="incremented when the per-group table's settings change")
 
@@ -221,6 +290,8 @@ class QCExplorer(Controller):
             return {}
         rows = {c: {"threshold": self.thresholds.get(c, float("nan")), **self.counts[c]} for c in (*CRITERIA, "any")}
         out = {"criteria": pd.DataFrame.from_dict(rows, orient="index").rename_axis("criterion")}
+        if len(self._bases) > 1:
+            out["bases"] = self.bases_table()
         try:
             out[f"per_{self.group_by}"] = self.group_table()
         except ValueError:
@@ -231,6 +302,9 @@ class QCExplorer(Controller):
     def skipped(self) -> list[str]:
         """Criteria skipped in the stored QC (no genes, no doublet call)."""
         return [c for c in CRITERIA if self.ready and c not in self._values]
+
+    def export_label(self) -> str:
+        return f"k{k_label(self.k)[1:]}" + (f"_{self.basis}" if len(self.bases) > 1 else "")
 
     @property
     def artifact_key(self) -> str:
@@ -284,7 +358,13 @@ class QCExplorer(Controller):
                     self.adata.uns["qc"]["scrublet"] = scrublet
             n_pass = int((np.asarray(self.adata.obs[key]) == 0).sum())
             self.written_key = done = key
-            if n_pass != self.n_pass:
+            if self.basis != "reference":  # labels are the data's own: compare with the reference basis
+                previewed = self.bases_table().loc["any", "pass (reference)"]
+                set_message(self, f"Wrote obs[{key!r}] on the reference basis ({basis_name(self.adata, 'reference')}; "
+                            f"the panel basis shown is for comparing generated cells): {n_pass} of {self.n_cells} "
+                            f"cells pass. Train with PerturbationModel(adata, artifact_key={key!r}).",
+                            "info" if n_pass == previewed else "warning")  # fmt: skip
+            elif n_pass != self.n_pass:
                 set_message(
                     self,
                     f"Wrote obs[{key!r}], but {n_pass} cells pass instead of the {self.n_pass} previewed: the "
@@ -308,51 +388,7 @@ class QCExplorer(Controller):
     # ------------------------------------------------------------------ figures and view
     def static_figure(self) -> Figure:
         """Histograms of the six criteria with the threshold at ``k`` and pass/fail regions."""
-        # a fixed layout: the constrained-layout solver would cost ~0.5 s of every slider move
-        fig = Figure(figsize=(10.5, 5.6))
-        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.09, top=0.89, wspace=0.28, hspace=0.5)
-        axes = fig.subplots(2, 3, squeeze=False)
-        for ax, criterion in zip(axes.ravel(), CRITERIA, strict=True):
-            self._draw_criterion(ax, criterion)
-        if self.ready:
-            pct = 100.0 * self.n_pass / max(self.n_cells, 1)
-            fig.suptitle(f"QC at k = {self.k:g}: {self.n_pass} of {self.n_cells} cells pass ({pct:.1f}%)")
-        else:
-            fig.suptitle("no QC labels: run cradlekit.qc.label_artifacts(adata)")
-        return fig
-
-    def _draw_criterion(self, ax, criterion: str) -> None:
-        ax.set_title(criterion, fontsize="medium")
-        values = self._values.get(criterion)
-        if values is None:
-            ax.text(0.5, 0.5, "skipped" if self.ready else "no QC labels", ha="center", va="center",
-                    transform=ax.transAxes)  # fmt: skip
-            ax.set_xticks([])
-            ax.set_yticks([])
-            return
-        c = self.counts[criterion]
-        if criterion == "doublet":
-            ax.bar([0, 1], [c["n_pass"], c["n_fail"]], color=[PASS_COLOR, FAIL_COLOR], edgecolor="grey")
-            ax.set_xticks([0, 1], ["singlet (pass)", "doublet (fail)"])
-        else:
-            finite = values[np.isfinite(values)]
-            t = self.thresholds[criterion]
-            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-            if np.isfinite(t):
-                lo, hi = min(lo, t), max(hi, t)
-            pad = 0.03 * (hi - lo) if hi > lo else 1.0
-            lo, hi = lo - pad, hi + pad
-            if np.isfinite(t):
-                fail_span = (lo, t) if SIDE[criterion] == "lower" else (t, hi)
-                pass_span = (t, hi) if SIDE[criterion] == "lower" else (lo, t)
-                ax.axvspan(*fail_span, color=FAIL_COLOR, alpha=0.35, lw=0, gid="fail_region")
-                ax.axvspan(*pass_span, color=PASS_COLOR, alpha=0.35, lw=0, gid="pass_region")
-                ax.axvline(t, color=THRESHOLD_COLOR, ls=":", lw=1.8, gid="threshold")
-            ax.hist(finite, bins=40, range=(lo, hi), color="#636363", log=True)
-            ax.set_xlim(lo, hi)
-            ax.set_xlabel(_METRIC[criterion], fontsize="small")
-            ax.set_ylabel("cells (log)", fontsize="small")
-        ax.set_title(f"{criterion}: {c['n_pass']} pass, {c['n_fail']} fail", fontsize="medium")
+        return qc_figure(self)
 
     def _make_view(self):
         return QCExplorerView(self)
