@@ -11,7 +11,9 @@ import cradlekit as ck
 from cradlekit.widgets import LatentExplorer
 from cradlekit.widgets._messages import NO_MODEL
 
-TSNE = {"method": "tsne"}  # UMAP's first call compiles numba code for ~20 s; tests/test_pl_embed.py covers it
+# UMAP's first call compiles numba code for ~20 s (tests/test_pl_embed.py covers it); wait=True: the first
+# embedding is computed before the constructor returns (a notebook gets it in the background instead)
+TSNE = {"method": "tsne", "wait": True}
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +53,43 @@ def test_data_cells_by_artifact_perturbation_group_and_split(setup):
 
 def test_embedding_is_reused_from_obsm(setup, monkeypatch):
     adata, _ = setup
-    import cradlekit.widgets.latent as latent
+    import cradlekit.widgets._latent_compute as latent
 
     calls = []
     real = latent.embed_cells
     monkeypatch.setattr(latent, "embed_cells", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    first = LatentExplorer(adata, max_cells=200, seed=1, **TSNE)
-    again = LatentExplorer(adata, max_cells=200, seed=1, **TSNE)
+    first = LatentExplorer(adata, max_cells=200, seed=1, place_rest=False, **TSNE)
+    again = LatentExplorer(adata, max_cells=200, seed=1, place_rest=False, **TSNE)
     assert len(calls) == 1 and again.embedding.equals(first.embedding) and len(again.embedding) == 200
     assert np.isnan(adata.obsm["X_cradlekit_tsne"]).any(axis=1).sum() == adata.n_obs - 200  # not embedded: NaN
+    assert "seeded subsample of 200 of the 400" in first.coverage_note and "only these 200" in first.coverage_note
+
+
+@pytest.mark.filterwarnings("ignore:Observation names are not unique")
+def test_a_subsample_is_stated_and_every_other_cell_placed(setup):
+    """max_cells embeds a subsample; the rest are placed at their nearest embedded cells, so a lasso covers all."""
+    adata, _ = setup
+    dup = adata[np.r_[0:400, 0:100]].copy()  # cells 400-499 repeat cells 0-99 exactly
+    dup.obs_names = [*adata.obs_names, *[f"copy{i}" for i in range(100)]]
+    le = LatentExplorer(dup, max_cells=300, seed=2, **TSNE)
+    assert len(le.embedding) == 500 and np.isfinite(le.embedding.to_numpy()).all()
+    info = dup.uns["cradlekit_embeddings"]["X_cradlekit_tsne"]
+    assert info["n_embedded"] == 300 and info["n_placed"] == 200
+    note = le.coverage_note
+    assert "subsample of 300 of the 500" in note and "other 200 are placed" in note and "every cell" in note
+    assert le.title.startswith("t-SNE of 500 data cells")
+    # the oracle: a placed copy of an embedded cell has distance 0 to it and lands on it
+    rows = np.sort(np.random.default_rng(2).choice(500, size=300, replace=False))
+    embedded = set(dup.obs_names[rows])
+    pairs = [(str(adata.obs_names[i]), f"copy{i}") for i in range(100)
+             if adata.obs_names[i] in embedded and f"copy{i}" not in embedded]  # fmt: skip
+    assert pairs
+    xy = le.embedding
+    for original, copy in pairs:
+        assert np.allclose(xy.loc[copy], xy.loc[original], atol=1e-3), (original, copy)
+    # a lasso around everything names all 500 cells, placed ones included
+    lo, hi = xy.min().to_numpy() - 1, xy.max().to_numpy() + 1
+    assert len(le.cells_in_polygon([(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])])) == 500
 
 
 def test_gene_colour_hover_lasso_and_named_selection(setup):
@@ -185,3 +215,109 @@ def test_export_figure_and_table(setup, tmp_path):
     assert list(table.index) == list(le.embedding.index) and (table["perturbation"] == le._labels).all()
     le.view.exports["png"].click()  # the button: a download link and the path in the message
     assert "download=" in le.view.export_link.value and str(tmp_path) in le.message
+
+
+def test_construction_returns_at_once_with_a_busy_state(setup, monkeypatch):
+    """In a notebook the first embedding runs in the background: the cell returns, the widget says what is coming."""
+    import threading
+
+    import cradlekit.widgets._latent_compute as latent
+
+    adata, _ = setup
+    gate = threading.Event()
+    real = latent.embed_cells
+    monkeypatch.setattr(latent, "embed_cells", lambda *a, **kw: gate.wait(60) and real(*a, **kw))
+    le = LatentExplorer(adata, method="tsne", max_cells=150, seed=5)  # not wait=True: the notebook's way
+    assert le.busy and le.busy_title.startswith("t-SNE of data cells") and le.embedding.empty
+    view = le.view
+    assert "<progress" in view.busy.value and view.cancel.layout.display == "" and view.color_by.disabled
+    gate.set()
+    assert le.wait_task(60) and not le.busy and len(le.embedding) == adata.n_obs
+    assert not view.color_by.disabled and "subsample of 150" in view.coverage.value
+    gate.clear()
+    le2 = LatentExplorer(adata, method="tsne", max_cells=140, seed=5)
+    assert le2.busy and le2.cancel() and not le2.busy and "Cancelled" in le2.message
+    gate.set()
+    assert le2.wait_task(60) and le2.embedding.empty  # the cancelled result is thrown away
+    assert le2.static_figure()  # a placeholder, no traceback
+
+
+def test_colour_by_any_obs_column_categorical_or_continuous(setup):
+    adata, _ = setup
+    cells = adata.copy()
+    cells.obs["batch"] = np.arange(cells.n_obs) % 3  # integers: categories
+    le = LatentExplorer(cells, **TSNE)
+    assert {"batch", "total_counts", "perturbation"} <= set(le.color_options)
+    view = le.view
+    view.column.value = "batch"  # the widget's "or obs column" menu
+    assert le.wait_task(30) and le.color_by == "batch" and not le.continuous
+    assert le.categories == ["0", "1", "2"] and view.color_by.value is None  # no preset button stays pressed
+    view.column.value = "total_counts"  # continuous: a colour bar, no categories
+    assert le.wait_task(30) and le.continuous and le.categories == []
+    assert np.allclose(le._labels, cells.obs.loc[le.embedding.index, "total_counts"])
+    fig = le.static_figure()
+    assert fig.axes[1].get_ylabel() == "total_counts"  # the colour bar names the column
+    info = le.cell_info(str(le.embedding.index[0]))
+    assert float(info["total_counts"]) == pytest.approx(cells.obs["total_counts"].iloc[0], rel=1e-3)
+    view.color_by.value = "split"
+    assert le.wait_task(30) and le.color_by == "split" and view.column.value == "—"
+    le.color_by = "not_a_column"
+    assert "obs['not_a_column'] not found" in le.message and le.message_level == "error"
+
+
+def test_gene_search_is_type_ahead_and_keeps_the_data_spelling(setup):
+    adata, _ = setup
+    le = LatentExplorer(adata, color_by="perturbation", **TSNE)
+    view = le.view
+    gene = str(adata.var_names[5])
+    view.gene.value = gene[:-1].lower()  # a keystroke (continuous_update): suggestions, no colouring yet
+    assert gene in view.gene.options and le.color_by == "perturbation"
+    assert view.gene.continuous_update
+    view.gene.value = gene.lower()  # the whole name, typed in lower case: colours at once
+    assert le.wait_task(30) and le.color_by == "gene" and le.gene == gene
+    assert le.title.endswith(f"{gene} expression")
+
+
+def test_selection_message_stays_and_a_name_arriving_after_write_is_used(setup):
+    adata, _ = setup
+    cells = adata.copy()
+    le = LatentExplorer(cells, color_by="selection", **TSNE)
+    view = le.view
+    xy = le.embedding.to_numpy()
+    x0, x1 = np.quantile(xy[:, 0], [0.1, 0.9])
+    y0, y1 = np.quantile(xy[:, 1], [0.1, 0.9])
+    view._on_lasso([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
+    n = len(view.lasso)
+    assert n > 0 and view.name.continuous_update is False  # the name is sent before the click reaches Python
+    view.write.click()  # the pasted name has not arrived yet
+    assert "it is written as soon as it has a name" in le.message and "cradlekit_selection" not in cells.obs
+    view.name.value = "core"  # ... and now it has
+    assert (cells.obs["cradlekit_selection"] == "core").sum() == n
+    assert le.message == f"Wrote {n} cells as 'core' to data obs['cradlekit_selection']."  # kept after the redraw
+    assert "core" in le.categories
+
+
+def test_hover_is_cleared_when_the_cells_change_and_the_lasso_draws_an_outline(setup):
+    from matplotlib.backend_bases import MouseEvent
+
+    adata, model = setup
+    le = LatentExplorer(adata, model=model, n_per_perturbation=5, **TSNE)
+    view = le.view
+    if view.canvas is None:
+        pytest.skip("needs ipympl for the interactive canvas")
+    assert view._selector.useblit is False  # ipympl draws the outline on full redraws only
+    ax = view._selector.ax
+    ax.get_xlim(), ax.get_ylim()  # the autoscaled limits (matplotlib sets them at the first draw)
+    (x0, y0), (x1, y1) = ax.transData.transform(le.embedding[["x", "y"]].quantile([0.3, 0.7]).to_numpy())
+    canvas = view.canvas
+    canvas.callbacks.process("button_press_event", MouseEvent("button_press_event", canvas, x0, y0, button=1))
+    for x, y in ((x1, y0), (x1, y1)):
+        canvas.callbacks.process("motion_notify_event", MouseEvent("motion_notify_event", canvas, x, y, button=1))
+    line = view._selector._selection_artist
+    assert line.get_visible() and len(line.get_xydata()) == 3  # the outline follows the pointer during the drag
+    view.hover.value = "<b>cell</b>: cell000001"
+    view.source.value = "generated"
+    assert le.wait_task(60) and le.source == "generated" and "hover a cell" in view.hover.value
+    assert "Generated at library size" in le.coverage_note and "the data's median" in le.coverage_note
+    lib = float(np.median(np.asarray(adata.X.sum(axis=1)).ravel()))
+    assert abs(np.median(np.asarray(le.generated.X.sum(axis=1)).ravel()) - lib) < 0.3 * lib

@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 from .._logging import logger
 from ..evaluate.log_normalize import perturbseq_normalize
 
-__all__ = ["embed_cells", "warm_up_umap", "EMBEDDINGS_UNS_KEY"]
+__all__ = ["embed_cells", "place_cells", "warm_up_umap", "umap_is_warm", "EMBEDDINGS_UNS_KEY"]
 
 #: ``uns`` entry holding the settings of each stored embedding (``{"X_umap": {...}}``).
 EMBEDDINGS_UNS_KEY = "cradlekit_embeddings"
@@ -192,6 +192,83 @@ def _tsne(pcs: np.ndarray, n_neighbors: int, seed: int, check) -> np.ndarray:
     emb = emb.optimize(n_iter=100, exaggeration=12.0, momentum=0.5)
     emb = emb.optimize(n_iter=275, momentum=0.8)
     return np.asarray(emb, dtype=np.float64)
+
+
+def place_cells(
+    adata: AnnData,
+    embedded: np.ndarray,
+    coords: np.ndarray,
+    *,
+    layer: str | None = None,
+    n_pcs: int = 30,
+    n_neighbors: int = 10,
+    seed: int = 0,
+    check: Callable[[], None] | None = None,
+    chunk: int = 5000,
+) -> np.ndarray:
+    """Place every cell of ``adata`` on an embedding computed for some of them (the fast path for many cells).
+
+    The cells are normalised as in :func:`embed_cells`; a PCA is fitted on the embedded cells and
+    applied to all; each other cell is put at the mean of its ``n_neighbors`` nearest embedded
+    cells (in that PCA space), weighted by inverse distance, the way UMAP initialises new points.
+    Embedded cells keep their coordinates. A placed cell sits inside the neighbourhood of cells it
+    resembles, but the optimisation never saw it: a placement, not an embedding.
+
+    Parameters
+    ----------
+    adata
+        All cells (counts in ``X`` or ``layers[layer]``).
+    embedded
+        Row positions of the embedded cells.
+    coords
+        Their ``(len(embedded), 2)`` coordinates.
+    layer, n_pcs, seed
+        As in :func:`embed_cells` (the same PCA settings).
+    n_neighbors
+        Embedded neighbours averaged per placed cell.
+    check
+        Called between chunks; raise from it to stop.
+    chunk
+        Rows normalised and projected at a time (bounds the dense memory).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_obs, 2)`` coordinates of every cell.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    check = check or (lambda: None)
+    embedded = np.asarray(embedded, dtype=np.int64)
+    out = np.empty((adata.n_obs, 2), dtype=np.float64)
+    out[embedded] = np.asarray(coords, dtype=np.float64)
+    rest = np.setdiff1d(np.arange(adata.n_obs), embedded)
+    if rest.size == 0:
+        return out
+
+    def normalised(rows: np.ndarray) -> np.ndarray:
+        part = adata[rows]
+        X = perturbseq_normalize(part, layer=layer, zero_total="zero", dtype=np.float32)
+        return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+    with threadpool_limits(limits=1 if adata.n_obs <= 20000 else None):
+        ref = normalised(embedded)
+        n_comp = max(1, min(n_pcs, ref.shape[0] - 1, ref.shape[1] - 1))
+        pca = PCA(n_components=n_comp, svd_solver="randomized", random_state=seed).fit(ref)
+        index = NearestNeighbors(n_neighbors=min(n_neighbors, embedded.size), algorithm="brute").fit(pca.transform(ref))
+        for start in range(0, rest.size, chunk):
+            check()
+            rows = rest[start : start + chunk]
+            dist, idx = index.kneighbors(pca.transform(normalised(rows)))
+            w = 1.0 / (dist + 1e-6)
+            out[rows] = (w[:, :, None] * out[embedded][idx]).sum(axis=1) / w.sum(axis=1, keepdims=True)
+    return out
+
+
+def umap_is_warm() -> bool:
+    """Whether umap-learn's numba code is compiled in this process (the next UMAP is fast)."""
+    return _WARM.is_set()
 
 
 def warm_up_umap(*, wait: bool = False) -> threading.Thread | None:

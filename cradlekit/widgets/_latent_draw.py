@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -17,7 +18,10 @@ from ..pl import norman_pathway_groups
 from ..pl._style import category_colors
 from ._views import OTHER_COLOR
 
-__all__ = ["cell_labels", "gene_values", "match_genes", "draw_embedding", "SYMBOL_COLUMNS"]
+__all__ = ["cell_labels", "gene_values", "match_genes", "resolve_gene", "draw_embedding", "SYMBOL_COLUMNS", "PRESETS"]
+
+#: The colourings a LatentExplorer offers besides any ``obs`` column.
+PRESETS = ("artifact", "perturbation", "group", "split", "gene", "selection")
 
 _ARTIFACT_LABELS = {"data": ("clean (a_i = 0)", "artifact (a_i = 1)"), "generated": ("artifact off", "artifact on")}
 #: ``var`` columns searched for gene symbols besides ``var_names``.
@@ -25,30 +29,48 @@ SYMBOL_COLUMNS = ("gene_symbols", "gene_symbol", "gene_name", "feature_name", "s
 LEGEND_ROWS = 24  # legend entries per column
 
 
-def _symbols(cells: AnnData) -> dict[str, str]:
-    """``{name or symbol (upper case): var_name}``."""
-    lookup = {str(v).upper(): str(v) for v in cells.var_names}
-    for col in SYMBOL_COLUMNS:
-        if col in cells.var.columns:
-            for sym, v in zip(cells.var[col].astype(str), cells.var_names, strict=True):
-                lookup.setdefault(sym.upper(), str(v))
-    return lookup
+_LOOKUP: dict[tuple, tuple[dict[str, str], dict[str, str]]] = {}
+
+
+def _symbols(cells: AnnData) -> tuple[dict[str, str], dict[str, str]]:
+    """``({name or symbol (upper case): var_name}, {upper case: as spelled})``, cached per ``var``."""
+    names = cells.var_names
+    key = (id(cells.var), cells.n_vars, str(names[0]) if len(names) else "", str(names[-1]) if len(names) else "",
+           tuple(c for c in SYMBOL_COLUMNS if c in cells.var.columns))  # fmt: skip
+    if key not in _LOOKUP:
+        lookup = {str(v).upper(): str(v) for v in cells.var_names}
+        spelled = {str(v).upper(): str(v) for v in cells.var_names}
+        for col in SYMBOL_COLUMNS:
+            if col in cells.var.columns:
+                for sym, v in zip(cells.var[col].astype(str), cells.var_names, strict=True):
+                    lookup.setdefault(sym.upper(), str(v))
+                    spelled.setdefault(sym.upper(), sym)
+        if len(_LOOKUP) > 16:
+            _LOOKUP.clear()
+        _LOOKUP[key] = (lookup, spelled)
+    return _LOOKUP[key]
 
 
 def match_genes(cells: AnnData, query: str, limit: int = 20) -> list[str]:
-    """Gene names/symbols starting with ``query``, then containing it (case-insensitive)."""
+    """Gene names/symbols starting with ``query``, then containing it (any case), as the data spells them."""
     q = query.strip().upper()
-    names = sorted({k for k in _symbols(cells)})
     if not q:
         return []
+    lookup, spelled = _symbols(cells)
+    names = sorted(lookup)
     starts = [n for n in names if n.startswith(q)]
     contains = [n for n in names if q in n and not n.startswith(q)]
-    return (starts + contains)[:limit]
+    return [spelled[n] for n in (starts + contains)[:limit]]
+
+
+def resolve_gene(cells: AnnData, text: str) -> str | None:
+    """The data's own spelling of a gene typed in any case (``"gata1"`` → ``"GATA1"``); ``None`` if unknown."""
+    return _symbols(cells)[1].get(text.strip().upper())
 
 
 def gene_values(cells: AnnData, gene: str) -> np.ndarray:
     """``log2(1e4 · x / Σx + 1)`` of one gene (name or symbol) in each cell (the paper's normalisation)."""
-    var = _symbols(cells).get(gene.strip().upper())
+    var = _symbols(cells)[0].get(gene.strip().upper())
     if var is None:
         raise ValueError(f"gene {gene!r} not found in var_names or var[{'/'.join(SYMBOL_COLUMNS)}]")
     X = cells.X
@@ -96,7 +118,7 @@ def cell_labels(le: Any, cells: AnnData, obs: pd.DataFrame) -> np.ndarray:
 
 
 def palette_of(categories: list[str]) -> dict[str, str]:
-    """Colours of the categories in their order (distinct for up to 102; see ``category_colors``)."""
+    """Colours of the categories in their order (distinguishable for 30+; see ``category_colors``)."""
     return dict(zip(categories, category_colors(len(categories)), strict=True))
 
 
@@ -106,7 +128,8 @@ def draw_embedding(le: Any, fig: Figure | None = None) -> Figure:
     n_entries = len(chosen) + 1
     n_cols = max(1, math.ceil(n_entries / LEGEND_ROWS))
     longest = max([len(c) for c in chosen] + [20])
-    legend_w = 0.6 if le.color_by == "gene" else n_cols * (0.35 + 0.065 * min(longest, 40))
+    continuous = bool(getattr(le, "continuous", le.color_by == "gene"))
+    legend_w = 0.9 if continuous else n_cols * (0.35 + 0.065 * min(longest, 40))
     width, height = 4.8 + legend_w, 4.8
     if fig is None:
         fig = Figure(figsize=(width, height))
@@ -122,15 +145,17 @@ def draw_embedding(le: Any, fig: Figure | None = None) -> Figure:
         ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes, fontsize="small")
         return fig
     xy = le.embedding[["x", "y"]].to_numpy()
-    size = float(np.clip(20000.0 / max(len(xy), 1), 2.0, 30.0))
+    size = float(np.clip(20000.0 / max(len(xy), 1), 1.0, 30.0))
     rng = np.random.default_rng(le.seed)
-    if le.color_by == "gene":
+    if continuous:
         values = np.asarray(le._labels, dtype=np.float64)
-        order = np.argsort(values, kind="stable")  # high expression on top
-        pts = ax.scatter(xy[order, 0], xy[order, 1], c=values[order], cmap="viridis", s=size, linewidths=0,
-                         rasterized=len(order) > 5000)  # fmt: skip
+        order = np.argsort(np.nan_to_num(values, nan=-np.inf), kind="stable")  # high values on top, NaN below
+        cmap = colormaps["viridis"].with_extremes(bad=OTHER_COLOR)  # cells without a value: grey
+        pts = ax.scatter(xy[order, 0], xy[order, 1], c=values[order], cmap=cmap, s=size, linewidths=0,
+                         plotnonfinite=True, rasterized=len(order) > 5000)  # fmt: skip
         cax = fig.add_axes(((4.6) / width, 0.6 / height, 0.15 / width, 3.4 / height))
-        fig.colorbar(pts, cax=cax, label=f"{le.gene} log2(1e4·x/Σx + 1)")
+        label = f"{le.gene} log2(1e4·x/Σx + 1)" if le.color_by == "gene" else str(le.color_by)
+        fig.colorbar(pts, cax=cax, label=label)
         return fig
     palette = palette_of(chosen)
     grey = ~np.isin(le._labels, chosen)

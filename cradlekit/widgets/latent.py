@@ -1,22 +1,23 @@
-"""LatentExplorer: UMAP/t-SNE of observed or generated cells by artifact, perturbation, group or gene (Figure 4)."""
+"""LatentExplorer: UMAP/t-SNE of observed or generated cells by artifact, perturbation, group, any obs column or gene (Figure 4)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
-import anndata
 import numpy as np
 import pandas as pd
 import traitlets as T
 from anndata import AnnData
 from matplotlib.figure import Figure
 
-from ..data import parse_perturbation
 from ..model import PerturbationModel
-from ..pl.embed import EMBEDDINGS_UNS_KEY, embed_cells, warm_up_umap
-from ._latent_draw import cell_labels, draw_embedding, gene_values, match_genes
-from ._messages import EMPTY_SELECTION, NO_MODEL, NOT_TRAINED, report_errors, set_message
+from ..pl.embed import EMBEDDINGS_UNS_KEY, umap_is_warm, warm_up_umap
+from ._latent_compute import embed, generate_cells, library_size_of, store, stored
+from ._latent_draw import PRESETS, cell_labels, draw_embedding, gene_values, match_genes, resolve_gene
+from ._messages import EMPTY_SELECTION, report_errors, set_message
+from ._qc_tables import is_categorical
 from ._views import Controller
 
 __all__ = ["LatentExplorer"]
@@ -28,13 +29,21 @@ class LatentExplorer(Controller):
     """Two-dimensional embedding of observed or generated cells, coloured, selected and hovered interactively.
 
     The interactive version of the paper's Figure 4: generated cells (artifact latent off and on,
-    :meth:`cradlekit.PerturbationModel.generate`) or observed cells, embedded by
-    :func:`cradlekit.pl.embed.embed_cells` (UMAP by default: ~1 s for 3,000 cells; or t-SNE) on one
-    shared neighbour graph, coloured by artifact label, perturbation, group, split, a gene's
-    expression or a named selection. Embeddings are written to ``obsm`` (``X_cradlekit_umap`` /
-    ``X_cradlekit_tsne`` of ``adata``, or of :attr:`generated`) and reused; changing the colouring
-    or the selection only redraws. Computing one shows a busy state and can be cancelled
-    (:meth:`cancel`).
+    :meth:`cradlekit.PerturbationModel.generate`, at the data's median library size by default) or
+    observed cells, embedded by :func:`cradlekit.pl.embed.embed_cells` (UMAP by default; or t-SNE)
+    on one shared neighbour graph. At most ``max_cells`` cells (a seeded subsample) are embedded;
+    with ``place_rest`` every other cell is placed at its nearest embedded neighbours
+    (:func:`cradlekit.pl.embed.place_cells`), so all cells are drawn and a lasso names every cell in
+    its region (:attr:`coverage_note` says how many were embedded and placed). Cells can be
+    coloured by artifact label, perturbation, group, split, a named selection, a gene's expression,
+    or **any** ``obs`` column (categories, or a colour bar for a continuous column). Embeddings are
+    written to ``obsm`` (``X_cradlekit_umap`` / ``X_cradlekit_tsne`` of ``adata``, or of
+    :attr:`generated`) and reused; changing the colouring only redraws.
+
+    The first embedding is computed in a background thread: the constructor returns at once and
+    the widget shows a busy bar with Cancel (:attr:`busy`). :meth:`wait_task` (or ``wait=True``)
+    waits for it; :meth:`static_figure`, :meth:`tables`, :meth:`export` and the selection methods
+    wait by themselves. Setting a trait from code waits for a running computation, then applies.
 
     Parameters
     ----------
@@ -53,6 +62,8 @@ class LatentExplorer(Controller):
     interactive
         Draw the plot on an ipympl canvas (hover, lasso) when ipympl is installed; ``False``: a PNG,
         which is what a static page (a built book) can show (``show(static=True)`` does this too).
+    wait
+        Compute the first embedding before returning (``False``: in the background).
     **traits
         Initial values of the traits below.
 
@@ -60,20 +71,27 @@ class LatentExplorer(Controller):
     ----------
     source : {"data", "generated"}
     method : {"umap", "tsne"}
-    color_by : {"artifact", "perturbation", "group", "split", "gene", "selection"}
+    color_by : str
+        ``"artifact"``, ``"perturbation"``, ``"group"``, ``"split"``, ``"gene"``, ``"selection"``
+        or the name of any ``obs`` column of the current cells (:attr:`color_options`).
     gene : str
-        Gene (``var_names`` or a symbol of ``var['gene_symbols']``…) for ``color_by="gene"``.
+        Gene (``var_names`` or a symbol of ``var['gene_symbols']``…, any case) for
+        ``color_by="gene"``; stored as the gene's own spelling.
+    continuous : bool
+        The colouring is a value per cell (gene, numeric column) drawn with a colour bar.
     categories : list of str
-        Categories of the current colouring (most frequent first; empty for a gene).
+        Categories of the current colouring (most frequent first; empty for values).
     selected : list of str
         Categories drawn in colour; the others are grey. Empty: a message, everything grey.
     selection_key : str
         ``obs`` column that :meth:`select_cells` writes named selections to.
-    n_per_perturbation, max_cells, seed, artifact_key
-        Cells generated per perturbation and artifact setting; most cells embedded; seed; ``obs``
-        column of ``a_i`` in ``adata``.
+    n_per_perturbation, max_cells, place_rest, seed, artifact_key
+        Cells generated per perturbation and artifact setting; most cells embedded; place the
+        others; seed; ``obs`` column of ``a_i`` in ``adata``.
+    library_size : {"data", "1e4"}
+        Library size of the generated cells: the data's median total counts or the paper's 1e4.
     embedding : pandas.DataFrame
-        Coordinates (``x``, ``y``) of the current source and method, indexed like its cells.
+        Coordinates (``x``, ``y``) of the shown cells, indexed like them.
     generated : AnnData or None
         The generated cells (their embeddings in ``obsm``).
 
@@ -81,21 +99,24 @@ class LatentExplorer(Controller):
     --------
     >>> from cradlekit.widgets import LatentExplorer
     >>> le = LatentExplorer(adata, model=model, source="generated", groups="norman")   # doctest: +SKIP
-    >>> le.color_by, le.gene = "gene", "GATA1"                                          # doctest: +SKIP
+    >>> le.color_by, le.gene = "gene", "gata1"                                          # doctest: +SKIP
+    >>> le.color_by = "batch"                                # any obs column          # doctest: +SKIP
     >>> le.select_cells(le.embedding.index[le.embedding.x > 0], name="right arm")       # doctest: +SKIP
     """
 
     source = T.Enum(("data", "generated"), default_value="data")
     method = T.Enum(("umap", "tsne"), default_value="umap")
-    color_by = T.Enum(("artifact", "perturbation", "group", "split", "gene", "selection"), default_value="artifact")
+    color_by = T.Unicode("artifact")
     gene = T.Unicode("")
     categories = T.List(T.Unicode())
     selected = T.List(T.Unicode())
     selection_key = T.Unicode("cradlekit_selection")
     n_per_perturbation = T.Int(50)
     max_cells = T.Int(3000)
+    place_rest = T.Bool(True)
     seed = T.Int(0)
     artifact_key = T.Unicode("artifact_k3")
+    library_size = T.Enum(("data", "1e4"), default_value="data")
     top_n = T.Int(40)
     groups = T.Any(None, help="{perturbation: group}, 'norman' or None (control / single / combination)")
     revision = T.Int(0)
@@ -108,6 +129,7 @@ class LatentExplorer(Controller):
         groups: Mapping[str, str] | str | None = None,
         perturbations: Sequence[str] | None = None,
         interactive: bool = True,
+        wait: bool = False,
         **traits: Any,
     ):
         self.adata = adata
@@ -116,13 +138,17 @@ class LatentExplorer(Controller):
         self.perturbations = None if perturbations is None else list(perturbations)
         self.generated: AnnData | None = None
         self.embedding = pd.DataFrame(columns=["x", "y"])
+        self.continuous = False
         self._labels = np.empty(0, dtype=object)
         self._updating = False
+        self._constructing = True  # the settings below are applied once, by the update at the end
         super().__init__(**traits)
+        self.set_trait("groups", groups)
+        self._constructing = False
         if self.method == "umap":
             warm_up_umap()  # compile umap-learn's numba code while the user looks at the widget
-        self.set_trait("groups", groups)
-        self.update()
+        with nullcontext() if wait else self.in_background():  # the notebook cell returns at once
+            self.update()
 
     # ------------------------------------------------------------------ state
     @property
@@ -137,13 +163,54 @@ class LatentExplorer(Controller):
     def title(self) -> str:
         """What the plot shows (or will show once computed)."""
         what = f"{self.gene} expression" if self.color_by == "gene" else self.color_by
-        return f"{METHOD_TITLES[self.method]} of {self.source} cells by {what}"
+        n = f"{len(self.embedding):,} " if not self.embedding.empty else ""
+        return f"{METHOD_TITLES[self.method]} of {n}{self.source} cells by {what}"
 
-    @T.observe("source", "method", "color_by", "gene", "n_per_perturbation", "max_cells", "seed", "artifact_key",
-               "groups", "selection_key")  # fmt: skip
+    @property
+    def coverage_note(self) -> str:
+        """Which cells the plot shows: how many were embedded, placed, or left out; the library size."""
+        cells = self.adata if self.source == "data" else self.generated
+        if cells is None or self.embedding.empty:
+            return ""
+        info = cells.uns.get(EMBEDDINGS_UNS_KEY, {}).get(self.obsm_key, {})
+        n_emb, n_placed = int(info.get("n_embedded", len(self.embedding))), int(info.get("n_placed", 0))
+        method = METHOD_TITLES[self.method]
+        if n_emb >= cells.n_obs:
+            text = f"All {cells.n_obs:,} {self.source} cells embedded by {method}."
+        elif n_placed:
+            text = (f"{method} of a seeded subsample of {n_emb:,} of the {cells.n_obs:,} {self.source} cells "
+                    f"(max_cells); the other {n_placed:,} are placed at their 10 nearest embedded cells (PCA space), "
+                    "so every cell is drawn and a lasso names every cell in its region.")  # fmt: skip
+        else:
+            text = (f"{method} of a seeded subsample of {n_emb:,} of the {cells.n_obs:,} {self.source} cells "
+                    f"(max_cells, place_rest=False): a lasso names only these {n_emb:,}.")  # fmt: skip
+        if self.source == "generated":
+            text += f" Generated at library size {library_size_of(self):,.0f}" + (
+                " (the data's median)." if self.library_size == "data" and self.adata is not None else " (1e4).")
+        return text
+
+    @property
+    def color_options(self) -> list[str]:
+        """Colourings available for the current cells: the presets, then every ``obs`` column."""
+        cells = self.adata if self.source == "data" else self.generated
+        columns = [str(c) for c in cells.obs.columns] if cells is not None else []
+        return [*PRESETS, *[c for c in columns if c not in PRESETS]]
+
+    @T.validate("gene")
+    def _valid_gene(self, proposal):
+        cells = self.adata if self.adata is not None else self.generated
+        found = resolve_gene(cells, proposal["value"]) if cells is not None and proposal["value"].strip() else None
+        return found or proposal["value"]
+
+    @T.observe("source", "method", "color_by", "gene", "n_per_perturbation", "max_cells", "place_rest", "seed",
+               "artifact_key", "groups", "selection_key", "library_size")  # fmt: skip
     def _on_setting(self, change) -> None:
         name = change["name"]
-        if name in ("n_per_perturbation", "seed"):
+        if getattr(self, "_constructing", False):
+            return
+        if not self.background and self.busy:
+            self.wait_task()  # from code: let the running computation finish, then apply this setting
+        if name in ("n_per_perturbation", "seed", "library_size"):
             self.generated = None
         restore = (name, change["old"]) if name not in ("color_by", "gene", "groups") else None
         self.update(reset_selection=name not in ("method", "gene"), restore=restore)
@@ -165,7 +232,7 @@ class LatentExplorer(Controller):
                 raise ValueError("no observed cells: pass adata=")
             return self.adata
         if self.generated is None:
-            self.generated = self._generate()
+            self.generated = generate_cells(self)
         return self.generated
 
     def refresh(self) -> bool:
@@ -176,61 +243,10 @@ class LatentExplorer(Controller):
                 del self.adata.obsm[key]
         return self.update(reset_selection=False)
 
-    def _generate(self) -> AnnData:
-        model = self.model
-        if model is None:
-            raise ValueError(NO_MODEL)
-        if getattr(self._source_model, "running", False):
-            raise ValueError("Training is running: wait for it or stop it before generating cells.")
-        if not model.is_trained:
-            raise ValueError(NOT_TRAINED)
-        reg = model.registry
-        control = str(reg["control_label"])
-        labels = self.perturbations
-        if labels is None:
-            labels = [str(p) for p in reg["trained_perturbations"]]
-            if self.adata is not None:
-                key = self.adata.uns.get("cradlekit", {}).get("perturbation_key", "perturbation")
-                known = set(map(str, reg["targets"]))
-                for p in pd.unique(self.adata.obs[key].astype(str)):
-                    if set(parse_perturbation(p, control_label=control)) <= known:
-                        labels.append(p)
-            labels = list(dict.fromkeys(labels))
-        parts = [model.generate(labels, n=self.n_per_perturbation, artifact=on, seed=self.seed) for on in (False, True)]
-        return anndata.concat(parts, keys=["off", "on"], index_unique="_", merge="first", uns_merge="first")
-
     @property
     def obsm_key(self) -> str:
         """``obsm`` key of the current method's embedding (``X_cradlekit_umap`` / ``X_cradlekit_tsne``)."""
         return f"X_cradlekit_{self.method}"
-
-    def _stored(self, cells: AnnData) -> pd.DataFrame | None:
-        """The stored embedding of the current settings, if any."""
-        key = self.obsm_key
-        info = cells.uns.get(EMBEDDINGS_UNS_KEY, {}).get(key)
-        if key not in cells.obsm or info is None or int(info.get("max_cells", -1)) != self.max_cells \
-                or int(info.get("seed", -1)) != self.seed:  # fmt: skip
-            return None
-        xy = np.asarray(cells.obsm[key], dtype=np.float64)[:, :2]
-        keep = np.isfinite(xy).all(axis=1)
-        return pd.DataFrame(xy[keep], index=cells.obs_names[keep].copy(), columns=["x", "y"])
-
-    def _embed(self, cells: AnnData, check) -> pd.DataFrame:
-        """Embed (a seeded subsample of at most ``max_cells`` of) the cells; store it in ``cells.obsm``."""
-        rows = np.arange(cells.n_obs)
-        if cells.n_obs > self.max_cells:
-            rows = np.sort(np.random.default_rng(self.seed).choice(cells.n_obs, size=self.max_cells, replace=False))
-        sub = AnnData(X=cells.X[rows], obs=pd.DataFrame(index=cells.obs_names[rows].copy()), var=cells.var[[]])
-        emb = embed_cells(sub, method=self.method, seed=self.seed, check=check)
-        return emb
-
-    def _store(self, cells: AnnData, emb: pd.DataFrame) -> None:
-        full = np.full((cells.n_obs, 2), np.nan, dtype=np.float32)
-        full[cells.obs_names.get_indexer(emb.index)] = emb[["x", "y"]].to_numpy()
-        cells.obsm[self.obsm_key] = full
-        cells.uns.setdefault(EMBEDDINGS_UNS_KEY, {})[self.obsm_key] = {
-            "method": self.method, "max_cells": int(self.max_cells), "seed": int(self.seed), "n_embedded": len(emb),
-        }  # fmt: skip
 
     def update(self, *, reset_selection: bool = True, restore: tuple[str, Any] | None = None) -> bool:
         """Show the current settings: recolour at once, or compute the embedding (busy, cancellable) first."""
@@ -240,7 +256,7 @@ class LatentExplorer(Controller):
                 cells = self.cells()
                 if not cells.obs_names.is_unique:
                     raise ValueError("the cells' obs_names are not unique: call adata.obs_names_make_unique() first")
-                emb = self._stored(cells)
+                emb = stored(self, cells)
                 if emb is not None:
                     self._show(cells, emb, reset_selection)
                     ready = True
@@ -251,25 +267,28 @@ class LatentExplorer(Controller):
         source = self.source
 
         def work(token):
-            cells = self.cells() if source == "data" or self.generated is not None else self._generate()
+            cells = self.cells() if source == "data" or self.generated is not None else generate_cells(self)
             if not cells.obs_names.is_unique:
                 raise ValueError("the cells' obs_names are not unique: call adata.obs_names_make_unique() first")
             token.check()
-            return cells, self._embed(cells, token.check)
+            return (cells, *embed(self, cells, token.check))
 
         def apply(result):
-            cells, emb = result
+            cells, emb, info = result
             if source == "generated":
                 self.generated = cells
-            self._store(cells, emb)
-            self._show(cells, emb, reset_selection)
+            store(self, cells, emb, info)
+            self._show(cells, stored(self, cells), reset_selection)  # as stored: the same values when reused
 
         def on_cancel():
             if restore is not None:
                 setattr(self, *restore)
 
         self._clear()
-        started = self.run_task(self.title, work, apply, action=f"show the {source} cells", on_cancel=on_cancel)
+        title = self.title
+        if self.method == "umap" and not umap_is_warm():
+            title += " (the first UMAP of this session also compiles umap-learn: up to a minute)"
+        started = self.run_task(title, work, apply, action=f"show the {source} cells", on_cancel=on_cancel)
         return started if self.background else not self.embedding.empty
 
     def _clear(self) -> None:
@@ -281,17 +300,30 @@ class LatentExplorer(Controller):
             self._updating = False
         self.revision += 1
 
-    def _show(self, cells: AnnData, emb: pd.DataFrame, reset_selection: bool) -> None:
+    def _colours(self, cells: AnnData, emb: pd.DataFrame) -> tuple[np.ndarray, bool]:
+        """The colour of each shown cell: categories (strings) or values (floats, ``continuous``)."""
         obs = cells.obs.loc[emb.index]
-        self.embedding = emb
         if self.color_by == "gene":
-            self._labels = gene_values(cells[emb.index], self.gene) if self.gene else np.full(len(emb), np.nan)
-            cats: list[str] = []
             if not self.gene:
                 set_message(self, "Type a gene to colour the cells by its expression.", "info")
-        else:
-            self._labels = cell_labels(self, cells, obs)
-            counts = pd.Series(self._labels).value_counts()
+                return np.full(len(emb), np.nan), True
+            return gene_values(cells[emb.index], self.gene), True
+        if self.color_by in PRESETS:
+            return cell_labels(self, cells, obs), False
+        if self.color_by not in obs.columns:
+            raise ValueError(f"obs[{self.color_by!r}] not found in the {self.source} cells: choose one of "
+                             f"{self.color_options[:12]}")  # fmt: skip
+        column = obs[self.color_by]
+        if is_categorical(column):
+            return column.astype(str).to_numpy().astype(object), False
+        return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64), True
+
+    def _show(self, cells: AnnData, emb: pd.DataFrame, reset_selection: bool) -> None:
+        labels, continuous = self._colours(cells, emb)
+        self.embedding, self._labels, self.continuous = emb, labels, continuous
+        cats: list[str] = []
+        if not continuous:
+            counts = pd.Series(labels).value_counts()
             cats = sorted(map(str, counts.index), key=lambda c: (-counts[c], c))
         self._updating = True
         try:
@@ -304,7 +336,7 @@ class LatentExplorer(Controller):
 
     # ------------------------------------------------------------------ genes, hover, selections
     def find_genes(self, query: str, limit: int = 20) -> list[str]:
-        """Genes of the current cells whose name starts with (then contains) ``query`` (case-insensitive)."""
+        """Genes of the current cells whose name starts with (then contains) ``query`` (any case), as spelled."""
         cells = self.adata if self.adata is not None else self.generated
         return [] if cells is None else match_genes(cells, query, limit)
 
@@ -324,13 +356,20 @@ class LatentExplorer(Controller):
             info["QC"] = "not labelled"
         pos = self.embedding.index.get_indexer([cell])[0]
         if pos >= 0 and len(self._labels) == len(self.embedding):
-            info[self.gene if self.color_by == "gene" else self.color_by] = self._labels[pos]
+            value = self._labels[pos]
+            info[self.colour_name] = f"{value:.4g}" if self.continuous else value
         return info
 
+    @property
+    def colour_name(self) -> str:
+        """Name of the colouring (the gene for ``color_by="gene"``)."""
+        return self.gene if self.color_by == "gene" else self.color_by
+
     def cells_in_polygon(self, vertices: Sequence[tuple[float, float]]) -> list[str]:
-        """Cells of the current embedding inside a lasso polygon (embedding coordinates)."""
+        """Every shown cell inside a lasso polygon (embedding coordinates); with ``place_rest``, every cell."""
         from matplotlib.path import Path as MplPath
 
+        self.wait_task()
         if self.embedding.empty or len(vertices) < 3:
             return []
         inside = MplPath(np.asarray(vertices, dtype=float)).contains_points(self.embedding[["x", "y"]].to_numpy())
@@ -359,23 +398,29 @@ class LatentExplorer(Controller):
             old.loc[cells] = name
             target.obs[col] = pd.Categorical(old)
             n = len(cells)
-            set_message(self, f"Wrote {n} cells as {name!r} to {self.source} obs[{col!r}].", "info")
+        if n:
             if self.color_by == "selection":
-                self.update(reset_selection=True)
+                self.update(reset_selection=True)  # redraws (and clears the message first)
+            set_message(self, f"Wrote {n} cells as {name!r} to {self.source} obs[{self.selection_key!r}].", "info")
         return n
+
+    def export_label(self) -> str:
+        return f"{self.source}_{self.method}_{self.colour_name}"
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The tables the widget shows, by name (exported as CSV); empty before there is a result."""
+        self.wait_task()
         if self.embedding.empty:
             return {}
         table = self.embedding.copy()
-        table[self.gene if self.color_by == "gene" else self.color_by] = self._labels
+        table[self.colour_name] = self._labels
         table.index.name = "cell"
         return {"embedding": table}
 
     # ------------------------------------------------------------------ figures and view
     def static_figure(self) -> Figure:
-        """Scatter of the current embedding (square), its legend or colour bar beside it."""
+        """Scatter of the current embedding (square), its legend or colour bar beside it (waits for a running one)."""
+        self.wait_task()
         return draw_embedding(self)
 
     def _make_view(self, interactive: bool | None = None):
