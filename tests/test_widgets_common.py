@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 import cradlekit as ck
 from cradlekit.errors import EmptyPerturbationError, GeneMismatchError, MissingKeyError, UnknownPerturbationError
-from cradlekit.widgets import LatentExplorer, PerturbationExplorer, QCExplorer, TrainingController
+from cradlekit.widgets import ComparisonExplorer, LatentExplorer, PerturbationExplorer, QCExplorer, TrainingController
 from cradlekit.widgets._messages import describe_error, message_html, report_errors
 
 
@@ -63,10 +63,11 @@ def controllers(single_thread):
         "training": TrainingController(adata, latent_dim=4, hidden_dim=8),
         "perturbation": PerturbationExplorer(model, adata, perturbation="control", n=20),
         "latent": LatentExplorer(adata, max_cells=100, method="tsne"),
+        "comparison": ComparisonExplorer(model, adata, n=10, method="tsne"),
     }
 
 
-@pytest.mark.parametrize("name", ["qc", "training", "perturbation", "latent"])
+@pytest.mark.parametrize("name", ["qc", "training", "perturbation", "latent", "comparison"])
 def test_one_line_display_and_static_figure(controllers, name, monkeypatch):
     c = controllers[name]
     assert c.message == "" or c.message_level != "error", c.message
