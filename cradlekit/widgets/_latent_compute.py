@@ -20,7 +20,9 @@ from ..data import parse_perturbation
 from ..pl.embed import EMBEDDINGS_UNS_KEY, embed_cells, place_cells
 from ._messages import NO_MODEL, NOT_TRAINED
 
-__all__ = ["generate_cells", "embed", "store", "stored", "library_size_of", "data_library_size"]
+__all__ = ["generate_cells", "embed", "store", "stored", "library_size_of", "data_library_size", "coverage_text"]
+
+METHOD_TITLES = {"tsne": "t-SNE", "umap": "UMAP"}
 
 
 def data_library_size(adata: AnnData) -> float:
@@ -103,3 +105,26 @@ def store(le: Any, cells: AnnData, emb: pd.DataFrame, info: dict) -> None:
     full[cells.obs_names.get_indexer(emb.index)] = emb[["x", "y"]].to_numpy()
     cells.obsm[le.obsm_key] = full
     cells.uns.setdefault(EMBEDDINGS_UNS_KEY, {})[le.obsm_key] = {**_settings(le), **info}
+
+
+def coverage_text(le: Any) -> str:
+    """Which cells the plot shows: how many were embedded, placed, or left out; the library size."""
+    cells = le.adata if le.source == "data" else le.generated
+    if cells is None or le.embedding.empty:
+        return ""
+    info = cells.uns.get(EMBEDDINGS_UNS_KEY, {}).get(le.obsm_key, {})
+    n_emb, n_placed = int(info.get("n_embedded", len(le.embedding))), int(info.get("n_placed", 0))
+    method = METHOD_TITLES[le.method]
+    if n_emb >= cells.n_obs:
+        text = f"All {cells.n_obs:,} {le.source} cells embedded by {method}."
+    elif n_placed:
+        text = (f"{method} of a seeded subsample of {n_emb:,} of the {cells.n_obs:,} {le.source} cells "
+                f"(max_cells); the other {n_placed:,} are placed at their 10 nearest embedded cells (PCA space), "
+                "so every cell is drawn and a lasso names every cell in its region.")  # fmt: skip
+    else:
+        text = (f"{method} of a seeded subsample of {n_emb:,} of the {cells.n_obs:,} {le.source} cells "
+                f"(max_cells, place_rest=False): a lasso names only these {n_emb:,}.")  # fmt: skip
+    if le.source == "generated":
+        text += f" Generated at library size {library_size_of(le):,.0f}" + (
+            " (the data's median)." if le.library_size == "data" and le.adata is not None else " (1e4).")
+    return text

@@ -16,9 +16,12 @@ from matplotlib.lines import Line2D
 from ..data import is_combination
 from ..pl import norman_pathway_groups
 from ..pl._style import category_colors
+from ._messages import set_message
+from ._qc_tables import is_categorical
 from ._views import OTHER_COLOR
 
-__all__ = ["cell_labels", "gene_values", "match_genes", "resolve_gene", "draw_embedding", "SYMBOL_COLUMNS", "PRESETS"]
+__all__ = ["cell_labels", "colour_values", "gene_values", "match_genes", "resolve_gene", "draw_embedding", "SYMBOL_COLUMNS",
+           "PRESETS"]
 
 #: The colourings a LatentExplorer offers besides any ``obs`` column.
 PRESETS = ("artifact", "perturbation", "group", "split", "gene", "selection")
@@ -115,6 +118,25 @@ def cell_labels(le: Any, cells: AnnData, obs: pd.DataFrame) -> np.ndarray:
     else:
         mapping = {p: le.groups.get(p, "control" if p == control else "other") for p in uniq}
     return np.asarray([mapping[p] for p in perts], dtype=object)
+
+
+def colour_values(le: Any, cells: AnnData, emb: pd.DataFrame) -> tuple[np.ndarray, bool]:
+    """The colour of each shown cell: categories (strings) or values (floats, ``continuous``)."""
+    obs = cells.obs.loc[emb.index]
+    if le.color_by == "gene":
+        if not le.gene:
+            set_message(le, "Type a gene to colour the cells by its expression.", "info")
+            return np.full(len(emb), np.nan), True
+        return gene_values(cells[emb.index], le.gene), True
+    if le.color_by in PRESETS:
+        return cell_labels(le, cells, obs), False
+    if le.color_by not in obs.columns:
+        raise ValueError(f"obs[{le.color_by!r}] not found in the {le.source} cells: choose one of "
+                         f"{le.color_options[:12]}")  # fmt: skip
+    column = obs[le.color_by]
+    if is_categorical(column):
+        return column.astype(str).to_numpy().astype(object), False
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64), True
 
 
 def palette_of(categories: list[str]) -> dict[str, str]:

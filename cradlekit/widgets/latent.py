@@ -13,16 +13,14 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from ..model import PerturbationModel
-from ..pl.embed import EMBEDDINGS_UNS_KEY, umap_is_warm, warm_up_umap
-from ._latent_compute import embed, generate_cells, library_size_of, store, stored
-from ._latent_draw import PRESETS, cell_labels, draw_embedding, gene_values, match_genes, resolve_gene
+from ..pl.embed import umap_is_warm, warm_up_umap
+from ._latent_compute import METHOD_TITLES, coverage_text, embed, generate_cells, store, stored
+from ._latent_draw import PRESETS, colour_values, draw_embedding, match_genes, resolve_gene
 from ._messages import EMPTY_SELECTION, report_errors, set_message
-from ._qc_tables import is_categorical
 from ._views import Controller
 
 __all__ = ["LatentExplorer"]
 
-METHOD_TITLES = {"tsne": "t-SNE", "umap": "UMAP"}
 
 
 class LatentExplorer(Controller):
@@ -169,25 +167,7 @@ class LatentExplorer(Controller):
     @property
     def coverage_note(self) -> str:
         """Which cells the plot shows: how many were embedded, placed, or left out; the library size."""
-        cells = self.adata if self.source == "data" else self.generated
-        if cells is None or self.embedding.empty:
-            return ""
-        info = cells.uns.get(EMBEDDINGS_UNS_KEY, {}).get(self.obsm_key, {})
-        n_emb, n_placed = int(info.get("n_embedded", len(self.embedding))), int(info.get("n_placed", 0))
-        method = METHOD_TITLES[self.method]
-        if n_emb >= cells.n_obs:
-            text = f"All {cells.n_obs:,} {self.source} cells embedded by {method}."
-        elif n_placed:
-            text = (f"{method} of a seeded subsample of {n_emb:,} of the {cells.n_obs:,} {self.source} cells "
-                    f"(max_cells); the other {n_placed:,} are placed at their 10 nearest embedded cells (PCA space), "
-                    "so every cell is drawn and a lasso names every cell in its region.")  # fmt: skip
-        else:
-            text = (f"{method} of a seeded subsample of {n_emb:,} of the {cells.n_obs:,} {self.source} cells "
-                    f"(max_cells, place_rest=False): a lasso names only these {n_emb:,}.")  # fmt: skip
-        if self.source == "generated":
-            text += f" Generated at library size {library_size_of(self):,.0f}" + (
-                " (the data's median)." if self.library_size == "data" and self.adata is not None else " (1e4).")
-        return text
+        return coverage_text(self)
 
     @property
     def color_options(self) -> list[str]:
@@ -300,26 +280,8 @@ class LatentExplorer(Controller):
             self._updating = False
         self.revision += 1
 
-    def _colours(self, cells: AnnData, emb: pd.DataFrame) -> tuple[np.ndarray, bool]:
-        """The colour of each shown cell: categories (strings) or values (floats, ``continuous``)."""
-        obs = cells.obs.loc[emb.index]
-        if self.color_by == "gene":
-            if not self.gene:
-                set_message(self, "Type a gene to colour the cells by its expression.", "info")
-                return np.full(len(emb), np.nan), True
-            return gene_values(cells[emb.index], self.gene), True
-        if self.color_by in PRESETS:
-            return cell_labels(self, cells, obs), False
-        if self.color_by not in obs.columns:
-            raise ValueError(f"obs[{self.color_by!r}] not found in the {self.source} cells: choose one of "
-                             f"{self.color_options[:12]}")  # fmt: skip
-        column = obs[self.color_by]
-        if is_categorical(column):
-            return column.astype(str).to_numpy().astype(object), False
-        return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64), True
-
     def _show(self, cells: AnnData, emb: pd.DataFrame, reset_selection: bool) -> None:
-        labels, continuous = self._colours(cells, emb)
+        labels, continuous = colour_values(self, cells, emb)
         self.embedding, self._labels, self.continuous = emb, labels, continuous
         cats: list[str] = []
         if not continuous:
