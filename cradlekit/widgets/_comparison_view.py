@@ -28,13 +28,13 @@ class ComparisonView(View):
         self.n_genes = W.BoundedIntText(min=1, max=20, description="genes each", style=_WIDE,
                                         layout=W.Layout(width="170px"))  # fmt: skip
         self.plot = W.ToggleButtons(options=[("dot plot", "dotplot"), ("matrix plot", "matrixplot")],
-                                    description="genes", style={**_WIDE, "button_width": "90px"})  # fmt: skip
+                                    description="genes", style={**_WIDE, "button_width": "auto"})  # fmt: skip
         self.color_by = W.ToggleButtons(options=["origin", "perturbation"], description="colour by",
-                                        style={**_WIDE, "button_width": "90px"})  # fmt: skip
+                                        style={**_WIDE, "button_width": "auto"})  # fmt: skip
         self.method = W.ToggleButtons(options=[("UMAP", "umap"), ("t-SNE", "tsne")], description="method",
-                                      style={**_WIDE, "button_width": "70px"})  # fmt: skip
+                                      style={**_WIDE, "button_width": "auto"})  # fmt: skip
         self.library = W.ToggleButtons(options=[("data median", "data"), ("1e4 (paper)", "1e4")],
-                                       description="library size", style={**_WIDE, "button_width": "100px"})
+                                       description="library size", style={**_WIDE, "button_width": "auto"})
         self.artifact = W.ToggleButton(description="artifact on", icon="bolt")
         for name in ("n", "n_genes", "plot", "color_by", "method", "artifact"):
             widget = getattr(self, name)

@@ -36,7 +36,7 @@ class PerturbationView(View):
                             layout=W.Layout(width="250px"))  # fmt: skip
         self.n = W.BoundedIntText(min=1, max=100_000, description="cells", style=_WIDE, layout=W.Layout(width="250px"))
         self.library = W.ToggleButtons(options=[("data median", "data"), ("1e4 (paper)", "1e4")],
-                                       description="library size", style={**_WIDE, "button_width": "100px"})  # fmt: skip
+                                       description="library size", style={**_WIDE, "button_width": "auto"})  # fmt: skip
         self.button = W.Button(description="Generate", icon="play", button_style="primary")
         for name, widget in (("perturbation", self.picker), ("artifact", self.artifact), ("n", self.n),
                              ("library_size", self.library)):  # fmt: skip
