@@ -133,3 +133,15 @@ def test_training_advice_matches_the_buttons_and_epochs_are_whole(screen, tmp_pa
     FigureCanvasAgg(fig).draw()
     ticks = [t for t in fig.axes[0].get_xticks() if fig.axes[0].get_xlim()[0] <= t <= fig.axes[0].get_xlim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks)  # no 0.5 epochs
+
+
+def test_perturbation_gene_search_is_type_ahead(screen, model):
+    pe = PerturbationExplorer(model, screen, perturbation="KLF1", n=20, run_scrublet=False)
+    view = pe.view
+    gene = "GENE0012"
+    assert gene in screen.var_names and view.gene.continuous_update
+    view.gene.value = "gene001"  # a keystroke: suggestions, nothing drawn yet
+    assert gene in view.gene.options and pe.gene == "" and view.gene_image.widget.layout.display == "none"
+    view.gene.value = "gene0012"  # complete (any case): drawn, titled with the data's spelling
+    assert pe.gene == gene and view.gene_image.widget.layout.display == ""
+    assert pe.gene_figure().axes[0].get_title().startswith(f"{gene}: data")

@@ -48,8 +48,8 @@ class PerturbationView(View):
         c.observe(lambda ch: setattr(self.k, "value", ch["new"] if ch["new"] in ks else None), names="k")
         self.compose.observe(lambda ch: self._set("targets", list(ch["new"])), names="value")
         self.button.on_click(lambda _: self._generate())
-        self.gene = W.Combobox(placeholder="gene symbol", description="gene", ensure_option=False,
-                               continuous_update=False, style=_WIDE, layout=W.Layout(width="240px"))  # fmt: skip
+        self.gene = W.Combobox(placeholder="gene (any case)", description="gene", ensure_option=False,
+                               continuous_update=True, style=_WIDE, layout=W.Layout(width="240px"))  # type-ahead  # fmt: skip
         self.gene.add_class("cradlekit-perturbation-gene")
         self.gene.observe(self._on_gene, names="value")
         self.gene_image = FigureImage()
@@ -93,10 +93,11 @@ class PerturbationView(View):
         cells = c.adata
         from ._latent_draw import match_genes
 
-        matches = match_genes(cells, text) if text else []
+        matches = match_genes(cells, text) if text else []  # suggestions at every keystroke
         self.gene.options = tuple(matches)
-        if text and text.upper() in matches:
-            c.gene = text
+        exact = next((m for m in matches if m.upper() == text.upper()), None)
+        if exact is not None and exact != c.gene:  # a complete name (any case): drawn at once, as the data spells it
+            c.gene = exact
             self._draw_gene()
 
     def _draw_gene(self) -> None:
