@@ -132,3 +132,22 @@ def test_panel_basis_compares_generated_cells_like_with_like(shared_data_file):
     apply_thresholds(naive, reference, run_scrublet=False, basis="reference")
     assert naive.uns["qc"]["basis"] == "reference"
     assert naive.obs["qc_fail_total_counts_k3"].mean() > 0.9  # panel totals << transcriptome totals
+
+
+def test_panel_basis_does_not_warn_about_criteria_the_panel_lacks(tmp_path):
+    """%mito from obs, no MT gene in the panel: on the panel basis mito is skipped on both sides, silently."""
+    import cradlekit as ck
+
+    path = ck.data.write_example_screen(tmp_path / "screen.h5ad", n_cells=400, n_genes=150, seed=2)
+    ref = ck.data.load_dataset(path, perturbation_key="guide", control_label="non-targeting",
+                               qc_metrics=ck.data.EXAMPLE_QC_METRICS)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        label_artifacts(ref, run_scrublet=False)
+    gen = ref[:60].copy()
+    gen.obs = gen.obs[[]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        apply_thresholds(gen, ref, run_scrublet=False)
+    assert gen.uns["qc"]["basis"] == "panel" and "mito" in set(gen.uns["qc"]["skipped"])
+    assert not any("were applied in the reference" in str(w.message) for w in caught)

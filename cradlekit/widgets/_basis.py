@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pandas as pd
 from anndata import AnnData
 
@@ -82,11 +81,3 @@ def metric_label(metric: str, source: str) -> str:
         genes = inner.group(1) if inner else genes
     return f"{metric} (from {genes})"
 
-
-def finite_or_nan(value) -> float:
-    """``float(value)``, NaN when it is missing or not finite."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-    return value if np.isfinite(value) else float("nan")
