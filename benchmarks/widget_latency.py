@@ -157,6 +157,8 @@ def main() -> None:
         measure(rows, f"embed {n_gen} generated cells: {method} (PCA, exact kNN, optimisation)", embed, limit=limit,
                 busy="progress bar + Cancel (background)")  # fmt: skip
 
+    le.color_by = "perturbation"  # a colouring both sources have
+
     def switch():
         le.source = "data"
         le.generated = None  # new cells: generated and embedded again

@@ -321,3 +321,15 @@ def test_hover_is_cleared_when_the_cells_change_and_the_lasso_draws_an_outline(s
     assert "Generated at library size" in le.coverage_note and "the data's median" in le.coverage_note
     lib = float(np.median(np.asarray(adata.X.sum(axis=1)).ravel()))
     assert abs(np.median(np.asarray(le.generated.X.sum(axis=1)).ravel()) - lib) < 0.3 * lib
+
+
+def test_a_data_column_colouring_survives_a_switch_to_generated_cells(setup):
+    adata, model = setup
+    le = LatentExplorer(adata, model=model, n_per_perturbation=5, color_by="total_counts", **TSNE)
+    assert le.continuous and le.title.endswith("by total_counts")
+    le.source = "generated"  # generated cells have no QC metrics in obs: coloured by perturbation, said so
+    assert le.message_level != "error" and "have no obs['total_counts']" in le.message
+    assert not le.continuous and le.title.endswith("by perturbation") and le.color_by == "total_counts"
+    assert set(le.categories) == set(le.generated.obs["perturbation"].astype(str))
+    le.source = "data"  # the choice comes back with the cells that have the column
+    assert le.continuous and le.title.endswith("by total_counts") and le.message == ""

@@ -84,6 +84,10 @@ def gene_values(cells: AnnData, gene: str) -> np.ndarray:
         return np.where(total > 0, np.log2(1e4 * col / np.where(total > 0, total, 1.0) + 1.0), 0.0)
 
 
+def _perturbation_key(cells: AnnData) -> str:
+    return cells.uns.get("cradlekit", {}).get("perturbation_key", "perturbation")
+
+
 def cell_labels(le: Any, cells: AnnData, obs: pd.DataFrame) -> np.ndarray:
     """The category of each embedded cell for ``le.color_by`` (not ``gene``)."""
     key = cells.uns.get("cradlekit", {}).get("perturbation_key", "perturbation")
@@ -123,6 +127,7 @@ def cell_labels(le: Any, cells: AnnData, obs: pd.DataFrame) -> np.ndarray:
 def colour_values(le: Any, cells: AnnData, emb: pd.DataFrame) -> tuple[np.ndarray, bool]:
     """The colour of each shown cell: categories (strings) or values (floats, ``continuous``)."""
     obs = cells.obs.loc[emb.index]
+    le._fallback = ""
     if le.color_by == "gene":
         if not le.gene:
             set_message(le, "Type a gene to colour the cells by its expression.", "info")
@@ -131,8 +136,15 @@ def colour_values(le: Any, cells: AnnData, emb: pd.DataFrame) -> tuple[np.ndarra
     if le.color_by in PRESETS:
         return cell_labels(le, cells, obs), False
     if le.color_by not in obs.columns:
-        raise ValueError(f"obs[{le.color_by!r}] not found in the {le.source} cells: choose one of "
-                         f"{le.color_options[:12]}")  # fmt: skip
+        other = le.generated if le.source == "data" else le.adata
+        if other is None or le.color_by not in other.obs.columns:
+            raise ValueError(f"obs[{le.color_by!r}] not found in the {le.source} cells: choose one of "
+                             f"{le.color_options[:12]}")  # fmt: skip
+        # a column of the other cells only (e.g. a QC metric of the data, after switching to generated
+        # cells): show the perturbations, keep the choice for when the other cells come back
+        le._fallback = "perturbation"
+        set_message(le, f"The {le.source} cells have no obs[{le.color_by!r}]: coloured by perturbation.", "info")
+        return obs[_perturbation_key(cells)].astype(str).to_numpy().astype(object), False
     column = obs[le.color_by]
     if is_categorical(column):
         return column.astype(str).to_numpy().astype(object), False

@@ -137,6 +137,7 @@ class LatentExplorer(Controller):
         self.generated: AnnData | None = None
         self.embedding = pd.DataFrame(columns=["x", "y"])
         self.continuous = False
+        self._fallback = ""  # the colouring shown instead of an obs column the current cells lack
         self._labels = np.empty(0, dtype=object)
         self._updating = False
         self._constructing = True  # the settings below are applied once, by the update at the end
@@ -160,7 +161,7 @@ class LatentExplorer(Controller):
     @property
     def title(self) -> str:
         """What the plot shows (or will show once computed)."""
-        what = f"{self.gene} expression" if self.color_by == "gene" else self.color_by
+        what = f"{self.gene} expression" if self.color_by == "gene" else self.colour_name
         n = f"{len(self.embedding):,} " if not self.embedding.empty else ""
         return f"{METHOD_TITLES[self.method]} of {n}{self.source} cells by {what}"
 
@@ -324,8 +325,9 @@ class LatentExplorer(Controller):
 
     @property
     def colour_name(self) -> str:
-        """Name of the colouring (the gene for ``color_by="gene"``)."""
-        return self.gene if self.color_by == "gene" else self.color_by
+        """Name of the colouring shown (the gene for ``color_by="gene"``; ``perturbation`` while the
+        chosen ``obs`` column exists only in the other source's cells)."""
+        return self.gene if self.color_by == "gene" else (self._fallback or self.color_by)
 
     def cells_in_polygon(self, vertices: Sequence[tuple[float, float]]) -> list[str]:
         """Every shown cell inside a lasso polygon (embedding coordinates); with ``place_rest``, every cell."""
