@@ -179,12 +179,10 @@ def label_artifacts(
     if doublets is None:
         skipped.append("doublet")
         _warn_doublet_skipped()
-    panel_warning(
-        n_genes=adata.n_vars, n_mt_genes=metrics.gene_set_sizes.get("mito", 0), metric_source=metrics.metric_source,
-        whole_transcriptome=bool(adata.uns.get(UNS_KEY, {}).get("whole_transcriptome", False)),
-    )
-    doublet_panel_warning(n_genes=adata.n_vars, n_cells=adata.n_obs, scrublet=scrub,
-                          whole_transcriptome=bool(meta.get("whole_transcriptome", False)))
+    whole = bool(adata.uns.get(UNS_KEY, {}).get("whole_transcriptome", False))
+    panel_warning(n_genes=adata.n_vars, n_mt_genes=metrics.gene_set_sizes.get("mito", 0),
+                  metric_source=metrics.metric_source, whole_transcriptome=whole)
+    doublet_panel_warning(n_genes=adata.n_vars, n_cells=adata.n_obs, scrublet=scrub, whole_transcriptome=whole)
     logger.info(describe_metric_sources(metrics.metric_source, n_genes=adata.n_vars))
     stats, thresholds = compute_thresholds(
         metrics.table, ks_t, skipped=metrics.skipped, mad_zero_guard=mad_zero_guard
