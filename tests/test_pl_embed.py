@@ -51,3 +51,39 @@ def test_bad_input(cells):
         embed_cells(cells, method="pca")
     with pytest.raises(ValueError, match="at least 5 cells"):
         embed_cells(cells[:3].copy())
+
+
+def test_umap_warm_up_imports_umap_in_its_own_thread(monkeypatch):
+    """Importing umap-learn compiles pynndescent's numba code (~5-15 s on two cores): a LatentExplorer's
+    constructor calls warm_up_umap, so the import must happen in the warm-up thread, not the caller's."""
+    import importlib.abc
+    import importlib.util
+    import sys
+    import threading
+
+    import umap  # the real module, handed back below, so nothing is compiled here
+
+    from cradlekit.pl import embed
+
+    importing: list[str] = []
+
+    class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path, target=None):
+            return importlib.util.spec_from_loader(name, self) if name == "umap" else None
+
+        def create_module(self, spec):
+            importing.append(threading.current_thread().name)
+            return umap
+
+        def exec_module(self, module):
+            pass
+
+    monkeypatch.setattr(umap, "__spec__", umap.__spec__)  # restored after the import machinery sets it
+    monkeypatch.delitem(sys.modules, "umap")
+    monkeypatch.setattr(sys, "meta_path", [Finder(), *sys.meta_path])
+    monkeypatch.setattr(embed, "_WARM", threading.Event())
+    monkeypatch.setattr(embed, "_umap", lambda *args: embed._WARM.set())
+    thread = embed.warm_up_umap()
+    assert thread is not None and thread.name == "cradlekit-umap-warmup"
+    thread.join(30)
+    assert importing == ["cradlekit-umap-warmup"] and embed.umap_is_warm()

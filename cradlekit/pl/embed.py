@@ -13,6 +13,7 @@ same settings returns it without recomputing.
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from collections.abc import Callable
@@ -272,17 +273,16 @@ def umap_is_warm() -> bool:
 
 
 def warm_up_umap(*, wait: bool = False) -> threading.Thread | None:
-    """Compile umap-learn's numba functions on 40 random points, in a background thread.
+    """Import umap-learn and compile its numba functions on 40 random points, in a background thread.
 
-    The first UMAP of a process otherwise spends ~10-20 s compiling; a widget calls this when it
-    is created, so that its first generated-cell embedding is fast. Returns the thread (``None`` when
-    already warm or umap-learn is absent).
+    The first UMAP of a process otherwise spends ~10-20 s compiling (and importing umap-learn alone
+    compiles pynndescent's numba code, ~5-15 s on two cores); a widget calls this when it is created,
+    so that its constructor returns at once and its first embedding is fast. Returns the thread
+    (``None`` when already warm or umap-learn is absent).
     """
     if _WARM.is_set():
         return None
-    try:
-        import umap  # noqa: F401
-    except ImportError:  # pragma: no cover
+    if importlib.util.find_spec("umap") is None:  # pragma: no cover - looks for it without importing it
         return None
 
     def run():
@@ -291,6 +291,8 @@ def warm_up_umap(*, wait: bool = False) -> threading.Thread | None:
                 return
             rng = np.random.default_rng(0)
             try:
+                import umap  # noqa: F401 - the slow import, here rather than in the caller's thread
+
                 _umap(rng.normal(size=(40, 5)), 5, 0, lambda: None)
             except Exception:  # noqa: BLE001 - warming up is best effort
                 logger.debug("umap warm-up failed", exc_info=True)
