@@ -110,8 +110,7 @@ def main() -> None:
     assert le.busy, "the first embedding should run in the background"
     le.wait_task()
     first = time.perf_counter() - t0
-    rows.append({"interaction": "LatentExplorer: the first UMAP of a process (numba compilation included), once; "
-                                "the constructor returned after the time in the next row",
+    rows.append({"interaction": _first_umap(returned),
                  "wall_s": first, "cpu_s": time.process_time() - c0, "load_1min": round(load0, 2),
                  "load_range": [round(load0, 2), round(load0, 2)], "limit_s": None,
                  "busy_state": "progress bar + Cancel from the start (background)"})  # fmt: skip
@@ -193,6 +192,11 @@ def main() -> None:
     write_markdown(rows, os.environ.get("OMP_NUM_THREADS"))
 
 
+def _first_umap(returned: float) -> str:
+    return (f"LatentExplorer: first construction in a process (returned busy after {returned:.2f} s) until its UMAP "
+            "is shown, numba compilation included; once")
+
+
 def _target(limit: float | None) -> str:
     return "–" if limit is None else f"< {limit:g}"
 
@@ -222,7 +226,7 @@ def write_markdown(rows: list[dict], omp: str | None) -> None:
                      f"{lo:.1f}-{hi:.1f} | {_target(r['limit_s'])} | {r['busy_state']} |")  # fmt: skip
     lines += ["", "The LatentExplorer's constructor returns at once and shows a busy bar with Cancel while the first "
               "embedding runs in a background thread (the first UMAP of a process also compiles umap-learn's numba "
-              "code: the 'first UMAP' row; the busy line says so). Above `max_cells` cells a seeded subsample is "
+              "code, in the background too: the 'first construction' row; the busy line says so). Above `max_cells` cells a seeded subsample is "
               "embedded and the rest placed at their nearest embedded cells (the 'placed' row includes that). t-SNE "
               "(openTSNE on the same neighbours, 375 iterations) needs no compilation but several seconds of CPU for "
               "~2,900 cells (its row): the non-default method.", "",
