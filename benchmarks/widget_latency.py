@@ -57,8 +57,13 @@ def main() -> None:
     torch.set_num_threads(1)
     import cradlekit as ck
     from cradlekit.pl.embed import embed_cells, warm_up_umap
-    from cradlekit.widgets import ComparisonExplorer, LatentExplorer, PerturbationExplorer, QCExplorer, \
-        TrainingController  # fmt: skip
+    from cradlekit.widgets import (
+        ComparisonExplorer,
+        LatentExplorer,
+        PerturbationExplorer,
+        QCExplorer,
+        TrainingController,
+    )
     from cradlekit.widgets._latent_compute import generate_cells
 
     path = ck.data.write_example_screen(Path(tempfile.mkdtemp()) / "screen.h5ad", n_cells=3000, n_genes=300, seed=0)
@@ -226,8 +231,9 @@ def write_markdown(rows: list[dict], omp: str | None) -> None:
                      f"{lo:.1f}-{hi:.1f} | {_target(r['limit_s'])} | {r['busy_state']} |")  # fmt: skip
     lines += ["", "The LatentExplorer's constructor returns at once and shows a busy bar with Cancel while the first "
               "embedding runs in a background thread (the first UMAP of a process also compiles umap-learn's numba "
-              "code, in the background too: the 'first construction' row; the busy line says so). Above `max_cells` cells a seeded subsample is "
-              "embedded and the rest placed at their nearest embedded cells (the 'placed' row includes that). t-SNE "
+              "code, in the background too: the 'first construction' row; the busy line says so). Above "
+              "`max_cells` cells a seeded subsample is embedded and the rest placed at their nearest embedded cells "
+              "(the 'placed' row includes that). t-SNE "
               "(openTSNE on the same neighbours, 375 iterations) needs no compilation but several seconds of CPU for "
               "~2,900 cells (its row): the non-default method.", "",
               "The colouring rows time the Python side only: the ipympl canvas is drawn when the browser asks for "

@@ -19,7 +19,8 @@ from cradlekit.experiments.report import write_report
 
 MODELS = ["mean", "additive", "cvae", "cradle", "cradle_latent_only", "sams_concat"]
 VARIANTS = {
-    "cradle_latent_only": {"model": "cradle_wo_cf", "options": {"objective": None}, "label": "ladder 2: + artifact latent"},
+    "cradle_latent_only": {"model": "cradle_wo_cf", "options": {"objective": None},
+                           "label": "ladder 2: + artifact latent"},
     "sams_concat": {"model": "sams_vae", "options": {"decoder_input": "concat"}, "label": "ladder 1: concat"},
 }
 CRITERIA = ("total_counts", "n_genes", "mito", "ribo", "hb", "doublet")

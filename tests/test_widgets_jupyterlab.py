@@ -43,7 +43,8 @@ import numpy as np
 from _browser import ARTIFACTS, CHROMIUM_FLAGS, chromium, free_port, stop_server, unavailable, wait_for_port  # noqa: F401
 
 SERVER_TIMEOUT = 120  # seconds until JupyterLab listens
-RUN_TIMEOUT = int(os.environ.get("CRADLEKIT_LAB_TIMEOUT", 240))  # seconds for all cells to run (a kernel start, a 2-epoch model)
+# seconds for all cells to run (a kernel start, a 2-epoch model)
+RUN_TIMEOUT = int(os.environ.get("CRADLEKIT_LAB_TIMEOUT", 240))
 STEP_TIMEOUT = 90  # seconds for one interaction to show its result
 WIDTH = 1280  # the window width of the report (a laptop), with JupyterLab's file browser open
 
@@ -51,7 +52,8 @@ SETUP = """\
 import cradlekit as ck
 from cradlekit.widgets import ComparisonExplorer, LatentExplorer, PerturbationExplorer, QCExplorer, TrainingController
 
-ck.data.write_example_screen("screen.h5ad", n_cells=1200, n_genes=180, seed=0)   # a panel + full-transcriptome QC metrics
+# a gene panel, full-transcriptome QC metrics in obs
+ck.data.write_example_screen("screen.h5ad", n_cells=1200, n_genes=180, seed=0)
 adata = ck.data.load_dataset("screen.h5ad", perturbation_key="guide", control_label="non-targeting",
                              qc_metrics=ck.data.EXAMPLE_QC_METRICS)
 ck.qc.label_artifacts(adata, run_scrublet=False)
@@ -170,8 +172,10 @@ CLIPPED_JS = """roots => {
       if (el.offsetParent === null || getComputedStyle(el).visibility === 'hidden') continue;  // not shown
       const r = el.getBoundingClientRect();
       if (r.width === 0) continue;
-      const what = `${name}: ${el.tagName.toLowerCase()} '${(el.textContent || el.value || el.placeholder || '').trim().slice(0, 30)}'`;
-      if ((el.tagName === 'INPUT' || el.tagName === 'SELECT') && r.width < 40) out.push(`${what} squashed to ${r.width}px`);
+      const label = (el.textContent || el.value || el.placeholder || '').trim().slice(0, 30);
+      const what = `${name}: ${el.tagName.toLowerCase()} '${label}'`;
+      const field = el.tagName === 'INPUT' || el.tagName === 'SELECT';
+      if (field && r.width < 40) out.push(`${what} squashed to ${r.width}px`);
       if (el.tagName !== 'INPUT' && el.tagName !== 'SELECT' && el.scrollWidth > el.clientWidth + 1)
         out.push(`${what} text cut (${el.scrollWidth} > ${el.clientWidth})`);
       // ancestors that clip it: overflow other than visible; above an absolutely positioned box, only its
@@ -182,7 +186,10 @@ CLIPPED_JS = """roots => {
         const positioned = st.position !== 'static';
         if (a !== el && st.overflowX !== 'visible' && (!floating || positioned)) {
           const b = a.getBoundingClientRect();
-          if (r.right > b.right + 1 || r.left < b.left - 1) { out.push(`${what} cut by ${a.className.slice(0, 40)}`); break; }
+          if (r.right > b.right + 1 || r.left < b.left - 1) {
+            out.push(`${what} cut by ${a.className.slice(0, 40)}`);
+            break;
+          }
         }
         if (a !== el && floating && positioned) floating = false;
         if (['absolute', 'fixed'].includes(st.position)) floating = true;
@@ -192,7 +199,8 @@ CLIPPED_JS = """roots => {
   }
   return out;
 }"""
-BROKEN_IMAGES_JS = "() => [...document.querySelectorAll('img')].filter(i => i.offsetParent !== null && i.complete && i.naturalWidth === 0).length"
+BROKEN_IMAGES_JS = ("() => [...document.querySelectorAll('img')]"
+                    ".filter(i => i.offsetParent !== null && i.complete && i.naturalWidth === 0).length")
 
 
 def _wait_text(page, selector: str, needle: str, timeout: int = STEP_TIMEOUT) -> str:
@@ -278,7 +286,8 @@ def _drive(page, port: int, shots: list[Path]) -> None:
     handle.focus()
     for _ in range(8):  # 8 steps of 0.25: k = 5
         handle.press("ArrowRight")
-    page.wait_for_function("() => (document.querySelector('.cradlekit-qc-total')?.innerText || '').includes('at k = 5')")
+    page.wait_for_function("() => (document.querySelector('.cradlekit-qc-total')?.innerText || '')"
+                           ".includes('at k = 5')")  # fmt: skip
     after = _text(page, ".cradlekit-qc-total")
     assert _total(after) > _total(before), (before, after)
     qc.get_by_role("button", name=re.compile(r"\d+-gene panel")).click()

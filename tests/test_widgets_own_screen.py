@@ -64,7 +64,8 @@ def test_qc_explorer_names_its_basis_and_shows_both_side_by_side(screen):
     view.basis.value = "panel"
     assert qc.basis == "panel" and qc.skipped[0] == "mito"  # no MT gene in the panel
     assert qc.n_pass == both.loc["any", "pass (panel)"]
-    assert any(lab == f"total_counts (from {screen.n_vars} genes)" for lab in (ax.get_xlabel() for ax in qc.static_figure().axes))
+    xlabels = [ax.get_xlabel() for ax in qc.static_figure().axes]
+    assert f"total_counts (from {screen.n_vars} genes)" in xlabels
     assert set(qc.tables()) == {"criteria", "bases", "per_perturbation"}
     qc.basis = "reference"
 
@@ -93,15 +94,16 @@ def test_perturbation_explorer_judges_both_sets_on_one_stated_basis(screen, mode
 
     in_data = (screen.obs["perturbation"] == label).to_numpy()
     on_panel = panel_view(screen, 3.0)[in_data]
-    assert pe.qc_pass["data"] == pytest.approx(ck.qc.pass_rate(on_panel, 3))
+    assert pe.qc_pass["data"] == pytest.approx(ck.qc.pass_fraction(on_panel, 3))
     rate = 100 * (1 - on_panel.obs[flag_key("total_counts", 3)].mean())
     assert pe.criteria.loc["total_counts", "data pass %"] == pytest.approx(rate)
     # ... and the data's own labels (full-transcriptome metrics) beside it, named
     own = screen[in_data]
-    assert pe.qc_pass["data_labels"] == pytest.approx(ck.qc.pass_rate(own, 3))
+    assert pe.qc_pass["data_labels"] == pytest.approx(ck.qc.pass_fraction(own, 3))
     assert "data pass % (data's labels)" in pe.criteria.columns
     view = pe.view
-    assert f"on the same {screen.n_vars}-gene basis" in view.summary.value and "on its own QC labels" in view.summary.value
+    summary = view.summary.value
+    assert f"on the same {screen.n_vars}-gene basis" in summary and "on its own QC labels" in summary
     assert "cradlekit-perturbation-basis" in view.basis._dom_classes and "QC basis" in view.basis.value
     assert f"on the {screen.n_vars}-gene panel (both sets)" in pe.static_figure()._suptitle.get_text()
 

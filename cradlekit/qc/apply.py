@@ -105,7 +105,8 @@ def apply_thresholds(
     ref_thresholds = {k_label(k): plain(source["thresholds"][k_label(k)]) for k in ks_t}
     ref_skipped = {str(s) for s in np.asarray(ref["skipped"]).tolist()}
     if use_panel:  # on the panel basis the reference skipped the criteria its genes lack, too
-        ref_skipped |= {str(c) for c, st in dict(source.get("stats", {})).items() if str(st.get("scale_kind")) == "skipped"}
+        stats = dict(source.get("stats", {}))
+        ref_skipped |= {str(c) for c, st in stats.items() if str(st.get("scale_kind")) == "skipped"}
 
     if copy:
         adata_generated = adata_generated.copy()

@@ -124,7 +124,9 @@ def panel_warning(
     return msg
 
 
-def doublet_panel_warning(*, n_genes: int, n_cells: int, scrublet: Mapping, whole_transcriptome: bool = False) -> str | None:
+def doublet_panel_warning(
+    *, n_genes: int, n_cells: int, scrublet: Mapping, whole_transcriptome: bool = False
+) -> str | None:
     """Warn when scrublet called the doublets on a gene panel too small to support the calls.
 
     Parameters

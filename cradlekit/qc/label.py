@@ -329,7 +329,8 @@ def qc_thresholds(adata: AnnData | Mapping) -> pd.DataFrame:
     pandas.DataFrame
         One row per MAD criterion (``total_counts``, ``n_genes``, ``mito``, ``ribo``, ``hb``):
         ``metric`` (the ``obs`` column), ``source`` (where its values came from: an ``obs``
-        column such as ``obs['total_counts_full']``, or the genes of the counts), ``fails`` (``below`` or ``above``), ``median``, ``mad``,
+        column such as ``obs['total_counts_full']``, or the genes of the counts), ``fails``
+        (``below`` or ``above``), ``median``, ``mad``,
         ``scale`` (the MAD, or the MAD = 0 guard's scale), ``scale_kind``, ``skipped`` and
         ``k<k>`` thresholds (NaN when skipped). E.g. ``df.loc["mito", "k3"]``.
 

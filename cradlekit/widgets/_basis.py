@@ -65,7 +65,8 @@ def panel_metrics(adata: AnnData) -> pd.DataFrame:
     record = read_qc_uns(adata)
     m = _LAYER.match(str(record.get("counts", "")))
     symbols = str(record.get("gene_symbols", "var_names"))
-    return compute_metrics(adata, layer=m.group(2) if m else None, gene_symbols=None if symbols == "var_names" else symbols,
+    gene_symbols = None if symbols == "var_names" else symbols
+    return compute_metrics(adata, layer=m.group(2) if m else None, gene_symbols=gene_symbols,
                            precomputed=None, validate=False, warn_missing=False).table  # fmt: skip
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ..evaluate.normalize import perturbseq_normalize
+from ..evaluate.log_normalize import perturbseq_normalize
 
 __all__ = ["ORIGINS", "joint_cells", "top_genes", "group_label", "gene_summary"]
 
@@ -60,7 +60,8 @@ def joint_cells(
                    sp.csr_matrix(generated.X[keep_gen], dtype=np.float32)]).tocsr()  # fmt: skip
     perts = np.concatenate([labels[rows_obs], gen_labels[keep_gen]])
     origin = np.repeat(ORIGINS, [rows_obs.size, int(keep_gen.sum())])
-    names = [f"observed:{c}" for c in adata.obs_names[rows_obs]] + [f"generated:{c}" for c in generated.obs_names[keep_gen]]
+    names = [f"observed:{c}" for c in adata.obs_names[rows_obs]]
+    names += [f"generated:{c}" for c in generated.obs_names[keep_gen]]
     order = list(perturbations)
     obs = pd.DataFrame({
         "perturbation": pd.Categorical(perts, categories=order),

@@ -60,7 +60,7 @@ def draw_joint_embedding(ce: Any, fig: Figure | SubFigure) -> None:
 
 
 def draw_gene_plot(ce: Any, fig: Figure | SubFigure) -> None:
-    """scanpy's dot plot (or matrix plot) of each perturbation's top genes, observed above generated."""
+    """Scanpy's dot plot (or matrix plot) of each perturbation's top genes, observed above generated."""
     import scanpy as sc
 
     # margins for scanpy's row labels (left), gene names (below) and perturbation brackets (above)

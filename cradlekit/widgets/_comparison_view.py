@@ -20,11 +20,12 @@ class ComparisonView(View):
     def __init__(self, controller):
         super().__init__(controller)
         c = controller
-        self.perturbations = W.SelectMultiple(options=c.options, value=tuple(p for p in c.perturbations if p in c.options),
-                                              rows=7, description="perturbations", style=_WIDE,
-                                              layout=W.Layout(width="260px"))  # fmt: skip
+        chosen = tuple(p for p in c.perturbations if p in c.options)
+        self.perturbations = W.SelectMultiple(options=c.options, value=chosen, rows=7, description="perturbations",
+                                              style=_WIDE, layout=W.Layout(width="260px"))  # fmt: skip
         self.perturbations.add_class("cradlekit-comparison-perturbations")
-        self.n = W.BoundedIntText(min=5, max=5000, description="cells each", style=_WIDE, layout=W.Layout(width="170px"))
+        self.n = W.BoundedIntText(min=5, max=5000, description="cells each", style=_WIDE,
+                                  layout=W.Layout(width="170px"))  # fmt: skip
         self.n_genes = W.BoundedIntText(min=1, max=20, description="genes each", style=_WIDE,
                                         layout=W.Layout(width="170px"))  # fmt: skip
         self.plot = W.ToggleButtons(options=[("dot plot", "dotplot"), ("matrix plot", "matrixplot")],

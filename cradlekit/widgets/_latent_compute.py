@@ -65,7 +65,8 @@ def generate_cells(le: Any) -> AnnData:
 
 
 def _settings(le: Any) -> dict:
-    return {"method": le.method, "max_cells": int(le.max_cells), "seed": int(le.seed), "place_rest": bool(le.place_rest)}
+    return {"method": le.method, "max_cells": int(le.max_cells), "seed": int(le.seed),
+            "place_rest": bool(le.place_rest)}  # fmt: skip
 
 
 def stored(le: Any, cells: AnnData) -> pd.DataFrame | None:

@@ -20,8 +20,8 @@ from ._messages import set_message
 from ._qc_tables import is_categorical
 from ._views import OTHER_COLOR
 
-__all__ = ["cell_labels", "colour_values", "gene_values", "match_genes", "resolve_gene", "draw_embedding", "SYMBOL_COLUMNS",
-           "PRESETS"]
+__all__ = ["cell_labels", "colour_values", "gene_values", "match_genes", "resolve_gene", "draw_embedding",
+           "SYMBOL_COLUMNS", "PRESETS"]
 
 #: The colourings a LatentExplorer offers besides any ``obs`` column.
 PRESETS = ("artifact", "perturbation", "group", "split", "gene", "selection")

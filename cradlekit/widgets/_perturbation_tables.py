@@ -38,7 +38,9 @@ def _rates(cells: AnnData, k: float) -> dict[str, float]:
     return out
 
 
-def criteria_table(generated: AnnData, data: AnnData | None, k: float, *, labelled: AnnData | None = None) -> pd.DataFrame:
+def criteria_table(
+    generated: AnnData, data: AnnData | None, k: float, *, labelled: AnnData | None = None
+) -> pd.DataFrame:
     """% passing per criterion at ``k``: generated cells vs the observed cells of the same perturbation,
     both on one QC basis; ``labelled``: the same observed cells on their own QC labels (another basis),
     as a third column :data:`LABELS_COLUMN`."""

@@ -48,8 +48,8 @@ class PerturbationView(View):
         c.observe(lambda ch: setattr(self.k, "value", ch["new"] if ch["new"] in ks else None), names="k")
         self.compose.observe(lambda ch: self._set("targets", list(ch["new"])), names="value")
         self.button.on_click(lambda _: self._generate())
-        self.gene = W.Combobox(placeholder="gene (any case)", description="gene", ensure_option=False,
-                               continuous_update=True, style=_WIDE, layout=W.Layout(width="240px"))  # type-ahead  # fmt: skip
+        self.gene = W.Combobox(placeholder="gene (any case)", description="gene", ensure_option=False,  # type-ahead
+                               continuous_update=True, style=_WIDE, layout=W.Layout(width="240px"))  # fmt: skip
         self.gene.add_class("cradlekit-perturbation-gene")
         self.gene.observe(self._on_gene, names="value")
         self.gene_image = FigureImage()

@@ -61,6 +61,7 @@ def _draw_criterion(qc: Any, ax, criterion: str) -> None:
             ax.axvline(t, color=THRESHOLD_COLOR, ls=":", lw=1.8, gid="threshold")
         ax.hist(finite, bins=40, range=(lo, hi), color="#636363", log=True)
         ax.set_xlim(lo, hi)
-        ax.set_xlabel(metric_label(METRIC_OF_CRITERION[criterion], qc.metric_sources.get(criterion, "")), fontsize="small")
+        source = qc.metric_sources.get(criterion, "")
+        ax.set_xlabel(metric_label(METRIC_OF_CRITERION[criterion], source), fontsize="small")
         ax.set_ylabel("cells (log)", fontsize="small")
     ax.set_title(f"{criterion}: {c['n_pass']} pass, {c['n_fail']} fail", fontsize="medium")

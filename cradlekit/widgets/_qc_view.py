@@ -50,8 +50,8 @@ class QCExplorerView(View):
         group_options = c.group_options or [c.group_by]
         if c.group_by not in group_options:
             group_options = [c.group_by, *group_options]
-        self.group_by = W.Dropdown(options=group_options, description="pass rates per", style={"description_width": "initial"},
-                                   layout=W.Layout(width="320px"))  # any categorical obs column  # fmt: skip
+        self.group_by = W.Dropdown(options=group_options, description="pass rates per",  # any categorical obs column
+                                   style={"description_width": "initial"}, layout=W.Layout(width="320px"))  # fmt: skip
         self.group_by.add_class("cradlekit-qc-group-by")
         short = {"reference": "data's QC metrics", "panel": f"{c.adata.n_vars}-gene panel"}
         self.basis = W.ToggleButtons(options=[(short[b], b) for b in c.bases],

@@ -99,7 +99,8 @@ class ComparisonExplorer(Controller):
         self.note = ""
         self._constructing = True
         super().__init__(**traits)
-        self.set_trait("perturbations", list(perturbations) if perturbations is not None else self.default_perturbations())
+        chosen = list(perturbations) if perturbations is not None else self.default_perturbations()
+        self.set_trait("perturbations", chosen)
         self._constructing = False
         if self.method == "umap":
             warm_up_umap()
@@ -109,6 +110,7 @@ class ComparisonExplorer(Controller):
     # ------------------------------------------------------------------ state
     @property
     def model(self) -> PerturbationModel | None:
+        """The model that generates the cells (from a TrainingController when one was given)."""
         src = self._source
         if src is None or isinstance(src, PerturbationModel):
             return src
@@ -116,11 +118,13 @@ class ComparisonExplorer(Controller):
 
     @property
     def control(self) -> str:
+        """The control label of the model's data."""
         model = self.model
         return str(model.registry["control_label"]) if model is not None else "control"
 
     @property
     def perturbation_key(self) -> str:
+        """The ``obs`` column of the perturbation labels."""
         return self.adata.uns.get("cradlekit", {}).get("perturbation_key", "perturbation")
 
     @property
@@ -222,6 +226,7 @@ class ComparisonExplorer(Controller):
 
     # ------------------------------------------------------------------ tables, figures, view
     def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables the widget shows, by name (exported as CSV); empty before there is a result."""
         self.wait_task()
         if self.cells is None:
             return {}
@@ -229,6 +234,7 @@ class ComparisonExplorer(Controller):
         return {"top_genes": gene_summary(self.cells, self.genes), "embedding": embedding}
 
     def export_label(self) -> str:
+        """What the export files are named after (what is shown)."""
         return f"{len(self.perturbations)}perturbations_{self.plot}"
 
     def static_figure(self) -> Figure:

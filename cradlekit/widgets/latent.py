@@ -1,4 +1,4 @@
-"""LatentExplorer: UMAP/t-SNE of observed or generated cells by artifact, perturbation, group, any obs column or gene (Figure 4)."""
+"""LatentExplorer: UMAP/t-SNE of observed or generated cells, coloured by any obs column or gene (Figure 4)."""
 
 from __future__ import annotations
 
@@ -309,8 +309,8 @@ class LatentExplorer(Controller):
         obs = cells.obs.loc[cell]
         key = cells.uns.get("cradlekit", {}).get("perturbation_key", "perturbation")
         info: dict[str, Any] = {"cell": str(cell), "perturbation": str(obs.get(key, "—"))}
-        info["split"] = str(obs["split"]) if "split" in obs.index else ("generated" if self.source == "generated"
-                                                                         else "—")  # fmt: skip
+        unsplit = "generated" if self.source == "generated" else "—"
+        info["split"] = str(obs["split"]) if "split" in obs.index else unsplit
         if self.source == "generated":
             info["QC"] = "artifact on" if bool(obs.get("generated_artifact", False)) else "artifact off"
         elif self.artifact_key in obs.index:
@@ -325,8 +325,7 @@ class LatentExplorer(Controller):
 
     @property
     def colour_name(self) -> str:
-        """Name of the colouring shown (the gene for ``color_by="gene"``; ``perturbation`` while the
-        chosen ``obs`` column exists only in the other source's cells)."""
+        """Name of the colouring shown (a gene's; ``perturbation`` while the ``obs`` column is the other source's)."""
         return self.gene if self.color_by == "gene" else (self._fallback or self.color_by)
 
     def cells_in_polygon(self, vertices: Sequence[tuple[float, float]]) -> list[str]:
@@ -369,6 +368,7 @@ class LatentExplorer(Controller):
         return n
 
     def export_label(self) -> str:
+        """What the export files are named after (what is shown)."""
         return f"{self.source}_{self.method}_{self.colour_name}"
 
     def tables(self) -> dict[str, pd.DataFrame]:

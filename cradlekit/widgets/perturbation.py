@@ -12,10 +12,10 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from ..data import canonical_label, parse_perturbation
+from ..errors import MissingKeyError
 from ..evaluate import data_ate, model_ate
 from ..model import PerturbationModel
 from ..pl import qc_violins
-from ..errors import MissingKeyError
 from ..pl.qc_violins import panel_view
 from ..qc import apply_thresholds, pass_fraction, read_qc_uns
 from ..qc.thresholds import k_label
@@ -107,9 +107,7 @@ class PerturbationExplorer(Controller):
     seed = T.Int(0)
     top_n = T.Int(10)
     run_scrublet = T.Bool(True)
-    library_size = T.Enum(
-        ("data", "1e4"), default_value="data", help="generated library size: the data median or the paper's 1e4"
-    )
+    library_size = T.Enum(("data", "1e4"), default_value="data", help="generated library size: data median or 1e4")
     gene = T.Unicode("", help="gene for the data-vs-generated violins")
     auto_update = T.Bool(True)
     label = T.Unicode("")
@@ -208,8 +206,7 @@ class PerturbationExplorer(Controller):
         except MissingKeyError:
             return ""
         if self.basis == "panel":
-            text += (" The data's own labels (full-transcriptome metrics) are shown beside it, marked "
-                     "'data's labels'.")  # fmt: skip
+            text += " The data's own labels (full-transcriptome metrics) are shown beside it, as 'data's labels'."
         return text
 
     def _data_view(self, k: float) -> AnnData:
@@ -224,8 +221,7 @@ class PerturbationExplorer(Controller):
     @property
     def data_library_size(self) -> float:
         """Median total counts of the observed cells (what ``library_size="data"`` generates)."""
-        X = self.adata.X
-        return float(np.median(np.asarray(X.sum(axis=1)).ravel()))
+        return float(np.median(np.asarray(self.adata.X.sum(axis=1)).ravel()))
 
     def generate(self) -> bool:
         """Generate ``n`` cells of the perturbation (and ``n`` controls), label and compare them.
@@ -241,9 +237,8 @@ class PerturbationExplorer(Controller):
         model = self._check_ready()
         if model is None:
             return False
-        settings = {
-            name: getattr(self, name) for name in ("perturbation", "artifact", "k", "n", "seed", "library_size")
-        }
+        names = ("perturbation", "artifact", "k", "n", "seed", "library_size")
+        settings = {name: getattr(self, name) for name in names}
         control = self.control_label
         label = ""
         with report_errors(self, f"generate {self.perturbation.strip()!r}"):
@@ -336,6 +331,7 @@ class PerturbationExplorer(Controller):
                                                 f"{self.result_library_size:,.0f})")
 
     def export_label(self) -> str:
+        """What the export files are named after (what is shown)."""
         return f"{self.label}_k{k_label(self.result_k)[1:]}_artifact-{'on' if self.artifact else 'off'}" \
             if self.generated is not None else ""  # fmt: skip
 

@@ -18,8 +18,8 @@ from ..qc import label_artifacts, qc_summary, read_qc_uns
 from ..qc.thresholds import SIDE, fails, k_label, mad_threshold, robust_scale
 from ._basis import BASES, basis_name, basis_sentence, has_panel, panel_metrics
 from ._messages import NO_QC_LABELS, report_errors, set_message
-from ._qc_tables import categorical_columns, group_pass_table, references_note, threshold_note
 from ._qc_draw import qc_figure
+from ._qc_tables import categorical_columns, group_pass_table, references_note, threshold_note
 from ._qc_view import QCExplorerView
 from ._views import Controller
 
@@ -304,6 +304,7 @@ class QCExplorer(Controller):
         return [c for c in CRITERIA if self.ready and c not in self._values]
 
     def export_label(self) -> str:
+        """What the export files are named after (what is shown)."""
         return f"k{k_label(self.k)[1:]}" + (f"_{self.basis}" if len(self.bases) > 1 else "")
 
     @property
