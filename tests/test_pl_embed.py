@@ -60,30 +60,35 @@ def test_umap_warm_up_imports_umap_in_its_own_thread(monkeypatch):
     import importlib.util
     import sys
     import threading
-
-    import umap  # the real module, handed back below, so nothing is compiled here
+    import types
 
     from cradlekit.pl import embed
 
     importing: list[str] = []
 
     class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        """Hands out a stand-in ``umap`` (nothing compiled) and records the thread that imports it."""
+
         def find_spec(self, name, path, target=None):
             return importlib.util.spec_from_loader(name, self) if name == "umap" else None
 
         def create_module(self, spec):
             importing.append(threading.current_thread().name)
-            return umap
+            return types.ModuleType("umap")
 
         def exec_module(self, module):
             pass
 
-    monkeypatch.setattr(umap, "__spec__", umap.__spec__)  # restored after the import machinery sets it
-    monkeypatch.delitem(sys.modules, "umap")
-    monkeypatch.setattr(sys, "meta_path", [Finder(), *sys.meta_path])
-    monkeypatch.setattr(embed, "_WARM", threading.Event())
-    monkeypatch.setattr(embed, "_umap", lambda *args: embed._WARM.set())
-    thread = embed.warm_up_umap()
-    assert thread is not None and thread.name == "cradlekit-umap-warmup"
-    thread.join(30)
+    real = sys.modules.pop("umap", None)
+    try:
+        monkeypatch.setattr(sys, "meta_path", [Finder(), *sys.meta_path])
+        monkeypatch.setattr(embed, "_WARM", threading.Event())
+        monkeypatch.setattr(embed, "_umap", lambda *args: embed._WARM.set())
+        thread = embed.warm_up_umap()
+        assert thread is not None and thread.name == "cradlekit-umap-warmup"
+        thread.join(30)
+    finally:
+        sys.modules.pop("umap", None)
+        if real is not None:
+            sys.modules["umap"] = real
     assert importing == ["cradlekit-umap-warmup"] and embed.umap_is_warm()
