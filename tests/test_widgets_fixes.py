@@ -130,7 +130,7 @@ def test_gene_violins_data_vs_generated(prepared, trained):
     n_ctrl = int((prepared.obs["perturbation"] == "control").sum())
     assert labels[0] == f"data control\n(n={n_ctrl})" and labels[-1] == "generated KLF1\n(n=30)"
     pe.export_dir = "unused"
-    assert set(pe.tables()) == {"qc_criteria", "top_genes"}
+    assert set(pe.tables()) == {"qc_criteria", "top_genes", "baselines"}
 
 
 def test_start_again_asks_first_and_keeps_the_old_checkpoint(prepared, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import cradlekit as ck
@@ -52,7 +53,16 @@ def test_seen_perturbation_against_the_data(setup):
     assert "KLF1" in fig._suptitle.get_text()
     view = pe.view
     assert "KLF1" in view.summary.value and "seen in training" in view.summary.value
-    assert view.genes.value.count("<tr>") == 9 and view.image.widget.value[:4] == b"\x89PNG"
+    top_html, baselines_html = view.genes.value.split("this perturbation beside the baselines")
+    assert top_html.count("<tr>") == 9 and view.image.widget.value[:4] == b"\x89PNG"
+    # the prediction beside the baselines: the model's row is its generated ATE scored against the data
+    from cradlekit.widgets._baseline_comparison import baseline_comparison
+
+    ate = ck.evaluate.model_ate(gen, perturbations=["KLF1"])
+    expected = baseline_comparison(pd.Series(ate.X[0], index=ate.var_names), adata, "KLF1", artifact_key="artifact_k3")
+    assert list(pe.baselines.index) == ["this model", *list(expected.index[1:])]
+    np.testing.assert_allclose(pe.baselines.iloc[:, :3].to_numpy(float), expected.iloc[:, :3].to_numpy(float))
+    assert "Baseline: additive" in baselines_html and "baselines" in pe.tables()
 
     pe.artifact = True  # regenerates with the artifact latent on
     assert pe.generated.obs["generated_artifact"].all() and "artifact on" in view.summary.value

@@ -15,9 +15,9 @@ import pandas as pd
 from anndata import AnnData
 
 from ..baselines import BASELINE_LABELS, predict_baseline
-from ..evaluate import data_ate
+from ..evaluate import data_ate, model_ate
 
-__all__ = ["COMPARISON_BASELINES", "baseline_comparison"]
+__all__ = ["COMPARISON_BASELINES", "baseline_comparison", "predicted_effect_tables"]
 
 #: Baselines shown beside a model (no change is left out: its ATE-ρ is undefined).
 COMPARISON_BASELINES = ("mean", "additive", "linear")
@@ -109,3 +109,38 @@ def baseline_comparison(
     out = pd.DataFrame.from_dict(rows, orient="index", columns=_COLUMNS)
     out.index.name = "predictor"
     return out.rename(columns={"top-k Jaccard": f"top-{k} Jaccard"})
+
+
+def predicted_effect_tables(
+    generated: AnnData, adata: AnnData, label: str, *, control: str, artifact_key: str, top_n: int,
+    in_data: bool, model_label: str = "this model",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """PerturbationExplorer's two effect tables of generated cells of ``label`` (and generated controls).
+
+    Returns
+    -------
+    top_genes : pandas.DataFrame
+        ``model_ate`` and ``data_ate`` of the ``top_n`` genes with the largest ``|model_ate|`` (``data_ate``
+        NaN without QC-passed data cells of ``label``).
+    baselines : pandas.DataFrame
+        :func:`baseline_comparison` of the model's ATE (empty for the control or without data cells).
+    """
+    empty_top = pd.DataFrame(columns=["model_ate", "data_ate"])
+    if label == control:
+        return empty_top, pd.DataFrame(columns=_COLUMNS)
+    ate = model_ate(generated, perturbations=[label])
+    values = pd.Series(np.asarray(ate.X, dtype=np.float64)[0], index=ate.var_names)
+    order = np.argsort(-np.abs(values.to_numpy()), kind="stable")[:top_n]
+    top = pd.DataFrame({"model_ate": values.iloc[order].to_numpy()},
+                       index=pd.Index(values.index[order], name="gene"))
+    top["data_ate"] = np.nan
+    versus = pd.DataFrame(columns=_COLUMNS)
+    if in_data:
+        try:
+            d = data_ate(adata, perturbations=[label], artifact_key=artifact_key)
+            observed = pd.Series(np.asarray(d.X, dtype=np.float64)[0], index=d.var_names)
+            top["data_ate"] = observed.reindex(top.index).to_numpy()
+        except ValueError:  # no QC-passed cells of the perturbation: leave NaN
+            pass
+        versus = baseline_comparison(values, adata, label, artifact_key=artifact_key, model_label=model_label)
+    return top, versus

@@ -126,6 +126,9 @@ class PerturbationView(View):
             for g, r in c.top_genes.iterrows()
         ]
         self.genes.value = "<b>top changed genes</b>" + table_html(rows, ["gene", "model ATE", "data ATE"])
+        if len(c.baselines):  # the prediction beside the simple baselines', against the data ATE over genes
+            table = frame_html(c.baselines, css_class="cradlekit-baselines-table", float_format="{:.3f}")
+            self.genes.value += "<br><b>this perturbation beside the baselines</b> (against its data ATE)" + table
         with self.drawing(f"drawing the QC comparison of {c.label}"):
             try:
                 self.image.show(c.static_figure())

@@ -13,12 +13,12 @@ from matplotlib.figure import Figure
 
 from ..data import canonical_label, parse_perturbation
 from ..errors import MissingKeyError
-from ..evaluate import data_ate, model_ate
 from ..model import PerturbationModel
 from ..pl import qc_violins
 from ..pl.qc_violins import panel_view
 from ..qc import apply_thresholds, pass_fraction, read_qc_uns
 from ..qc.thresholds import k_label
+from ._baseline_comparison import predicted_effect_tables
 from ._basis import basis_name, basis_sentence, has_panel
 from ._messages import EMPTY_SELECTION, NO_MODEL, NOT_TRAINED, _log_sink, capture_logs, report_errors, set_message
 from ._perturbation_tables import LABELS_COLUMN, criteria_table, doublet_statement, gene_groups, gene_violins
@@ -90,6 +90,10 @@ class PerturbationExplorer(Controller):
         Gene of :meth:`gene_figure` (violins of data vs generated).
     top_genes : pandas.DataFrame
         ``model_ate`` and ``data_ate`` of the ``top_n`` genes with the largest ``|model_ate|``.
+    baselines : pandas.DataFrame
+        The model's ATE of the perturbation and the mean, additive and linear baselines' (fitted on the
+        training cells), each scored against the data ATE over genes: ATE-ρ, ATE-R², top-50 Jaccard
+        (``cradlekit.baselines``; a note where a baseline cannot predict it). Empty without data cells.
     seen : bool
         Whether the model was trained on this perturbation.
 
@@ -122,6 +126,7 @@ class PerturbationExplorer(Controller):
         self.result_k = float("nan")  # k of the last result
         self._scrublet_ran = False
         self.top_genes = pd.DataFrame(columns=["model_ate", "data_ate"])
+        self.baselines = pd.DataFrame()
         self.criteria = pd.DataFrame(columns=["generated pass %", "data pass %"])
         self.doublet_note = ""
         self.result_library_size = float("nan")
@@ -265,10 +270,13 @@ class PerturbationExplorer(Controller):
                 ran, note = False, "scrublet could not score these cells, so the doublet criterion is skipped"
             token.check()
             self._data_view(settings["k"])  # the data on the generated cells' basis, computed here (slow part)
-            return gen, ran, note, self._top_genes(gen, label, control, settings["k"])
+            tables = predicted_effect_tables(gen, self.adata, label, control=control, top_n=self.top_n,
+                                             artifact_key=f"artifact_{k_label(settings['k'])}",
+                                             in_data=bool(self._data_mask(label).any()))
+            return gen, ran, note, *tables
 
         def apply(result):
-            gen, ran, note, top = result
+            gen, ran, note, top, self.baselines = result
             k = settings["k"]
             self._scrublet_ran = ran
             in_data = self._data_mask(label)
@@ -339,25 +347,7 @@ class PerturbationExplorer(Controller):
         """The tables the widget shows, by name (exported as CSV); empty before there is a result."""
         if self.generated is None:
             return {}
-        return {"qc_criteria": self.criteria, "top_genes": self.top_genes}
-
-    def _top_genes(self, gen: AnnData, label: str, control: str, k: float) -> pd.DataFrame:
-        in_data = bool(self._data_mask(label).any())
-        if label == control:
-            return pd.DataFrame(columns=["model_ate", "data_ate"])
-        ate = model_ate(gen, perturbations=[label])
-        values = np.asarray(ate.X, dtype=np.float64)[0]
-        order = np.argsort(-np.abs(values), kind="stable")[: self.top_n]
-        out = pd.DataFrame({"model_ate": values[order]}, index=pd.Index(ate.var_names[order], name="gene"))
-        out["data_ate"] = np.nan
-        if in_data:
-            try:
-                d = data_ate(self.adata, perturbations=[label], artifact_key=f"artifact_{k_label(k)}")
-                observed = pd.Series(np.asarray(d.X, dtype=np.float64)[0], index=d.var_names)
-                out["data_ate"] = observed.reindex(out.index).to_numpy()
-            except ValueError:  # no QC-passed cells of the perturbation: leave NaN
-                pass
-        return out
+        return {"qc_criteria": self.criteria, "top_genes": self.top_genes, "baselines": self.baselines}
 
     # ------------------------------------------------------------------ figures and view
     def static_figure(self) -> Figure:
