@@ -64,11 +64,12 @@ class PerturbationModel(TrainingMixin):
         Replogle/Adamson). ``None``: keep the paper's 2 active dimensions per perturbation a priori
         (``p = 2 / latent_dim``).
     objective
-        CRADLE-VAE's objective: ``"unweighted"`` (the default, chosen from converged evidence on
-        three screens: every cell's reconstruction weighs 1 and J2 is the exact KL per cell),
-        ``"published"`` (the authors' J2 summed over the batch and the class-balanced
-        reconstruction: the paper's numbers), ``"exact"`` (exact KL weighted ``alpha x 512`` per
-        cell, class-balanced) or ``None`` (set the ingredients below); see
+        CRADLE-VAE's objective: ``"balanced"`` (the default, chosen by the README's rule from
+        converged grids: the class-balanced reconstruction with J2 as the exact KL per cell),
+        ``"unweighted"`` (every cell's reconstruction weighs 1, the same J2), ``"published"`` (the
+        authors' J2 summed over the batch and the class-balanced reconstruction: the paper's
+        numbers), ``"exact"`` (exact KL weighted ``alpha x 512`` per cell, class-balanced) or
+        ``None`` (set the ingredients below); see
         :mod:`cradlekit.module.cradle`. Ignored by the other models.
     published, class_balanced, j2_cells_per_batch
         Ingredients of the objective (override the named one; CRADLE-VAE models only).

@@ -17,9 +17,10 @@ __all__ = ["module_options", "uses_counterfactual", "resolve_mask_prior", "DEFAU
 
 #: The paper's J2 weight: 0.5 for combination datasets (Norman, Dixit); 0.05 Replogle, 0.1 Adamson.
 DEFAULT_ALPHA = 0.5
-#: The package's default CRADLE-VAE objective, chosen from converged evidence on three screens
-#: (``results/default_objective.md``; the README states the rule). The paper's is ``"published"``.
-DEFAULT_OBJECTIVE = "unweighted"
+#: The package's default CRADLE-VAE objective, chosen by the README's rule from the converged grids
+#: (``results/default_objective.md``: provisional while a screen's grid is unfinished). The paper's is
+#: ``"published"``.
+DEFAULT_OBJECTIVE = "balanced"
 #: The paper's prior mean of active latent dimensions per perturbation: p x D = 0.01 x 200
 #: (combination datasets); 0.001 x 200 = 0.2 for Replogle, 0.001 x 100 = 0.1 for Adamson.
 PAPER_ACTIVE_DIMS = 2.0
