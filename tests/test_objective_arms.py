@@ -74,17 +74,17 @@ def test_objective_names_resolve_to_their_ingredients():
     assert resolve_objective("balanced") == ("balanced", False, True, 1.0)
 
 
-def test_published_arm_is_the_papers_objective_and_the_default_is_balanced(trained, screen):
+def test_published_arm_is_the_papers_objective_and_the_default_is_unweighted(trained, screen):
     module = trained["published", 0].module
     assert isinstance(module, CradleVAE)
     assert (module.objective, module.published, module.class_balanced) == ("published", True, True)
     # the package default (chosen from converged evidence, results/default_objective.md)
     default = ck.PerturbationModel(screen, latent_dim=8, hidden_dim=32).module
     assert (default.objective, default.published, default.class_balanced, default.j2_cells_per_batch) == (
-        "balanced", False, True, 1.0)
+        "unweighted", False, False, 1.0)
     assert trained["wo_cf", 0].module.alpha == 0 and trained["wo_cf", 0].module.class_balanced  # follows its arm
     ablation = ck.PerturbationModel(screen, model="cradle_wo_cf", latent_dim=8, hidden_dim=32).module
-    assert ablation.alpha == 0 and ablation.objective == "balanced"  # by default, the default's ablation
+    assert ablation.alpha == 0 and ablation.objective == "unweighted"  # by default, the default's ablation
 
 
 def test_j2_carries_a_share_of_the_trained_objective(trained):

@@ -98,8 +98,8 @@ class CounterfactualConfig:
 class ModelOptions:
     """Constructor options of :class:`~cradlekit.model.PerturbationModel` shared by every model.
 
-    ``alpha`` and the objective (``objective``: the package default ``balanced``, ``published``
-    (the paper's: set it for a reproduction), ``unweighted`` or ``exact``; or its ingredients ``published``,
+    ``alpha`` and the objective (``objective``: the package default ``unweighted``, ``published``
+    (the paper's: set it for a reproduction), ``balanced`` or ``exact``; or its ingredients ``published``,
     ``class_balanced``) are passed to the CRADLE-VAE models only
     (``alpha`` not to ``cradle_wo_cf``). ``mask_prior``: ``null`` keeps the paper's prior number of
     active latent dimensions per perturbation, ``p x D = 0.01 x 200 = 2``, at a smaller

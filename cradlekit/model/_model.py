@@ -64,9 +64,9 @@ class PerturbationModel(TrainingMixin):
         Replogle/Adamson). ``None``: keep the paper's 2 active dimensions per perturbation a priori
         (``p = 2 / latent_dim``).
     objective
-        CRADLE-VAE's objective: ``"balanced"`` (the default, chosen by the README's rule from
-        converged grids: the class-balanced reconstruction with J2 as the exact KL per cell),
-        ``"unweighted"`` (every cell's reconstruction weighs 1, the same J2), ``"published"`` (the
+        CRADLE-VAE's objective: ``"unweighted"`` (the default, chosen by the README's rule from
+        converged grids: every cell's reconstruction weighs 1, J2 is the exact KL per cell),
+        ``"balanced"`` (the class-balanced reconstruction, the same J2), ``"published"`` (the
         authors' J2 summed over the batch and the class-balanced reconstruction: the paper's
         numbers), ``"exact"`` (exact KL weighted ``alpha x 512`` per cell, class-balanced) or
         ``None`` (set the ingredients below); see

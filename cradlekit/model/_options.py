@@ -17,10 +17,9 @@ __all__ = ["module_options", "uses_counterfactual", "resolve_mask_prior", "DEFAU
 
 #: The paper's J2 weight: 0.5 for combination datasets (Norman, Dixit); 0.05 Replogle, 0.1 Adamson.
 DEFAULT_ALPHA = 0.5
-#: The package's default CRADLE-VAE objective, chosen by the README's rule from the converged grids
-#: (``results/default_objective.md``: provisional while a screen's grid is unfinished). The paper's is
-#: ``"published"``.
-DEFAULT_OBJECTIVE = "balanced"
+#: The package's default CRADLE-VAE objective, chosen by the README's rule from the converged grids of
+#: three screens (``results/default_objective.md``). The paper's is ``"published"``.
+DEFAULT_OBJECTIVE = "unweighted"
 #: The paper's prior mean of active latent dimensions per perturbation: p x D = 0.01 x 200
 #: (combination datasets); 0.001 x 200 = 0.2 for Replogle, 0.001 x 100 = 0.1 for Adamson.
 PAPER_ACTIVE_DIMS = 2.0
