@@ -358,7 +358,9 @@ class PerturbationVAE(nn.Module):
         library_size
             Library size of the generated cells.
         artifact
-            Generate with the artifact embedding switched on (``z_a = u``); CRADLE-VAE only.
+            Generate with the artifact embedding switched on (``z_a = u``); CRADLE-VAE only. A
+            per-criterion CRADLE-VAE also takes criteria names: those artifacts on
+            (:func:`~cradlekit.module.artifact_latents.generative_design`).
         seed
             Seed for a reproducible draw; the global RNG state is left untouched.
         batch_size

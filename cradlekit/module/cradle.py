@@ -44,6 +44,10 @@ Objectives (``objective=``; the paper's Eq. (2)-(4)):
 Ablations: ``alpha=0`` (w/o CF, no J2 computed) and ``causal=False`` (w/o Causal: ``u`` is a
 fixed learnable vector, no prior, no KL); both follow the objective they ablate.
 
+Artifact latent (``artifact_latent=``, :mod:`.artifact_latents`): the paper's single ``u``
+(``"single"``, the default) or one ``u_c`` per QC criterion (``"per_criterion"``, ours:
+``z_a,i = sum_c a_i,c u_c``), with any objective and either ablation.
+
 Differences from the published code, on purpose: the reference encoder call shares the particle
 of ``(m, e, u)`` with the other two calls (the published code draws a second, independent
 particle for it); ``q(u)`` is a plain learnable Gaussian (published: an MLP of a constant input,
@@ -62,6 +66,7 @@ import pyro.poutine as poutine
 import torch
 from torch import nn
 
+from . import artifact_latents as al
 from .base import Batch, BatchContext, PerturbationVAE
 from .divergence import counterfactual_loss
 from .layers import GaussianEncoder
@@ -135,6 +140,11 @@ class CradleVAE(PerturbationVAE):
         shares one ``theta`` between all cells). The extra variance of artifacts that ``u``
         cannot express then stays out of the clean cells' ``theta``, which generation with the
         artifact off uses; ``generate(..., artifact=True)`` uses ``theta_a``.
+    artifact_latent, artifact_criteria, artifact_patterns
+        ``"single"`` (the paper's ``u``) or ``"per_criterion"`` (one ``u_c`` for each criterion of
+        ``artifact_criteria``, in the order of the batch's ``A_criteria`` columns);
+        ``artifact_patterns`` (``{"mito": n, "doublet+mito": n}``) weighs the failure patterns that
+        ``generate(..., artifact=True)`` draws (default: each criterion alone, equally).
     embedding_layers
         Hidden layers of q(e | m) (4).
     mask_init_logit, temperature
@@ -162,6 +172,9 @@ class CradleVAE(PerturbationVAE):
         class_balanced: bool | None = None,
         j2_cells_per_batch: float | None = None,
         artifact_dispersion: bool = False,
+        artifact_latent: str = "single",
+        artifact_criteria: Any = None,
+        artifact_patterns: Any = None,
         embedding_layers: int = 4,
         mask_init_logit: float = 0.0,
         temperature: float = 1.0,
@@ -178,11 +191,17 @@ class CradleVAE(PerturbationVAE):
         self.effects = SparseEffects(
             n_perturbations, Dz, H, embedding_layers, mask_prior, mask_init_logit, temperature
         )
+        self.artifact_latent, self.artifact_criteria = al.check_artifact_latent(artifact_latent, artifact_criteria)
+        shape = al.latent_shape(Dz, self.artifact_criteria)
         if self.causal:
-            self.u_loc = nn.Parameter(torch.zeros(Dz))
-            self.u_log_scale = nn.Parameter(torch.zeros(Dz))
+            self.u_loc = nn.Parameter(torch.zeros(shape))
+            self.u_log_scale = nn.Parameter(torch.zeros(shape))
         else:
-            self.u = nn.Parameter(0.1 * torch.randn(Dz))
+            self.u = nn.Parameter(0.1 * torch.randn(shape))
+        if self.artifact_criteria:
+            design, weight = al.pattern_table(self.artifact_criteria, artifact_patterns)
+            self.register_buffer("artifact_pattern_design", design)
+            self.register_buffer("artifact_pattern_weight", weight)
         self.basal_encoder = GaussianEncoder(
             [n_genes, Dz, Dz], Dz, H, self.encoder_layers, residual=True
         )
@@ -195,8 +214,11 @@ class CradleVAE(PerturbationVAE):
 
     @property
     def required_keys(self) -> tuple[str, ...]:  # type: ignore[override]
-        """``X, D, A`` and, when J2 is on, ``X_cf, cf_mask``."""
-        return ("X", "D", "A", "X_cf", "cf_mask") if self.alpha > 0 else ("X", "D", "A")
+        """``X, D, A`` and, when J2 is on, ``X_cf, cf_mask``; per criterion also ``A_criteria`` (and ``A_cf``)."""
+        keys = ("X", "D", "A", "X_cf", "cf_mask") if self.alpha > 0 else ("X", "D", "A")
+        if self.artifact_criteria:
+            keys += ("A_criteria", "A_cf") if self.alpha > 0 else ("A_criteria",)
+        return keys
 
     # ------------------------------------------------------------------ pyro
     def _artifact(self, batch: Batch) -> torch.Tensor:
@@ -219,36 +241,30 @@ class CradleVAE(PerturbationVAE):
         """p(x, z_b, m, e, u | D, a)."""
         ctx = self._context(batch)
         a = self._artifact(batch)
+        design = al.artifact_design(self, batch)
         Dz = self.latent_dim
         with self._per_cell(ctx):
             with self._perturbations(ctx):
                 m, e = self.effects.model_sites(ctx.X)
-            if self.causal:
-                u = pyro.sample("u", self._latent_prior(ctx, Dz))
-            else:
-                u = self.u
+            us = al.model_artifacts(self, ctx)
             z_p = dosage_effects(ctx.D, e * m)
             with self._cells(ctx):
                 z_b = pyro.sample("z_b", self._latent_prior(ctx, ctx.batch_size, Dz))
-                rho = self._decode(z_b, z_p, u, a)
+                rho = self._decode(z_b, z_p, us, design)
                 with self._reconstruction_weights(a):
                     pyro.sample("x", self.decoder.distribution(rho, ctx.library, self._theta(a)), obs=ctx.X)
 
     def guide(self, batch: Batch) -> dict[str, torch.Tensor] | None:
         """q(m) q(e | m) q(u) q(z_b | x, z_p, z_a); returns the J2 encoder parameters."""
         ctx = self._context(batch)
-        a = self._artifact(batch)
+        design = al.artifact_design(self, batch)
         with self._per_cell(ctx):
             with self._perturbations(ctx):
                 m, e = self.effects.guide_sites()
-            if self.causal:
-                scale = torch.exp(self.u_log_scale)
-                u = pyro.sample("u", dist.Normal(self.u_loc, scale).to_event(1))
-            else:
-                u = self.u
+            us = al.guide_artifacts(self)
             z_p = dosage_effects(ctx.D, e * m)
             with self._cells(ctx):
-                loc, scale, aux = self._encode(batch, ctx, z_p, u, a)
+                loc, scale, aux = self._encode(batch, ctx, z_p, us, design)
                 pyro.sample("z_b", dist.Normal(loc, scale).to_event(1))
         return aux
 
@@ -258,29 +274,29 @@ class CradleVAE(PerturbationVAE):
             return None
         return torch.where(a > 0.5, torch.exp(self.artifact_log_theta), self.decoder.theta)
 
-    def generative_theta(self, artifact: bool) -> torch.Tensor | None:  # noqa: D102 - see the base class
-        return torch.exp(self.artifact_log_theta) if (artifact and self.artifact_dispersion) else None
+    def generative_theta(self, artifact: Any) -> torch.Tensor | None:  # noqa: D102 - see the base class
+        return torch.exp(self.artifact_log_theta) if (al.is_on(artifact) and self.artifact_dispersion) else None
 
     def _decode(
-        self, z_b: torch.Tensor, z_p: torch.Tensor, u: torch.Tensor, a: torch.Tensor
+        self, z_b: torch.Tensor, z_p: torch.Tensor, us: list[torch.Tensor], design: torch.Tensor
     ) -> torch.Tensor:
-        """``rho = softmax(f_dec([z_b, z_p, a u]))`` with ``W_a (a u)`` computed as ``a (W_a u)``.
+        """``rho = softmax(f_dec([z_b, z_p, sum_k a_k u_k]))`` with ``W_a (a u)`` computed as ``a (W_a u)``.
 
         ``u`` has no cell dimension, so its part of the first layer is one row per particle
         instead of a ``(P, B, D) x (D, H)`` product; for ``a`` in {0, 1} the result is identical.
         """
         first = self.decoder.first
-        pre = first.part(0, z_b) + first.part(1, z_p) + a * first.part(2, u)
+        pre = first.part(0, z_b) + first.part(1, z_p) + al.combine(design, [first.part(2, u) for u in us])
         return self.decoder.frequencies_from_preactivation(pre)
 
     def _encode(
-        self, batch: Batch, ctx: BatchContext, z_p: torch.Tensor, u: torch.Tensor, a: torch.Tensor
+        self, batch: Batch, ctx: BatchContext, z_p: torch.Tensor, us: list[torch.Tensor], design: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
         """q(z_b | x, z_p, z_a) and, with J2, the counterfactual and reference encodings.
 
         The first layer is assembled by parts (``W_x x + W_p z_p + W_a (a u)`` with
-        ``W_a (a u) = a (W_a u)``), the three pre-activations are stacked on a new leading
-        dimension and the rest of the encoder runs once on the stack.
+        ``W_a (a u) = a (W_a u)``, summed over the artifact latents), the three pre-activations
+        are stacked on a new leading dimension and the rest of the encoder runs once on the stack.
         """
         first = self.basal_encoder.first
         with_j2 = self.alpha > 0
@@ -289,13 +305,13 @@ class CradleVAE(PerturbationVAE):
             x_std = torch.stack([x_std, self.normalize(batch["X_cf"].to(ctx.X.dtype))])
         hx = first.part(0, x_std)  # (B, H) or (2, B, H); includes the bias
         hp = first.part(1, z_p)  # (..., B, H)
-        hu = first.part(2, u)  # (..., 1, H) or (H,)
+        hu = [first.part(2, u) for u in us]  # each (..., 1, H) or (H,)
         obs = hx[0] if with_j2 else hx
-        pre_factual = obs + hp + a * hu
+        pre_factual = obs + hp + al.combine(design, hu)
         if not with_j2:
             loc, scale = self.basal_encoder.from_preactivation(pre_factual)
             return loc, scale, None
-        pre_cf = hp + (1.0 - a) * hu
+        pre_cf = hp + al.combine(al.counterfactual_design(self, batch, design), hu)
         pre = torch.stack(torch.broadcast_tensors(pre_factual, hx[0] + pre_cf, hx[1] + pre_cf))
         loc, scale = self.basal_encoder.from_preactivation(pre)
         aux = {"cf_loc": loc[1], "cf_scale": scale[1], "ref_loc": loc[2], "ref_scale": scale[2]}
@@ -340,28 +356,30 @@ class CradleVAE(PerturbationVAE):
             torch.manual_seed(int(seed))
             tr = poutine.trace(self.guide).get_trace(batch)
         m, e = tr.nodes["m"]["value"], tr.nodes["e"]["value"]
-        u = tr.nodes["u"]["value"] if self.causal else self.u
+        us = [tr.nodes[n]["value"] for n in al.site_names(self)] if self.causal else al.guide_artifacts(self)
         X = batch["X"].to(next(self.parameters()).dtype)
         z_p = dosage_effects(batch["D"].to(X.dtype), e * m)
-        z_a_cf = (1.0 - self._artifact(batch)) * u
+        z_a_cf = al.combine(al.counterfactual_design(self, batch, al.artifact_design(self, batch)), us)
         cf_loc, cf_scale = self.basal_encoder(self.normalize(X), z_p, z_a_cf)
         ref_loc, ref_scale = self.basal_encoder(self.normalize(batch["X_cf"].to(X.dtype)), z_p, z_a_cf)
         kl = gaussian_kl(ref_loc, ref_scale, cf_loc, cf_scale).sum(-1)
         return torch.where(batch["cf_mask"].to(torch.bool), kl, torch.full_like(kl, float("nan")))
 
     # ------------------------------------------------------------------ generation
-    def _artifact_draw(self, n: int, device: torch.device) -> torch.Tensor:
-        if not self.causal:
-            return self.u.expand(n, -1)
-        eps = torch.randn((n, self.latent_dim), device=device)
-        return self.u_loc + torch.exp(self.u_log_scale) * eps
+    def _generative_frequencies(self, D: torch.Tensor, artifact: Any) -> torch.Tensor:
+        """Algorithm 3: ``z_b ~ N(0, I)``, ``z_p`` from the guide, ``z_a`` off (0) or on.
 
-    def _generative_frequencies(self, D: torch.Tensor, artifact: bool) -> torch.Tensor:
-        """Algorithm 3: ``z_b ~ N(0, I)``, ``z_p`` from the guide, ``z_a = u`` or 0."""
+        ``artifact``: see :func:`.artifact_latents.generative_design` (``True``, or criteria names
+        for a per-criterion model).
+        """
         n = D.shape[0]
         z_b = torch.randn((n, self.latent_dim), device=D.device)
         z_p = self.effects.sample_effects(D)
-        z_a = self._artifact_draw(n, D.device) if artifact else torch.zeros_like(z_b)
+        design = al.generative_design(self, artifact, n, D.device)
+        if design is None:
+            z_a = torch.zeros_like(z_b)
+        else:
+            z_a = al.combine(design, al.artifact_draws(self, n, D.device))
         return self.decoder.frequencies(z_b, z_p, z_a)
 
 
