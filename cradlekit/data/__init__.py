@@ -30,7 +30,7 @@ from .perturbations import (
 )
 from .readers import load_dataset, standardize_dataset
 from .simulate import simulate_perturbseq, true_ate_frame
-from .simulate_truth import simulate_clean_cells
+from .simulate_truth import simulate_clean_cells, true_clean_frequencies
 from .splits import HeldOut, heldout_perturbations, split_cells, split_combinations, split_summary
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "setup",
     "simulate_perturbseq",
     "simulate_clean_cells",
+    "true_clean_frequencies",
     "split_cells",
     "split_combinations",
     "split_summary",

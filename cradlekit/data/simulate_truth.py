@@ -7,6 +7,10 @@ chosen library size: what a perfect generative model of artifact-free cells woul
 QC pass rate under the data's thresholds is the ceiling of a model's QCPR, which QC-passed data
 cells are not: they passed those thresholds by selection, while truly clean cells fail them at
 the rate the thresholds' tails allow.
+
+:func:`true_clean_frequencies` gives each observed cell's clean expected expression: the gene
+frequencies of its own basal state and perturbation before its artifact was injected, computed on
+demand from ``obsm['true_basal']`` and ``uns['simulation']`` (nothing cells x genes is stored).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from .._keys import PERTURBATION_KEY, UNS_KEY
 from ..errors import MissingKeyError
 from .perturbations import canonical_label, parse_perturbation
 
-__all__ = ["simulate_clean_cells"]
+__all__ = ["simulate_clean_cells", "true_clean_frequencies"]
 
 
 def simulate_clean_cells(
@@ -108,3 +112,72 @@ def simulate_clean_cells(
     out.uns[UNS_KEY] = dict(meta)
     out.uns["generation"] = {"source": "simulator truth", "library_size": float(library_size), "values": "counts"}
     return out
+
+
+def _truth(adata: AnnData) -> dict:
+    sim = adata.uns.get("simulation")
+    if not isinstance(sim, dict) or "decoder_weight" not in sim or "true_basal" not in adata.obsm:
+        raise MissingKeyError("the truth of a cell needs a screen from cradlekit.data.simulate_perturbseq "
+                              "(uns['simulation'] and obsm['true_basal'])")
+    return sim
+
+
+def true_clean_frequencies(adata: AnnData, cells=None) -> np.ndarray:
+    """Each cell's clean expected gene frequencies: ``softmax(W^T (z_b + z_p) + baseline)`` before its artifact.
+
+    For a simulated cell with basal state ``z_b`` (``obsm['true_basal']``) and perturbation effect
+    ``z_p`` (``uns['simulation']['perturbation_effects']`` of its label) this is the expected share of
+    each gene in its counts had no artifact been injected: a low-UMI cell keeps its composition (only
+    its depth shrank), a mitochondrial, ribosomal or hemoglobin outlier loses the boost of that gene
+    group, and a doublet is its own cell without the partner's counts. Multiply by a library size for
+    expected counts.
+
+    Parameters
+    ----------
+    adata
+        A screen from :func:`~cradlekit.data.simulate_perturbseq` (any subset of its cells, also
+        after an h5ad round trip; labels in ``obs[perturbation_key]``).
+    cells
+        Positions, a boolean mask or obs names of the cells (``None``: all; mind memory, the result
+        is dense ``cells x genes`` float64).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_cells, n_genes)`` float64, genes in ``adata.var_names`` order, rows summing to 1
+        (renormalised over the genes of ``adata`` when it holds a subset of the simulated ones).
+
+    Raises
+    ------
+    cradlekit.errors.MissingKeyError
+        ``adata`` is not a simulated screen, or a cell's label is not one of its perturbations.
+    """
+    sim = _truth(adata)
+    meta = adata.uns.get(UNS_KEY, {})
+    key = meta.get("perturbation_key", PERTURBATION_KEY)
+    if cells is None:
+        rows = np.arange(adata.n_obs)
+    else:
+        arr = np.asarray(cells)
+        rows = (np.flatnonzero(arr) if arr.dtype == bool else
+                adata.obs_names.get_indexer(arr.astype(str)) if arr.dtype.kind in "OUS" else arr.astype(np.int64))
+        if (rows < 0).any():
+            raise MissingKeyError(f"{int((rows < 0).sum())} cell names not in adata.obs_names")
+    labels = [str(p) for p in np.asarray(sim["perturbations"]).astype(str)]
+    index = {p: i for i, p in enumerate(labels)}
+    obs_labels = adata.obs[key].astype(str).to_numpy()[rows]
+    unknown = sorted(set(obs_labels) - set(index))
+    if unknown:
+        raise MissingKeyError(f"labels that are not perturbations of this simulated screen: {unknown[:10]}")
+    W = np.asarray(sim["decoder_weight"], dtype=np.float64)
+    genes = np.asarray(sim.get("true_ate_genes", adata.var_names)).astype(str)
+    order = pd.Index(genes).get_indexer(adata.var_names.astype(str))
+    if (order < 0).any():
+        raise MissingKeyError("adata has genes the simulation does not know")
+    z = np.asarray(adata.obsm["true_basal"], dtype=np.float64)[rows]
+    z = z + np.asarray(sim["perturbation_effects"], dtype=np.float64)[[index[p] for p in obs_labels]]
+    logits = z @ W + np.asarray(sim["gene_logit_baseline"], dtype=np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    freq = np.exp(logits)
+    freq /= freq.sum(axis=1, keepdims=True)
+    return freq[:, order] / freq[:, order].sum(axis=1, keepdims=True)

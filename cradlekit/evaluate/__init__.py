@@ -18,6 +18,8 @@ Main entry points
     Precision and recall of QC labels against simulated artifacts.
 :func:`rescue_artifacts`
     CRADLE-VAE's counterfactual artifact-free counts of observed QC-failed cells (a prediction).
+:func:`rescue_truth_scores`, :func:`artifact_gene_effects`
+    Rescued cells against the simulator's clean truth; each artifact latent's effect on genes.
 """
 
 from .._deprecated import module_getattr
@@ -27,7 +29,9 @@ from .ate import data_ate, model_ate
 from .calibrated import SignAgreement, centered_ate_pearson, target_sign_agreement
 from .log_normalize import perturbseq_normalize
 from .qcpr import criterion_pass_rates, data_pass_rates, qc_pass_rate
+from .artifact_effects import artifact_gene_effects, gene_classes, true_artifact_effects
 from .rescue import rescue_artifacts
+from .rescue_truth import rescue_truth_row, rescue_truth_scores
 
 __all__ = [
     "artifact_recovery",
@@ -47,6 +51,11 @@ __all__ = [
     "criterion_pass_rates",
     "data_pass_rates",
     "rescue_artifacts",
+    "rescue_truth_scores",
+    "rescue_truth_row",
+    "artifact_gene_effects",
+    "true_artifact_effects",
+    "gene_classes",
 ]
 
 #: Old names: the modules ``metrics`` (now ``agreement``) and ``normalize`` (now ``log_normalize``).
