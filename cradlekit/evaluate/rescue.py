@@ -30,7 +30,7 @@ from ..model._setup import cell_batches, check_genes
 from ..module.generation import seeded
 from ..qc import apply_thresholds, pass_fraction, read_qc_uns
 from ..qc.thresholds import k_label
-from .counterfactual_decode import check_cradle_module, counterfactual_frequencies
+from .counterfactual_decode import check_criteria, check_cradle_module, counterfactual_frequencies, rescue_designs
 
 __all__ = ["rescue_artifacts", "counterfactual_frequencies"]
 
@@ -119,6 +119,7 @@ def rescue_artifacts(
     adata: AnnData | None = None,
     *,
     cells: Any = None,
+    criteria: Any = None,
     n_samples: int = 1,
     library_size: str | float = "observed",
     seed: int | None = 0,
@@ -162,6 +163,10 @@ def rescue_artifacts(
         combinations of unseen genes, are skipped with a warning; named cells raise). Each cell is
         encoded with its own label ``a_i``; a QC-passed cell (``a_i = 0``) is only reconstructed
         through the artifact-off branch (a warning says so).
+    criteria
+        Per-criterion models (``artifact_latent="per_criterion"``): the criteria whose artifact is
+        switched off, e.g. ``["mito"]``; the cell's other failed criteria stay on. ``cells=None``
+        then selects the cells that failed any of them. ``None`` (default): every artifact off.
     n_samples
         Posterior draws per cell; the output has ``n_samples`` rows per cell (cell-major order).
     library_size
@@ -244,8 +249,12 @@ def rescue_artifacts(
     if bad:
         raise ValueError(f"qc_options may not set {bad}: the rescued cells have their own counts in X")
 
+    criteria = check_criteria(module, criteria)
     akey = registry["artifact_key"]
     a_all = adata.obs[akey].astype(int).to_numpy() if akey in adata.obs.columns else None
+    if criteria is not None and cells is None:  # the cells that failed a criterion to switch off
+        keys = [k for c, k in zip(registry["artifact_criteria"], registry["artifact_flag_keys"]) if c in criteria]
+        a_all = adata.obs[keys].astype(bool).any(axis=1).astype(int).to_numpy() if set(keys) <= set(adata.obs) else None
     idx = _select_cells(adata, cells, a_all, akey)
     if cells is None:  # the default selection skips cells whose perturbation the model cannot encode
         idx = _encodable(adata, idx, registry)
@@ -273,7 +282,7 @@ def rescue_artifacts(
                 X = batch["X"].to(device).repeat_interleave(n_samples, dim=0)
                 D = batch["D"].to(device).repeat_interleave(n_samples, dim=0)
                 a = batch["A"].to(device).repeat_interleave(n_samples, dim=0)
-                rho = counterfactual_frequencies(module, X, D, a, 0.0)
+                rho = counterfactual_frequencies(module, X, D, *rescue_designs(module, batch, criteria, n_samples))
                 lib = X.sum(-1) if fixed_library is None else torch.full_like(X[:, 0], fixed_library)
                 expected = lib.unsqueeze(-1) * rho
                 counts_out.append(
@@ -304,6 +313,7 @@ def rescue_artifacts(
         "n_cells": int(n_cells),
         "n_samples": n_samples,
         "library_size": "observed" if fixed_library is None else fixed_library,
+        "criteria_off": "all" if criteria is None else list(criteria),
         "note": (
             "model prediction of each cell without the technical artifact (encoded with z_a = a_i u, "
             "decoded with z_a = 0); not a measurement; lost transcripts are estimated, not recovered; "

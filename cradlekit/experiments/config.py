@@ -50,7 +50,7 @@ __all__ = [
 #: Models that take the objective's options and ``alpha`` (the registered classes with ``takes_objective``).
 CRADLE_MODELS = tuple(name for name, cls in MODELS.items() if cls.takes_objective)
 #: Options only CRADLE-VAE models take (dropped from the shared options for the baselines).
-CRADLE_ONLY_OPTIONS = ("alpha", *OBJECTIVE_OPTIONS)
+CRADLE_ONLY_OPTIONS = ("alpha", *OBJECTIVE_OPTIONS, "artifact_latent")
 #: ``split.seed`` value that makes each run's split seed its own seed (the authors' sweeps).
 RUN_SEED = "run"
 

@@ -33,6 +33,9 @@ Evaluation (paper Table 2; design page, "Metrics"), at the run's QC multiple ``k
   training effect, which a constant prediction cannot win), ``heldout_target_sign`` (share of
   target genes in the panel moving the expected way, ``evaluation.target_direction``) and, with
   ``evaluation.cell_eval``, cell-eval's metrics (``celleval_*``) on the held-out perturbations;
+* on a simulated screen, for models with an artifact latent: every QC-failed cell rescued and
+  scored against its clean truth (``rescue_truth_corr``, ``rescue_truth_corr_<type>``, ...;
+  :mod:`.scoring_truth`);
 * convergence: ``stopped_early`` (early stopping on validation ended the run before
   ``max_epochs``), ``converged`` (the same; always true for a baseline), ``epochs``,
   ``best_epoch``, and the time spent (``train_seconds`` wall, ``train_cpu_seconds`` CPU of this
@@ -62,6 +65,7 @@ from ..evaluate.log_normalize import (
 )
 from .config import ExperimentConfig
 from .grid import RunSpec, run_json_path, run_key, run_name, run_payload
+from .scoring_truth import score_rescue_truth
 
 __all__ = ["run_one", "read_run", "METRICS"]
 
@@ -150,6 +154,8 @@ def _run(config: ExperimentConfig, spec: RunSpec) -> tuple[dict[str, Any], Any, 
         predicted = _model_ate(trained, control, ok, e.n_model_cells, spec.seed, sampled=e.model_ate == "sampled")
         generated = trained.generate([control, *ok], n=e.n_qcpr_cells, library_size=_LIBRARY_SIZE, seed=spec.seed)
     metrics = _evaluate(config, spec, adata, predicted, generated, control=control, key=key, reference=reference)
+    if trained is not None:  # simulated screens: rescued cells against their clean truth (issue 19)
+        metrics.update(score_rescue_truth(trained, adata, spec))
     details = {"per_perturbation": metrics.pop("per_perturbation", {}), "heldout_ate": metrics.pop("heldout_ate", {})}
     row = {
         "dataset": config.dataset.display,

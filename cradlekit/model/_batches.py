@@ -19,6 +19,7 @@ from anndata import AnnData
 from ..errors import EmptyPerturbationError
 from ..module import condition_onehot
 from ..train import CellBatches
+from ._criteria import criteria_columns, to_tensor
 from ._setup import _FIT_SPLITS, _artifact, _cf, _condition_table, _counts, _labels, _split, check_genes, label_dosage
 
 __all__ = ["build_batches"]
@@ -51,7 +52,8 @@ def build_batches(
     Returns
     -------
     ``{"train": CellBatches, "val": CellBatches or None}``; a batch holds ``X``, ``D`` and, for
-    CRADLE-VAE, ``A`` (and ``X_cf``, ``cf_mask`` when J2 is on), like :func:`build_tensors`.
+    CRADLE-VAE, ``A`` (and ``X_cf``, ``cf_mask`` when J2 is on), like :func:`build_tensors`; with
+    per-criterion artifact latents also ``A_criteria`` (and ``A_cf``), see :mod:`._criteria`.
     """
     check_genes(adata, registry)
     key, control = registry["perturbation_key"], registry["control_label"]
@@ -77,6 +79,7 @@ def build_batches(
         if registry["cf_layer"]
         else None
     )
+    crit = criteria_columns(adata, registry, None if cf is None else cf[2] & (a == 0))
     out: dict[str, CellBatches | None] = {}
     for name in _FIT_SPLITS:
         rows = np.flatnonzero((split == name).to_numpy())
@@ -91,6 +94,10 @@ def build_batches(
             table, ref_row, mask = cf
             tables["X_cf"] = (table, ref_row[rows])
             columns["cf_mask"] = torch.from_numpy(mask[rows] & (a[rows] == 0))
+        if crit is not None:
+            columns["A_criteria"] = to_tensor(crit[0], rows)
+            if crit[1] is not None:
+                columns["A_cf"] = to_tensor(crit[1], rows)
         out[name] = CellBatches(
             X,
             rows,

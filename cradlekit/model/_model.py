@@ -15,9 +15,10 @@ from .._logging import logger
 from ..errors import NonFiniteLossError
 from ..module import PerturbationVAE, build_model
 from ..train import CellBatches, Trainer, resolve_device
+from ._criteria import criteria_registry, module_arguments
 from ._io import read_model_dir, write_model_dir
 from ._options import DEFAULT_OBJECTIVE, module_options, uses_counterfactual
-from ._output import basal_latent, generated_anndata, requested_labels
+from ._output import artifact_request, basal_latent, generated_anndata, requested_labels
 from ._setup import can_generate, cell_batches, check_genes, dosage_rows, register_anndata
 from ._training import TrainingMixin
 
@@ -73,6 +74,10 @@ class PerturbationModel(TrainingMixin):
         :mod:`cradlekit.module.cradle`. Ignored by the other models.
     published, class_balanced, j2_cells_per_batch
         Ingredients of the objective (override the named one; CRADLE-VAE models only).
+    artifact_latent
+        ``"single"`` (the paper's one ``u``) or ``"per_criterion"`` (ours: one ``u_c`` for each QC
+        criterion, read from ``obs['qc_fail_<criterion>_k<k>']`` at the model's ``k``; criteria QC
+        skipped get none). CRADLE-VAE models only.
     **model_options
         Further constructor options of the model class (e.g. ``decoder_layers``, ``mask_beta``).
 
@@ -126,6 +131,8 @@ class PerturbationModel(TrainingMixin):
             cf_layer=cf_layer if uses_counterfactual(model, options) else None,
             perturbation_key=perturbation_key, control_label=control_label,
         )
+        if options.get("artifact_latent") == "per_criterion":
+            registry.update(criteria_registry(adata, registry))
         self._setup(registry, options, adata)
         self._counts_checked = True
         self._log_stats = (log_mean, log_std)
@@ -156,7 +163,7 @@ class PerturbationModel(TrainingMixin):
             torch.manual_seed(int(seed))
             module = build_model(
                 reg["model"], len(reg["genes"]), n_inputs, reg["n_obs_per_perturbation"], reg["n_train"],
-                **stats, **self.module_options,
+                **stats, **self.module_options, **module_arguments(reg),
             )
         return module
 
@@ -175,15 +182,17 @@ class PerturbationModel(TrainingMixin):
 
     # ------------------------------------------------------------------ generation
     def _draw(
-        self, perturbations, n: int, artifact: bool, library_size: float, seed, batch_size: int, counts: bool
+        self, perturbations, n: int, artifact: bool, library_size: float, seed, batch_size: int, counts: bool,
+        artifacts=None,
     ) -> AnnData:
         labels = requested_labels(self.registry, perturbations)
         rows = dosage_rows(self.registry, labels)
         fn = self.module.generate if counts else self.module.predict_mean
-        values = fn(rows, int(n), library_size=library_size, artifact=artifact, seed=seed, batch_size=batch_size)
+        request, on = artifact_request(artifact, artifacts)
+        values = fn(rows, int(n), library_size=library_size, artifact=request, seed=seed, batch_size=batch_size)
         return generated_anndata(
-            values, labels, int(n), self.registry, counts=counts, artifact=bool(artifact),
-            library_size=float(library_size), seed=seed,
+            values, labels, int(n), self.registry, counts=counts, artifact=bool(on),
+            library_size=float(library_size), seed=seed, artifacts=on if isinstance(on, list) else None,
         )
 
     def can_generate(self, perturbation: str) -> bool:
@@ -196,6 +205,7 @@ class PerturbationModel(TrainingMixin):
         n: int = 100,
         *,
         artifact: bool = False,
+        artifacts: Sequence[str] | None = None,
         library_size: float = 1e4,
         seed: int | None = None,
         batch_size: int = 4096,
@@ -211,7 +221,13 @@ class PerturbationModel(TrainingMixin):
         n
             Cells per perturbation (100 for QCPR).
         artifact
-            Switch the artifact latent on (``z_a = u``; CRADLE-VAE models only).
+            Switch the artifact latent on (``z_a = u``; CRADLE-VAE models only). A per-criterion
+            model draws each cell's failure pattern with its frequency among the QC-failed
+            training cells (``registry['artifact_patterns']``).
+        artifacts
+            Per-criterion models: the criteria whose artifact is switched on in every cell, e.g.
+            ``["mito"]`` (``z_a = u_mito``) or ``["mito", "doublet"]``; ``None`` (default) or ``[]``:
+            artifact-free cells (Algorithm 3). Not with ``artifact=True``.
         library_size
             Library size of every generated cell (1e4).
         seed
@@ -225,14 +241,15 @@ class PerturbationModel(TrainingMixin):
             ``X``: CSR float32 counts; ``obs['perturbation']`` (canonical labels, in the requested
             order) and ``obs['generated_artifact']``; ``var_names``: the model's genes;
             ``uns['cradlekit']`` (perturbation key, control label) and ``uns['generation']``
-            (``model``, ``values``, ``n_per_perturbation``, ``artifact``, ``library_size``, ``seed``).
+            (``model``, ``values``, ``n_per_perturbation``, ``artifact``, ``library_size``, ``seed``
+            and, with ``artifacts``, the criteria switched on).
 
         Raises
         ------
         cradlekit.errors.EmptyPerturbationError
             A label with a target the model was not trained on.
         """
-        return self._draw(perturbations, n, artifact, library_size, seed, batch_size, True)
+        return self._draw(perturbations, n, artifact, library_size, seed, batch_size, True, artifacts)
 
     def predict_mean(
         self,
@@ -240,6 +257,7 @@ class PerturbationModel(TrainingMixin):
         n: int = 2500,
         *,
         artifact: bool = False,
+        artifacts: Sequence[str] | None = None,
         library_size: float = 1e4,
         seed: int | None = None,
         batch_size: int = 4096,
@@ -250,7 +268,7 @@ class PerturbationModel(TrainingMixin):
         is the mean of ``log2(X + 1)`` per perturbation minus that of the control (2,500 cells each).
         Same parameters and output as :meth:`generate` except ``X`` is a dense float32 array.
         """
-        return self._draw(perturbations, n, artifact, library_size, seed, batch_size, False)
+        return self._draw(perturbations, n, artifact, library_size, seed, batch_size, False, artifacts)
 
     def get_latent(self, adata: AnnData | None = None, *, seed: int | None = 0, batch_size: int = 1024) -> np.ndarray:
         """Posterior mean of each cell's basal latent (``z_b``; ``z`` for the conditional VAE and sVAE+).

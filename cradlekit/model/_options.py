@@ -89,8 +89,11 @@ def module_options(
     else:
         given["alpha"] = alpha
     if not cls.takes_objective:
+        if model_options.get("artifact_latent") in (None, "single"):
+            model_options.pop("artifact_latent", None)  # the paper's single u: nothing to pass
         given.update(published=published, class_balanced=class_balanced, j2_cells_per_batch=j2_cells_per_batch,
-                     artifact_dispersion=model_options.get("artifact_dispersion"))
+                     artifact_dispersion=model_options.get("artifact_dispersion"),
+                     artifact_latent=model_options.get("artifact_latent"))
     bad = [k for k, v in given.items() if v not in (None, False)]
     if bad:
         raise ValueError(f"{bad} apply to CRADLE-VAE models only, not to model={model!r}")

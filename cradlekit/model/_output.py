@@ -18,7 +18,23 @@ from ..data.perturbations import canonicalize_labels
 from ..module import PerturbationVAE
 from ..module.generation import seeded
 
-__all__ = ["requested_labels", "generated_anndata", "basal_latent"]
+__all__ = ["requested_labels", "generated_anndata", "basal_latent", "artifact_request"]
+
+
+def artifact_request(artifact: bool, artifacts: Sequence[str] | None) -> tuple[Any, bool | list[str]]:
+    """``(what the module generates with, what uns['generation'] records)`` of ``generate``'s two options.
+
+    Raises
+    ------
+    ValueError
+        Both ``artifact=True`` and a list of ``artifacts``.
+    """
+    if artifacts is None:
+        return bool(artifact), bool(artifact)
+    names = [artifacts] if isinstance(artifacts, str) else [str(a) for a in artifacts]
+    if artifact:
+        raise ValueError("pass either artifact=True (an artifact of the training mix) or artifacts=[criteria], not both")
+    return names, names if names else False
 
 
 def requested_labels(registry: Mapping[str, Any], perturbations: str | Sequence[str] | None) -> list[str]:

@@ -34,6 +34,7 @@ from ..data.perturbations import (
 )
 from ..errors import EmptyPerturbationError, GeneMismatchError, MissingKeyError, UnknownPerturbationError
 from ..module import MODELS, condition_onehot, log_standardize_stats, unique_conditions
+from ._criteria import criteria_columns, to_tensor
 from ._degenerate import check_trainable
 
 __all__ = ["register_anndata", "build_tensors", "dosage_rows", "check_genes", "REGISTRY_VERSION"]
@@ -289,6 +290,7 @@ def build_tensors(adata: AnnData, registry: Mapping[str, Any]) -> dict[str, dict
     a = _artifact(adata, registry["artifact_key"]) if registry["uses_artifact"] else None
     cf = (_cf(adata, registry["cf_layer"], registry["artifact_key"], registry["split_key"])
           if registry["cf_layer"] else None)
+    crit = criteria_columns(adata, registry, None if cf is None else cf[2] & (a == 0))
     out: dict[str, dict[str, torch.Tensor] | None] = {}
     for name in _FIT_SPLITS:
         rows = np.flatnonzero((split == name).to_numpy())
@@ -306,6 +308,8 @@ def build_tensors(adata: AnnData, registry: Mapping[str, Any]) -> dict[str, dict
             padded = sp.vstack([table, sp.csr_matrix((1, table.shape[1]), dtype=np.float32)], format="csr")
             batch["X_cf"] = _dense(padded, np.where(ref_row[rows] >= 0, ref_row[rows], table.shape[0]))
             batch["cf_mask"] = torch.from_numpy(mask[rows] & (a[rows] == 0))
+        if crit is not None:
+            batch.update({"A_criteria": to_tensor(crit[0], rows)} | ({"A_cf": to_tensor(crit[1], rows)} if cf else {}))
         out[name] = batch
     return out
 
@@ -384,13 +388,15 @@ def cell_batches(adata: AnnData, registry: Mapping[str, Any], batch_size: int):
     """Yield guide inputs for every cell of ``adata`` in order (for ``get_latent``).
 
     ``D`` is the dosage (sVAE+: zeros; its encoder reads only ``x``); ``A`` the QC label for
-    CRADLE-VAE; the J2 inputs are placeholders (``X_cf = X``, ``cf_mask`` False).
+    CRADLE-VAE (and ``A_criteria``, the criterion flags, per criterion); the J2 inputs are
+    placeholders (``X_cf = X``, ``cf_mask`` False, ``A_cf`` 0).
     """
     X = _counts(adata, registry["layer"])
     labels = _labels(adata, registry["perturbation_key"])
     codes, uniques = pd.factorize(labels)
     D_unique = dosage_rows(registry, list(uniques), as_conditions=False)
     a = _artifact(adata, registry["artifact_key"]) if registry["uses_artifact"] else None
+    crit = criteria_columns(adata, registry, None)
     width = len(registry["conditions"]) if registry["conditions"] is not None else len(registry["targets"])
     for start in range(0, adata.n_obs, batch_size):
         rows = np.arange(start, min(start + batch_size, adata.n_obs))
@@ -399,7 +405,11 @@ def cell_batches(adata: AnnData, registry: Mapping[str, Any], batch_size: int):
         batch = {"X": x, "D": D}
         if a is not None:
             batch["A"] = torch.from_numpy(a[rows].astype(np.float32))
+        if crit is not None:
+            batch["A_criteria"] = to_tensor(crit[0], rows)
         if registry["cf_layer"] is not None:
             batch["X_cf"] = x
             batch["cf_mask"] = torch.zeros(rows.size, dtype=torch.bool)
+            if crit is not None:
+                batch["A_cf"] = torch.zeros_like(batch["A_criteria"])
         yield batch

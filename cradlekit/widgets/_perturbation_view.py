@@ -28,6 +28,10 @@ class PerturbationView(View):
         self.compose = W.SelectMultiple(options=c.available_targets, description="or targets", rows=5, style=_WIDE,
                                         layout=W.Layout(width="210px"))  # fmt: skip
         self.artifact = W.ToggleButton(description="artifact on", icon="bolt")
+        criteria = list(c.model.registry.get("artifact_criteria") or []) if c.model is not None else []
+        self.criteria_picker = W.SelectMultiple(options=criteria, value=tuple(c.artifacts), description="artifacts",
+                                                rows=max(1, min(6, len(criteria))), style=_WIDE)  # fmt: skip
+        self.criteria_picker.observe(lambda ch: self._set("artifacts", list(ch["new"])), names="value")
         try:
             ks = [float(k) for k in np.asarray(read_qc_uns(c.adata)["ks"]).ravel()]
         except ValueError:
@@ -61,13 +65,15 @@ class PerturbationView(View):
         self.criteria.add_class("cradlekit-perturbation-criteria")
         self.genes = W.HTML()
         self.image = FigureImage()
-        self.controls = [self.picker, self.compose, self.artifact, self.k, self.n, self.library, self.button]
+        self.controls = [self.picker, self.compose, self.artifact, self.criteria_picker, self.k, self.n, self.library,
+                         self.button]  # fmt: skip
         c.observe(self._render, names="revision")
         self._render()
         self._on_busy()
         self.root = W.VBox([
             W.HBox([W.VBox([self.picker, self.k, self.n]), self.compose,
-                    W.VBox([W.HBox([self.artifact, self.button]), self.library])],
+                    W.VBox([W.HBox([self.artifact, self.button]), self.library]),
+                    *([self.criteria_picker] if criteria else [])],
                    layout=W.Layout(flex_flow="row wrap")),  # a narrow notebook (file browser open): wrap, never clip
             self.busy_box, self.message, self.summary, self.basis, self.criteria,
             W.HBox([self.image.widget, self.genes], layout=W.Layout(flex_flow="row wrap")),

@@ -57,6 +57,9 @@ class PerturbationExplorer(Controller):
         Requested label; ``targets`` (list of trained targets) composes it as ``"A+B"``.
     artifact : bool
         Generate with the artifact latent switched on.
+    artifacts : list of str
+        Per-criterion models (``artifact_latent="per_criterion"``): the QC criteria whose artifact is
+        switched on (e.g. ``["mito"]``); when not empty it replaces ``artifact``.
     n, k, seed, top_n : int, float, int, int
         Cells generated per perturbation (and as many controls), MAD multiple of the thresholds
         (stored in ``adata.uns['qc']``), seed, genes listed.
@@ -106,6 +109,7 @@ class PerturbationExplorer(Controller):
     perturbation = T.Unicode("")
     targets = T.List(T.Unicode())
     artifact = T.Bool(False)
+    artifacts = T.List(T.Unicode(), help="per-criterion models: the criteria whose artifact is on")
     n = T.Int(100)
     k = T.Float(3.0)
     seed = T.Int(0)
@@ -172,7 +176,7 @@ class PerturbationExplorer(Controller):
         if change["new"]:
             self.perturbation = "+".join(sorted(change["new"]))
 
-    @T.observe("perturbation", "artifact", "k", "n", "seed", "top_n", "library_size")
+    @T.observe("perturbation", "artifact", "artifacts", "k", "n", "seed", "top_n", "library_size")
     def _on_setting(self, change) -> None:
         if not self.auto_update:
             return
@@ -242,7 +246,7 @@ class PerturbationExplorer(Controller):
         model = self._check_ready()
         if model is None:
             return False
-        names = ("perturbation", "artifact", "k", "n", "seed", "library_size")
+        names = ("perturbation", "artifact", "artifacts", "k", "n", "seed", "library_size")
         settings = {name: getattr(self, name) for name in names}
         control = self.control_label
         label = ""
@@ -256,8 +260,9 @@ class PerturbationExplorer(Controller):
 
         def work(token):
             request = [control] if label == control else [control, label]
-            gen = model.generate(request, n=settings["n"], artifact=settings["artifact"], seed=settings["seed"],
-                                 library_size=library)  # fmt: skip
+            chosen = list(settings["artifacts"]) or None  # per-criterion models: these artifacts instead
+            gen = model.generate(request, n=settings["n"], artifact=settings["artifact"] and chosen is None,
+                                 artifacts=chosen, seed=settings["seed"], library_size=library)  # fmt: skip
             token.check()
             try:
                 gen = apply_thresholds(gen, self.adata, ks=[settings["k"]], run_scrublet=self.run_scrublet,
@@ -317,9 +322,8 @@ class PerturbationExplorer(Controller):
             finally:
                 self.auto_update = True
 
-        title = (
-            f"generating {self.n} cells of {label} and {self.n} controls (artifact {'on' if self.artifact else 'off'})"
-        )
+        state = "+".join(self.artifacts) if self.artifacts else ("on" if self.artifact else "off")
+        title = f"generating {self.n} cells of {label} and {self.n} controls (artifact {state})"
         return self.run_task(title, work, apply, action=f"generate {label!r}", on_cancel=on_cancel)
 
     def _data_mask(self, label: str) -> np.ndarray:
