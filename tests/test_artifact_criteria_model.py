@@ -168,3 +168,15 @@ def test_perturbation_explorer_generates_the_chosen_artifacts(prepared, trained)
     assert pe.artifacts == ["mito"]
     pe.perturbation = "control"
     assert pe.generate() and pe.generated.uns["generation"]["artifacts"] == ["mito"]
+
+
+def test_artifact_gene_effects_has_a_row_per_criterion(prepared, trained):
+    from cradlekit.evaluate import artifact_gene_effects
+
+    effects = artifact_gene_effects(trained, n=20, seed=0)
+    assert list(effects.index) == FIVE and list(effects.columns) == trained.registry["genes"]
+    off = np.log2(1e4 * trained.predict_mean(["control"], n=20, seed=0).X / 1e4 + 1)
+    on = np.log2(1e4 * trained.predict_mean(["control"], n=20, seed=0, artifacts=["hb"]).X / 1e4 + 1)
+    np.testing.assert_allclose(effects.loc["hb"].to_numpy(), (on - off).mean(0), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="no artifact latent for"):
+        artifact_gene_effects(trained, criteria=["doublet"])

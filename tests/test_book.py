@@ -45,6 +45,7 @@ EXPECTED = {
         "tables": ["tab-generation-qc", "tab-top-genes", "tab-rescue"],
         "figures": ["fig-perturbation-explorer", "fig-latent-explorer", "fig-latent-generated"],
     },
+    "09_which_artifact": {"tables": ["tab-rescue-truth", "tab-artifact-qcpr"], "figures": ["fig-artifact-effects"]},
 }
 #: pages that display a live widget (its state must be embedded for the static page)
 WIDGET_PAGES = ["02_quality_control", "04_training", "08_generation"]

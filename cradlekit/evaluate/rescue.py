@@ -203,7 +203,8 @@ def rescue_artifacts(
         ``rescued_from`` (input obs name), ``rescue_sample``, ``rescue_library_size`` and
         ``rescue_encoded_artifact`` (``a_i`` used for encoding); ``uns['cradlekit']`` (labels);
         ``uns['rescue']``: ``model``, ``artifact_key``, ``n_cells``, ``n_samples``,
-        ``library_size``, ``seed``, ``note`` and, with ``qc_reference``, ``qc``: ``ks``,
+        ``library_size``, ``criteria_off`` (``"all"`` or the criteria), ``seed``, ``note`` and,
+        with ``qc_reference``, ``qc``: ``ks``,
         ``model_k``, ``pass_rate_before`` (the observed cells' stored labels; 0 at the model's
         ``k`` for the default cells), ``pass_rate_before_reapplied``, ``pass_rate_after`` (each
         ``{"k3": ..., ...}``, fractions in [0, 1]) and ``by_criterion``: per ``k`` and per
@@ -252,10 +253,11 @@ def rescue_artifacts(
     criteria = check_criteria(module, criteria)
     akey = registry["artifact_key"]
     a_all = adata.obs[akey].astype(int).to_numpy() if akey in adata.obs.columns else None
+    chosen = a_all
     if criteria is not None and cells is None:  # the cells that failed a criterion to switch off
         keys = [k for c, k in zip(registry["artifact_criteria"], registry["artifact_flag_keys"]) if c in criteria]
-        a_all = adata.obs[keys].astype(bool).any(axis=1).astype(int).to_numpy() if set(keys) <= set(adata.obs) else None
-    idx = _select_cells(adata, cells, a_all, akey)
+        chosen = adata.obs[keys].astype(bool).any(axis=1).astype(int).to_numpy() if set(keys) <= set(adata.obs) else None
+    idx = _select_cells(adata, cells, chosen, akey)
     if cells is None:  # the default selection skips cells whose perturbation the model cannot encode
         idx = _encodable(adata, idx, registry)
     if idx.size == 0:
