@@ -23,7 +23,8 @@ def screen():
 def _truth_by_hand(adata, i):
     sim = adata.uns["simulation"]
     labels = list(np.asarray(sim["perturbations"]).astype(str))
-    z = adata.obsm["true_basal"][i].astype(np.float64) + sim["perturbation_effects"][labels.index(str(adata.obs["perturbation"].iloc[i]))]
+    label = str(adata.obs["perturbation"].iloc[i])
+    z = adata.obsm["true_basal"][i].astype(np.float64) + sim["perturbation_effects"][labels.index(label)]
     logits = np.array([sum(z[d] * sim["decoder_weight"][d, g] for d in range(z.size)) for g in range(adata.n_vars)])
     logits = logits + sim["gene_logit_baseline"]
     e = np.exp(logits - logits.max())

@@ -7,8 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cradlekit.experiments.which_artifact import (artifact_comparison, artifact_pairs, criterion_qcpr_table,
-                                                  rescue_truth_table)
+from cradlekit.experiments.which_artifact import (
+    artifact_comparison,
+    artifact_pairs,
+    criterion_qcpr_table,
+    rescue_truth_table,
+)
 
 
 def _runs() -> pd.DataFrame:

@@ -24,12 +24,12 @@ Main entry points
 
 from .._deprecated import module_getattr
 from .agreement import JaccardResult, align_ate, ate_pearson, ate_r2, evaluate_perturbations, top_k_jaccard
+from .artifact_effects import artifact_gene_effects, gene_classes, true_artifact_effects
 from .artifact_recovery import artifact_recovery
 from .ate import data_ate, model_ate
 from .calibrated import SignAgreement, centered_ate_pearson, target_sign_agreement
 from .log_normalize import perturbseq_normalize
 from .qcpr import criterion_pass_rates, data_pass_rates, qc_pass_rate
-from .artifact_effects import artifact_gene_effects, gene_classes, true_artifact_effects
 from .rescue import rescue_artifacts
 from .rescue_truth import rescue_truth_row, rescue_truth_scores
 

@@ -30,7 +30,7 @@ from ..model._setup import cell_batches, check_genes
 from ..module.generation import seeded
 from ..qc import apply_thresholds, pass_fraction, read_qc_uns
 from ..qc.thresholds import k_label
-from .counterfactual_decode import check_criteria, check_cradle_module, counterfactual_frequencies, rescue_designs
+from .counterfactual_decode import check_cradle_module, check_criteria, counterfactual_frequencies, rescue_designs
 
 __all__ = ["rescue_artifacts", "counterfactual_frequencies"]
 
@@ -255,8 +255,10 @@ def rescue_artifacts(
     a_all = adata.obs[akey].astype(int).to_numpy() if akey in adata.obs.columns else None
     chosen = a_all
     if criteria is not None and cells is None:  # the cells that failed a criterion to switch off
-        keys = [k for c, k in zip(registry["artifact_criteria"], registry["artifact_flag_keys"]) if c in criteria]
-        chosen = adata.obs[keys].astype(bool).any(axis=1).astype(int).to_numpy() if set(keys) <= set(adata.obs) else None
+        keys = [k for c, k in zip(registry["artifact_criteria"], registry["artifact_flag_keys"], strict=True)
+                if c in criteria]
+        chosen = (adata.obs[keys].astype(bool).any(axis=1).astype(int).to_numpy() if set(keys) <= set(adata.obs)
+                  else None)
     idx = _select_cells(adata, cells, chosen, akey)
     if cells is None:  # the default selection skips cells whose perturbation the model cannot encode
         idx = _encodable(adata, idx, registry)

@@ -131,8 +131,10 @@ def rescue_truth_row(scores: pd.DataFrame) -> dict[str, Any]:
         values = values.dropna()
         return float(values.mean()) if len(values) else math.nan
 
-    out: dict[str, Any] = {"rescue_truth_corr": mean(scores["truth_corr"]), "rescue_truth_rmse": mean(scores["truth_rmse"]),
-                           "observed_truth_corr": mean(scores["observed_truth_corr"]), "rescue_truth_n": int(len(scores))}
+    out: dict[str, Any] = {"rescue_truth_corr": mean(scores["truth_corr"]),
+                           "rescue_truth_rmse": mean(scores["truth_rmse"]),
+                           "observed_truth_corr": mean(scores["observed_truth_corr"]),
+                           "rescue_truth_n": int(len(scores))}
     for kind, group in scores.groupby("artifact_type", sort=True, observed=True):
         out[f"rescue_truth_corr_{kind}"] = mean(group["truth_corr"])
         out[f"rescue_truth_rmse_{kind}"] = mean(group["truth_rmse"])

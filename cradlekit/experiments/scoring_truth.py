@@ -20,7 +20,10 @@ __all__ = ["score_rescue_truth"]
 
 
 def score_rescue_truth(trained: Any, adata: Any, spec: RunSpec) -> dict[str, Any]:
-    """The rescue-vs-truth columns of a run's row (empty unless the data is simulated and the model has an artifact latent)."""
+    """The rescue-vs-truth columns of a run's row.
+
+    Empty unless the data is simulated and the model has an artifact latent.
+    """
     from ..evaluate import rescue_artifacts, rescue_truth_row, rescue_truth_scores
 
     simulated = "simulation" in adata.uns and "true_basal" in adata.obsm and "true_artifact_type" in adata.obs

@@ -61,8 +61,9 @@ def rescue_truth_table(runs: pd.DataFrame, models: Sequence[str], labels: dict[s
         return pd.DataFrame()
     table = summary_table(runs, models, labels, columns)
     observed = runs[runs["model"].isin(models)].drop_duplicates("seed")  # the same cells for every model of a split
-    before = summary_table(observed.assign(model="observed"), ["observed"], {"observed": "observed cells (before rescue)"},
-                           [c.replace("rescue_", "observed_") for c in columns if c.replace("rescue_", "observed_") in runs])
+    observed_columns = [c.replace("rescue_", "observed_") for c in columns if c.replace("rescue_", "observed_") in runs]
+    before = summary_table(observed.assign(model="observed"), ["observed"],
+                           {"observed": "observed cells (before rescue)"}, observed_columns)
     before.columns = [c.replace("observed_", "rescue_") for c in before.columns]
     table = pd.concat([table, before])
     return table.rename(columns=lambda c: c.removeprefix("rescue_truth_corr").removeprefix("_") or "all")

@@ -66,7 +66,8 @@ def criteria_registry(adata: AnnData, registry: Mapping[str, Any]) -> dict[str, 
             "with cradlekit.qc.label_artifacts"
         )
     train = (adata.obs[registry["split_key"]].astype(str) == "train").to_numpy() & (a == 1)
-    patterns = Counter("+".join(c for c, f in zip(criteria, row) if f) for row in flags[train].astype(bool))
+    patterns = Counter("+".join(c for c, f in zip(criteria, row, strict=True) if f)
+                       for row in flags[train].astype(bool))
     return {
         "artifact_criteria": criteria,
         "artifact_flag_keys": keys,
@@ -155,3 +156,13 @@ def criteria_columns(
 def to_tensor(values: np.ndarray, rows: np.ndarray) -> torch.Tensor:
     """The rows of a per-cell array as a float32 tensor."""
     return torch.from_numpy(np.ascontiguousarray(values[rows], dtype=np.float32))
+
+
+def criteria_inputs(crit, rows: np.ndarray, with_cf: bool, placeholder: bool = False) -> dict[str, torch.Tensor]:
+    """``A_criteria`` (and, with J2, ``A_cf``) of ``rows``; ``placeholder``: ``A_cf`` all 0 (inference batches)."""
+    if crit is None:
+        return {}
+    out = {"A_criteria": to_tensor(crit[0], rows)}
+    if with_cf:
+        out["A_cf"] = torch.zeros_like(out["A_criteria"]) if placeholder else to_tensor(crit[1], rows)
+    return out

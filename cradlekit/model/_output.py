@@ -33,7 +33,8 @@ def artifact_request(artifact: bool, artifacts: Sequence[str] | None) -> tuple[A
         return bool(artifact), bool(artifact)
     names = [artifacts] if isinstance(artifacts, str) else [str(a) for a in artifacts]
     if artifact:
-        raise ValueError("pass either artifact=True (an artifact of the training mix) or artifacts=[criteria], not both")
+        raise ValueError("pass either artifact=True (an artifact of the training mix) or artifacts=[criteria], "
+                         "not both")
     return names, names if names else False
 
 

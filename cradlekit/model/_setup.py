@@ -34,7 +34,7 @@ from ..data.perturbations import (
 )
 from ..errors import EmptyPerturbationError, GeneMismatchError, MissingKeyError, UnknownPerturbationError
 from ..module import MODELS, condition_onehot, log_standardize_stats, unique_conditions
-from ._criteria import criteria_columns, to_tensor
+from ._criteria import criteria_columns, criteria_inputs
 from ._degenerate import check_trainable
 
 __all__ = ["register_anndata", "build_tensors", "dosage_rows", "check_genes", "REGISTRY_VERSION"]
@@ -67,11 +67,9 @@ def _labels(adata: AnnData, key: str) -> pd.Series:
 
 def _split(adata: AnnData, split_key: str) -> pd.Series:
     if split_key not in adata.obs.columns:
-        raise MissingKeyError(
-            f"split column {split_key!r} not found in adata.obs; create it with "
-            "cradlekit.data.split_combinations(adata) (combination datasets) or "
-            "cradlekit.data.split_cells(adata) (single-perturbation datasets)"
-        )
+        raise MissingKeyError(f"split column {split_key!r} not found in adata.obs; create it with "
+                              "cradlekit.data.split_combinations(adata) (combination datasets) or "
+                              "cradlekit.data.split_cells(adata) (single-perturbation datasets)")
     split = adata.obs[split_key]
     if split.isna().any():
         raise MissingKeyError(f"adata.obs[{split_key!r}] has {int(split.isna().sum())} missing values; "
@@ -84,10 +82,8 @@ def _split(adata: AnnData, split_key: str) -> pd.Series:
 
 def _artifact(adata: AnnData, artifact_key: str) -> np.ndarray:
     if artifact_key not in adata.obs.columns:
-        raise MissingKeyError(
-            f"QC label column {artifact_key!r} not found in adata.obs; create it with "
-            "cradlekit.qc.label_artifacts(adata) (it writes artifact_k3, artifact_k4, artifact_k5)"
-        )
+        raise MissingKeyError(f"QC label column {artifact_key!r} not found in adata.obs; create it with "
+                              "cradlekit.qc.label_artifacts(adata) (it writes artifact_k3, artifact_k4, artifact_k5)")
     a = adata.obs[artifact_key]
     if a.isna().any():
         raise MissingKeyError(f"adata.obs[{artifact_key!r}] has {int(a.isna().sum())} missing values")
@@ -188,11 +184,9 @@ def register_anndata(
     val_labels = set(labels[(split == "val").to_numpy()].unique())
     orphans = sorted(val_labels - train_labels)
     if orphans:
-        raise EmptyPerturbationError(
-            f"{len(orphans)} perturbation(s) have validation cells but no training cells: {orphans[:20]}; "
-            "the model cannot learn them. Put some of their cells in 'train' (split_combinations and "
-            "split_cells always do) or drop them"
-        )
+        raise EmptyPerturbationError(f"{len(orphans)} perturbation(s) have validation cells but no training cells: "
+                                     f"{orphans[:20]}; the model cannot learn them. Put some of their cells in 'train' "
+                                     "(split_combinations and split_cells always do) or drop them")
     if isinstance(adata.obs[key].dtype, pd.CategoricalDtype):
         unused = sorted(set(adata.obs[key].cat.categories.astype(str)) - set(labels.unique()))
         if unused:
@@ -241,10 +235,8 @@ def register_anndata(
         "trained_perturbations": sorted(train_labels, key=lambda s: (s != control, s)),
         "fit_perturbations": sorted(map(str, fit_labels)),
     }
-    logger.info(
-        "registered %d cells x %d genes: %d training targets, %d train / %d val cells",
-        adata.n_obs, adata.n_vars, len(targets), registry["n_train"], registry["n_val"],
-    )
+    logger.info("registered %d cells x %d genes: %d training targets, %d train / %d val cells",
+                adata.n_obs, adata.n_vars, len(targets), registry["n_train"], registry["n_val"])
     return registry, (log_mean, log_std)
 
 
@@ -308,8 +300,7 @@ def build_tensors(adata: AnnData, registry: Mapping[str, Any]) -> dict[str, dict
             padded = sp.vstack([table, sp.csr_matrix((1, table.shape[1]), dtype=np.float32)], format="csr")
             batch["X_cf"] = _dense(padded, np.where(ref_row[rows] >= 0, ref_row[rows], table.shape[0]))
             batch["cf_mask"] = torch.from_numpy(mask[rows] & (a[rows] == 0))
-        if crit is not None:
-            batch.update({"A_criteria": to_tensor(crit[0], rows)} | ({"A_cf": to_tensor(crit[1], rows)} if cf else {}))
+        batch.update(criteria_inputs(crit, rows, cf is not None))
         out[name] = batch
     return out
 
@@ -355,10 +346,8 @@ def dosage_rows(registry: Mapping[str, Any], perturbations: Sequence[str], *,
                    if canonical_label(parse_perturbation(str(p), control_label=control), control_label=control)
                    not in known]
         if missing:
-            raise UnknownPerturbationError(
-                f"sVAE+ encodes each condition as its own label and cannot generate conditions it was not "
-                f"trained on: {missing[:20]}"
-            )
+            raise UnknownPerturbationError("sVAE+ encodes each condition as its own label and cannot generate "
+                                           f"conditions it was not trained on: {missing[:20]}")
         D = condition_onehot(D, _condition_table(registry))
     return D
 
@@ -378,10 +367,8 @@ def check_genes(adata: AnnData, registry: Mapping[str, Any]) -> None:
                   f"{genes[first]!r})")
     else:
         detail = f"{len(missing)} model genes absent (e.g. {missing[:5]}), {len(extra)} extra genes (e.g. {extra[:5]})"
-    raise GeneMismatchError(
-        f"adata.var_names do not match the model's {len(genes)} genes: {detail}. "
-        "Subset and order adata as the model's genes: adata[:, model.registry['genes']]"
-    )
+    raise GeneMismatchError(f"adata.var_names do not match the model's {len(genes)} genes: {detail}. "
+                            "Subset and order adata as the model's genes: adata[:, model.registry['genes']]")
 
 
 def cell_batches(adata: AnnData, registry: Mapping[str, Any], batch_size: int):
@@ -405,11 +392,8 @@ def cell_batches(adata: AnnData, registry: Mapping[str, Any], batch_size: int):
         batch = {"X": x, "D": D}
         if a is not None:
             batch["A"] = torch.from_numpy(a[rows].astype(np.float32))
-        if crit is not None:
-            batch["A_criteria"] = to_tensor(crit[0], rows)
+        batch.update(criteria_inputs(crit, rows, registry["cf_layer"] is not None, placeholder=True))
         if registry["cf_layer"] is not None:
             batch["X_cf"] = x
             batch["cf_mask"] = torch.zeros(rows.size, dtype=torch.bool)
-            if crit is not None:
-                batch["A_cf"] = torch.zeros_like(batch["A_criteria"])
         yield batch

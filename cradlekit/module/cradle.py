@@ -188,9 +188,7 @@ class CradleVAE(PerturbationVAE):
         self.causal = bool(causal)
         resolved = resolve_objective(objective, published, class_balanced, j2_cells_per_batch)
         self.objective, self.published, self.class_balanced, self.j2_cells_per_batch = resolved
-        self.effects = SparseEffects(
-            n_perturbations, Dz, H, embedding_layers, mask_prior, mask_init_logit, temperature
-        )
+        self.effects = SparseEffects(n_perturbations, Dz, H, embedding_layers, mask_prior, mask_init_logit, temperature)
         self.artifact_latent, self.artifact_criteria = al.check_artifact_latent(artifact_latent, artifact_criteria)
         shape = al.latent_shape(Dz, self.artifact_criteria)
         if self.causal:
@@ -376,10 +374,7 @@ class CradleVAE(PerturbationVAE):
         z_b = torch.randn((n, self.latent_dim), device=D.device)
         z_p = self.effects.sample_effects(D)
         design = al.generative_design(self, artifact, n, D.device)
-        if design is None:
-            z_a = torch.zeros_like(z_b)
-        else:
-            z_a = al.combine(design, al.artifact_draws(self, n, D.device))
+        z_a = torch.zeros_like(z_b) if design is None else al.combine(design, al.artifact_draws(self, n, D.device))
         return self.decoder.frequencies(z_b, z_p, z_a)
 
 

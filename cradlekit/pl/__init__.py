@@ -25,4 +25,5 @@ from .latent_tsne import embed_tsne, generated_tsne
 from .pathways import NORMAN_PATHWAYS, norman_pathway_groups
 from .qc_violins import qc_violins
 
-__all__ = ["figure_image", "artifact_effects", "qc_violins", "generated_tsne", "embed_tsne", "norman_pathway_groups", "NORMAN_PATHWAYS"]
+__all__ = ["figure_image", "artifact_effects", "qc_violins", "generated_tsne", "embed_tsne", "norman_pathway_groups",
+           "NORMAN_PATHWAYS"]

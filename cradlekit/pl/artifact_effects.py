@@ -68,7 +68,7 @@ def artifact_effects(
         panels = list(st.as_axes_grid(axes, 1, n, what="artifact_effects")[0])
         fig = panels[0].figure
     rng = np.random.default_rng(seed)
-    for ax, (name, row) in zip(panels, effects.iterrows()):
+    for ax, (name, row) in zip(panels, effects.iterrows(), strict=True):
         values = row.to_numpy(dtype=np.float64)
         true_row = None
         if truth is not None and _TRUTH_OF_CRITERION.get(str(name)) in truth.index:
