@@ -118,7 +118,7 @@ def test_switching_one_criterion_changes_only_the_cells_that_failed_it():
 
 
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("objective", ["published", "exact", "unweighted"])
+@pytest.mark.parametrize("objective", ["published", "exact", "unweighted", "balanced"])
 def test_one_criterion_is_the_papers_single_u(objective, causal):
     """A per-criterion model with one criterion flagged wherever a_i = 1 (and A_cf = 1 - a_i) is the single-u
     model: same weights, same draws, same loss, J2 included."""
@@ -140,7 +140,7 @@ def test_one_criterion_is_the_papers_single_u(objective, causal):
     torch.testing.assert_close(a[1]["j2"], b[1]["j2"])
 
 
-@pytest.mark.parametrize("objective", ["published", "exact", "unweighted"])
+@pytest.mark.parametrize("objective", ["published", "exact", "unweighted", "balanced"])
 @pytest.mark.parametrize("cls", [CradleVAE, CradleVAEWithoutCF, CradleVAEWithoutCausal])
 def test_every_objective_and_ablation_trains(cls, objective):
     batch = tiny_batch()
