@@ -47,7 +47,7 @@ def test_the_class_facts_give_the_lists_kept_by_hand_before():
     }
     assert {n for n, c in MODELS.items() if c.has_artifact} == set(CRADLE_MODELS)
     assert CRADLE_ONLY_OPTIONS == ("alpha", "objective", "published", "class_balanced", "j2_cells_per_batch",
-                                   "artifact_dispersion")
+                                   "artifact_dispersion", "artifact_latent")  # artifact_latent: issue 19
 
 
 @pytest.mark.parametrize("name", sorted(set(MODELS) - {"svae_plus"}))  # sVAE+ is built on condition one-hots
