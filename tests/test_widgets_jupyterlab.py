@@ -251,6 +251,8 @@ def _run_all(page, port: int) -> None:
 
 def _drive(page, port: int, shots: list[Path]) -> None:
     """Open the notebook, run all cells and drive the five controllers (issue 21, items 1-6)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     _run_all(page, port)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
@@ -370,8 +372,19 @@ def _drive(page, port: int, shots: list[Path]) -> None:
         page.wait_for_timeout(250)
     page.mouse.move(x0, y0, steps=8)
     page.mouse.up()
-    page.wait_for_function("() => /\\d+ cells in the lasso/.test(document.querySelector('.cradlekit-latent')"
-                           "?.innerText || '')")  # fmt: skip
+    named = "() => /\\d+ cells in the lasso/.test(document.querySelector('.cradlekit-latent')?.innerText || '')"
+    for _ in range(2):  # on a loaded machine the kernel can miss the release of a drag: draw the lasso again
+        try:
+            page.wait_for_function(named, timeout=30_000)
+            break
+        except PlaywrightTimeout:
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0)):
+                page.mouse.move(x, y, steps=8)
+                page.wait_for_timeout(200)
+            page.mouse.up()
+    page.wait_for_function(named)
     shot("latent")
 
     # 5. the comparison view: generated and observed cells in one embedding, and scanpy's dot plot
