@@ -44,6 +44,16 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6
     return fig, axes
 
 
+def model_of(source: Any) -> Any:
+    """The model a controller uses: ``source`` itself (a model or ``None``), or a TrainingController's
+    current ``model``."""
+    from ..model import PerturbationModel
+
+    if source is None or isinstance(source, PerturbationModel):
+        return source
+    return getattr(source, "model", None)
+
+
 def table_html(rows: list[list[Any]], header: list[str], *, css_class: str = "") -> str:
     """A small HTML table (cells escaped by the caller where needed)."""
     head = "".join(f"<th style='padding:0 8px;text-align:right'>{h}</th>" for h in header)

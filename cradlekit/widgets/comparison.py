@@ -18,7 +18,7 @@ from ._comparison_data import gene_summary, joint_cells, top_genes
 from ._comparison_draw import comparison_figure
 from ._latent_compute import data_library_size
 from ._messages import EMPTY_SELECTION, NO_MODEL, NOT_TRAINED, set_message
-from ._views import Controller
+from ._views import Controller, model_of
 
 __all__ = ["ComparisonExplorer"]
 
@@ -111,10 +111,7 @@ class ComparisonExplorer(Controller):
     @property
     def model(self) -> PerturbationModel | None:
         """The model that generates the cells (from a TrainingController when one was given)."""
-        src = self._source
-        if src is None or isinstance(src, PerturbationModel):
-            return src
-        return getattr(src, "model", None)
+        return model_of(self._source)
 
     @property
     def control(self) -> str:

@@ -17,7 +17,7 @@ from ..pl.embed import umap_is_warm, warm_up_umap
 from ._latent_compute import METHOD_TITLES, coverage_text, embed, generate_cells, store, stored
 from ._latent_draw import PRESETS, colour_values, draw_embedding, match_genes, resolve_gene
 from ._messages import EMPTY_SELECTION, report_errors, set_message
-from ._views import Controller
+from ._views import Controller, model_of
 
 __all__ = ["LatentExplorer"]
 
@@ -153,10 +153,7 @@ class LatentExplorer(Controller):
     @property
     def model(self) -> PerturbationModel | None:
         """The trained model shown (given directly, or the ``model`` of the controller given), or ``None``."""
-        src = self._source_model
-        if src is None or isinstance(src, PerturbationModel):
-            return src
-        return getattr(src, "model", None)
+        return model_of(self._source_model)
 
     @property
     def title(self) -> str:

@@ -22,7 +22,7 @@ from ._baseline_comparison import predicted_effect_tables
 from ._basis import basis_name, basis_sentence, has_panel
 from ._messages import EMPTY_SELECTION, NO_MODEL, NOT_TRAINED, _log_sink, capture_logs, report_errors, set_message
 from ._perturbation_tables import LABELS_COLUMN, criteria_table, doublet_statement, gene_groups, gene_violins
-from ._views import Controller, new_figure
+from ._views import Controller, model_of, new_figure
 
 __all__ = ["PerturbationExplorer"]
 
@@ -145,10 +145,7 @@ class PerturbationExplorer(Controller):
     @property
     def model(self) -> PerturbationModel | None:
         """The model (a TrainingController's current model when one was given)."""
-        src = self._source
-        if src is None or isinstance(src, PerturbationModel):
-            return src
-        return getattr(src, "model", None)
+        return model_of(self._source)
 
     @property
     def control_label(self) -> str:
